@@ -1,0 +1,146 @@
+"""RabbitMQ through aio-pika: durable quorum queues, persistent messages, publisher confirms."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    AbstractRobustExchange,
+    AbstractRobustQueue,
+)
+
+from bulkmail.shared.broker.base import Broker, Delivery, Handler
+from bulkmail.shared.logging import correlation_id, get_logger
+
+log = get_logger(__name__)
+
+# Pause before a failed delivery goes back on the queue, so a poison message cannot spin a core.
+REDELIVERY_DELAY_S = 0.5
+
+
+class RabbitMQBroker(Broker):
+    def __init__(self, url: str, namespace: str = "bulkmail") -> None:
+        super().__init__(namespace)
+        self._url = url
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractRobustChannel | None = None
+        self._events: AbstractRobustExchange | None = None
+        self._consumer_channels: list[AbstractRobustChannel] = []
+        self._declared: dict[str, AbstractRobustQueue] = {}
+        self._lock = asyncio.Lock()
+
+    async def connect(self) -> None:
+        self._connection = await aio_pika.connect_robust(
+            self._url, client_properties={"connection_name": self.namespace}
+        )
+        self._publish_channel = await self._connection.channel(publisher_confirms=True)
+        self._events = await self._publish_channel.declare_exchange(
+            self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+
+    async def close(self) -> None:
+        for channel in self._consumer_channels:
+            if not channel.is_closed:
+                await channel.close()
+        self._consumer_channels.clear()
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = None
+        self._declared.clear()
+
+    @property
+    def _channel(self) -> AbstractRobustChannel:
+        if self._publish_channel is None:
+            raise RuntimeError("broker is not connected")
+        return self._publish_channel
+
+    async def _declare(self, name: str, channel: AbstractRobustChannel | None = None) -> AbstractRobustQueue:
+        channel = channel or self._channel
+        return await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+
+    async def _ensure_queue(self, queue: str) -> str:
+        name = self.queue_name(queue)
+        if name not in self._declared:
+            async with self._lock:
+                if name not in self._declared:
+                    self._declared[name] = await self._declare(name)
+        return name
+
+    async def publish(self, queue: str, body: bytes, headers: dict[str, Any] | None = None) -> None:
+        name = await self._ensure_queue(queue)
+        await self._channel.default_exchange.publish(_message(body, headers), routing_key=name)
+
+    async def publish_event(self, topic: str, body: bytes, headers: dict[str, Any] | None = None) -> None:
+        assert self._events is not None, "broker is not connected"
+        await self._events.publish(_message(body, headers), routing_key=topic)
+
+    async def consume(self, queue: str, handler: Handler, prefetch: int = 10) -> None:
+        channel = await self._consumer_channel(prefetch)
+        q = await self._declare(self.queue_name(queue), channel)
+        await q.consume(_wrap(handler))
+
+    async def subscribe(self, pattern: str, handler: Handler, queue: str | None = None) -> None:
+        channel = await self._consumer_channel(50)
+        exchange = await channel.declare_exchange(
+            self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        if queue:
+            q = await self._declare(self.queue_name(queue), channel)
+        else:
+            q = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await q.bind(exchange, routing_key=pattern)
+        await q.consume(_wrap(handler))
+
+    async def queue_length(self, queue: str) -> int:
+        channel = await self._consumer_channel(1)
+        try:
+            q = await self._declare(self.queue_name(queue), channel)
+            return int(q.declaration_result.message_count or 0)
+        finally:
+            self._consumer_channels.remove(channel)
+            await channel.close()
+
+    async def ping(self) -> None:
+        if self._connection is None or self._connection.is_closed:
+            raise ConnectionError("not connected to RabbitMQ")
+
+    async def _consumer_channel(self, prefetch: int) -> AbstractRobustChannel:
+        if self._connection is None:
+            raise RuntimeError("broker is not connected")
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        self._consumer_channels.append(channel)
+        return channel
+
+
+def _message(body: bytes, headers: dict[str, Any] | None) -> aio_pika.Message:
+    return aio_pika.Message(
+        body,
+        headers=dict(headers or {}),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+def _wrap(handler: Handler) -> Any:
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        headers = {k: v for k, v in (message.headers or {}).items()}
+        delivery = Delivery(message.body, headers, message.routing_key or "", bool(message.redelivered))
+        token = correlation_id.set(delivery.correlation_id)
+        try:
+            await handler(delivery)
+        except Exception:
+            log.exception("handler failed; message will be redelivered", routing_key=message.routing_key)
+            await asyncio.sleep(REDELIVERY_DELAY_S)
+            await message.nack(requeue=True)
+        else:
+            await message.ack()
+        finally:
+            correlation_id.reset(token)
+
+    return on_message

@@ -1,0 +1,130 @@
+"""The lead's derived columns: counters and search text, kept current by the write path.
+
+Every write that changes a lead's contacts, addresses or activities calls
+``refresh_lead_counters`` for the leads it touched (one UPDATE for all of them); bulk loaders
+compute the same values while generating rows. The search language then reads columns on
+``leads`` instead of aggregating related tables per query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bulkmail.shared.models import (
+    Address,
+    Call,
+    Contact,
+    ContactEmail,
+    ContactPhone,
+    EmailActivity,
+    Lead,
+    LeadCustomValue,
+    Opportunity,
+    Task,
+)
+
+
+def normalize_email(address: str) -> str:
+    return address.strip().lower()
+
+
+def build_search_text(parts: Iterable[str | None]) -> str:
+    """Lower-cased words of every searchable field, space separated.
+
+    Free-text search matches a word prefix (``acme`` finds "Acme Corp"), so the text keeps word
+    boundaries; e-mail addresses and URLs are kept whole and also split at punctuation, so
+    ``jane`` finds ``jane.doe@acme.com``.
+    """
+    words: list[str] = []
+    for part in parts:
+        if not part:
+            continue
+        text = str(part).lower()
+        words.append(text)
+        if any(ch in text for ch in "@.-_/:+()"):
+            cleaned = text
+            for ch in "@.-_/:+()":
+                cleaned = cleaned.replace(ch, " ")
+            words.append(cleaned)
+    return " ".join(" ".join(words).split())
+
+
+async def refresh_lead_counters(session: AsyncSession, lead_ids: Sequence[int]) -> None:
+    """Recompute counters and search text for the given leads from their related rows."""
+    if not lead_ids:
+        return
+    ids = list(lead_ids)
+
+    def count(model: type, *where: object) -> object:
+        return (
+            select(func.count())
+            .select_from(model)
+            .where(model.lead_id == Lead.id, *where)  # type: ignore[attr-defined]
+            .scalar_subquery()
+        )
+
+    await session.execute(
+        update(Lead)
+        .where(Lead.id.in_(ids))
+        .values(
+            num_contacts=count(Contact),
+            num_addresses=count(Address),
+            num_email_addresses=count(ContactEmail),
+            num_phone_numbers=count(ContactPhone),
+            num_emails=count(EmailActivity),
+            num_calls=count(Call),
+            num_opportunities=count(Opportunity),
+            num_tasks=count(Task),
+            last_emailed_at=select(func.max(EmailActivity.date_sent))
+            .where(EmailActivity.lead_id == Lead.id, EmailActivity.direction == "outgoing")
+            .scalar_subquery(),
+            last_email_opened_at=select(func.max(EmailActivity.date_opened))
+            .where(EmailActivity.lead_id == Lead.id)
+            .scalar_subquery(),
+            last_called_at=select(func.max(Call.date)).where(Call.lead_id == Lead.id).scalar_subquery(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    await _refresh_search_text(session, ids)
+
+
+async def _refresh_search_text(session: AsyncSession, lead_ids: list[int]) -> None:
+    parts: dict[int, list[str | None]] = {}
+    for lead_id, name, description, url in await session.execute(
+        select(Lead.id, Lead.name, Lead.description, Lead.url).where(Lead.id.in_(lead_ids))
+    ):
+        parts[lead_id] = [name, description, url]
+    for lead_id, name, title in await session.execute(
+        select(Contact.lead_id, Contact.name, Contact.title).where(Contact.lead_id.in_(lead_ids))
+    ):
+        parts[lead_id] += [name, title]
+    for lead_id, email in await session.execute(
+        select(ContactEmail.lead_id, ContactEmail.email).where(ContactEmail.lead_id.in_(lead_ids))
+    ):
+        parts[lead_id].append(email)
+    for lead_id, phone in await session.execute(
+        select(ContactPhone.lead_id, ContactPhone.phone).where(ContactPhone.lead_id.in_(lead_ids))
+    ):
+        parts[lead_id].append(phone)
+    for lead_id, *address in await session.execute(
+        select(
+            Address.lead_id, Address.address_1, Address.city, Address.state, Address.country, Address.zipcode
+        ).where(Address.lead_id.in_(lead_ids))
+    ):
+        parts[lead_id] += address
+    for lead_id, value in await session.execute(
+        select(LeadCustomValue.lead_id, LeadCustomValue.value_text).where(
+            LeadCustomValue.lead_id.in_(lead_ids)
+        )
+    ):
+        parts[lead_id].append(value)
+    for lead_id, lead_parts in parts.items():
+        await session.execute(
+            update(Lead)
+            .where(Lead.id == lead_id)
+            .values(search_text=build_search_text(lead_parts))
+            .execution_options(synchronize_session=False)
+        )

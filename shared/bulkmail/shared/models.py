@@ -1,0 +1,568 @@
+"""The CRM data model and the bulk email ledger.
+
+Every row carries its organisation (``organization_id``): tenants are walled off by always
+filtering on it, and composite indexes lead with it. Counters that the search language needs
+(``num_calls``, ``last_emailed_at``...) live on the lead and are kept current by the write path
+(see ``bulkmail.shared.counters``), so a search never aggregates activity tables.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy import (
+    text as sql_text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names, so Alembic migrations are reproducible on PostgreSQL and SQLite.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both backends (SQLite hands back naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        if value is not None and dialect.name == "sqlite":
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+# BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY auto-increments).
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _now() -> Mapped[datetime]:
+    return mapped_column(UTCDateTime(), server_default=func.now(), nullable=False)
+
+
+def _org_fk() -> Mapped[int]:
+    return mapped_column(Id, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False)
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _now()
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    first_name: Mapped[str] = mapped_column(String(100), default="")
+    last_name: Mapped[str] = mapped_column(String(100), default="")
+    email: Mapped[str] = mapped_column(String(320))
+    phone: Mapped[str] = mapped_column(String(50), default="")
+    # IANA zone: "today" in the search language is the requesting user's today.
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (UniqueConstraint("organization_id", "email"),)
+
+    @property
+    def name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+
+class ApiKey(Base):
+    """An API key is stored only as its SHA-256; the key itself is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # First characters of the key, so a user can tell their keys apart.
+    prefix: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = _now()
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class LeadStatus(Base):
+    __tablename__ = "lead_statuses"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    label: Mapped[str] = mapped_column(String(100))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (UniqueConstraint("organization_id", "label"),)
+
+
+class CustomFieldType(enum.StrEnum):
+    text = "text"
+    number = "number"
+    date = "date"
+    choices = "choices"
+
+
+class CustomField(Base):
+    """A lead custom field, named by the user ("Lead Source", "Employees")."""
+
+    __tablename__ = "custom_fields"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    name: Mapped[str] = mapped_column(String(200))
+    type: Mapped[CustomFieldType] = mapped_column(
+        Enum(CustomFieldType, native_enum=False, length=20), default=CustomFieldType.text
+    )
+
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    name: Mapped[str] = mapped_column(String(300), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    url: Mapped[str] = mapped_column(String(500), default="")
+    status_id: Mapped[int | None] = mapped_column(Id, ForeignKey("lead_statuses.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    created_by_id: Mapped[int | None] = mapped_column(Id, ForeignKey("users.id", ondelete="SET NULL"))
+    updated_by_id: Mapped[int | None] = mapped_column(Id, ForeignKey("users.id", ondelete="SET NULL"))
+
+    # Kept current by the write path (bulkmail.shared.counters): the search reads, never aggregates.
+    # Lower-cased text of every searchable field, for free-text word-prefix search.
+    search_text: Mapped[str] = mapped_column(Text, default="")
+    num_contacts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    num_addresses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    num_email_addresses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    num_phone_numbers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    num_emails: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    num_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    num_opportunities: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    num_tasks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_emailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_called_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_email_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    status: Mapped[LeadStatus | None] = relationship(lazy="raise")
+    contacts: Mapped[list[Contact]] = relationship(
+        order_by="Contact.position", lazy="raise", cascade="all, delete-orphan", passive_deletes=True
+    )
+    addresses: Mapped[list[Address]] = relationship(
+        order_by="Address.position", lazy="raise", cascade="all, delete-orphan", passive_deletes=True
+    )
+    custom_values: Mapped[list[LeadCustomValue]] = relationship(
+        lazy="raise", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __table_args__ = (
+        Index("ix_leads_organization_id_status_id", "organization_id", "status_id"),
+        Index("ix_leads_organization_id_created_at", "organization_id", "created_at"),
+    )
+
+    @property
+    def display_name(self) -> str:
+        return self.name or (self.contacts[0].name if self.contacts else "") or f"Lead {self.id}"
+
+
+class LeadCustomValue(Base):
+    """One typed value of a custom field on a lead; the column used follows the field's type."""
+
+    __tablename__ = "lead_custom_values"
+    lead_id: Mapped[int] = mapped_column(Id, ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True)
+    field_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("custom_fields.id", ondelete="CASCADE"), primary_key=True
+    )
+    organization_id: Mapped[int] = _org_fk()
+    value_text: Mapped[str | None] = mapped_column(Text)
+    value_number: Mapped[Decimal | None] = mapped_column(Numeric(20, 6))
+    value_date: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    field: Mapped[CustomField] = relationship(lazy="raise")
+
+    __table_args__ = (Index("ix_lead_custom_values_field_id_value_text", "field_id", "value_text"),)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    lead_id: Mapped[int] = mapped_column(Id, ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    name: Mapped[str] = mapped_column(String(300), default="")
+    title: Mapped[str] = mapped_column(String(300), default="")
+
+    emails: Mapped[list[ContactEmail]] = relationship(
+        order_by="ContactEmail.position", lazy="raise", cascade="all, delete-orphan", passive_deletes=True
+    )
+    phones: Mapped[list[ContactPhone]] = relationship(
+        order_by="ContactPhone.position", lazy="raise", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    @property
+    def first_name(self) -> str:
+        return self.name.split(" ", 1)[0] if self.name else ""
+
+    @property
+    def last_name(self) -> str:
+        parts = self.name.split(" ", 1)
+        return parts[1] if len(parts) > 1 else ""
+
+
+class ContactEmail(Base):
+    __tablename__ = "contact_emails"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    contact_id: Mapped[int] = mapped_column(Id, ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    # Denormalised so "leads with an email like x" needs no join through contacts.
+    lead_id: Mapped[int] = mapped_column(Id, ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    email: Mapped[str] = mapped_column(String(320))
+    # Lower-cased, trimmed: the key for duplicates, suppression and unsubscribes.
+    email_normalized: Mapped[str] = mapped_column(String(320))
+    type: Mapped[str] = mapped_column(String(30), default="office")
+    is_unsubscribed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_text("false"))
+
+    __table_args__ = (
+        Index("ix_contact_emails_organization_id_email_normalized", "organization_id", "email_normalized"),
+    )
+
+
+class ContactPhone(Base):
+    __tablename__ = "contact_phones"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    contact_id: Mapped[int] = mapped_column(Id, ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    lead_id: Mapped[int] = mapped_column(Id, ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    phone: Mapped[str] = mapped_column(String(50))
+    type: Mapped[str] = mapped_column(String(30), default="office")
+
+
+class Address(Base):
+    __tablename__ = "addresses"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    lead_id: Mapped[int] = mapped_column(Id, ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    address_1: Mapped[str] = mapped_column(String(300), default="")
+    city: Mapped[str] = mapped_column(String(200), default="")
+    state: Mapped[str] = mapped_column(String(200), default="")
+    country: Mapped[str] = mapped_column(String(100), default="")
+    zipcode: Mapped[str] = mapped_column(String(30), default="")
+
+
+class OpportunityStatus(enum.StrEnum):
+    active = "active"
+    won = "won"
+    lost = "lost"
+    on_hold = "on_hold"
+
+
+class Opportunity(Base):
+    __tablename__ = "opportunities"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    lead_id: Mapped[int] = mapped_column(Id, ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    status: Mapped[OpportunityStatus] = mapped_column(
+        Enum(OpportunityStatus, native_enum=False, length=20), default=OpportunityStatus.active
+    )
+    value: Mapped[Decimal] = mapped_column(Numeric(14, 2), default=Decimal(0))
+    user_id: Mapped[int | None] = mapped_column(Id, ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = _now()
+
+
+class CallDirection(enum.StrEnum):
+    inbound = "inbound"
+    outbound = "outbound"
+
+
+class Call(Base):
+    __tablename__ = "calls"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    lead_id: Mapped[int] = mapped_column(Id, ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(Id, ForeignKey("users.id", ondelete="SET NULL"))
+    date: Mapped[datetime] = mapped_column(UTCDateTime())
+    duration: Mapped[int] = mapped_column(Integer, default=0)  # seconds
+    recording_duration: Mapped[int] = mapped_column(Integer, default=0)
+    voicemail_duration: Mapped[int] = mapped_column(Integer, default=0)
+    direction: Mapped[CallDirection] = mapped_column(
+        Enum(CallDirection, native_enum=False, length=20), default=CallDirection.outbound
+    )
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    lead_id: Mapped[int] = mapped_column(Id, ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text, default="")
+    is_complete: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_text("false"))
+    assigned_to_id: Mapped[int | None] = mapped_column(Id, ForeignKey("users.id", ondelete="SET NULL"))
+    created_by_id: Mapped[int | None] = mapped_column(Id, ForeignKey("users.id", ondelete="SET NULL"))
+    date: Mapped[datetime | None] = mapped_column(UTCDateTime())  # due date
+    created_at: Mapped[datetime] = _now()
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class EmailTemplate(Base):
+    __tablename__ = "email_templates"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    name: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(998), default="")
+    body: Mapped[str] = mapped_column(Text, default="")  # HTML
+    body_text: Mapped[str] = mapped_column(Text, default="")  # empty: derived from the HTML
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+
+
+class SavedSearch(Base):
+    """A Smart View: a named search query."""
+
+    __tablename__ = "saved_searches"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    name: Mapped[str] = mapped_column(String(200))
+    query: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+
+
+class ConnectionSecurity(enum.StrEnum):
+    none = "none"
+    starttls = "starttls"
+    tls = "tls"
+
+
+class EmailAccount(Base):
+    """A user's sending account: their own SMTP server, and optionally their IMAP mailbox."""
+
+    __tablename__ = "email_accounts"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    user_id: Mapped[int | None] = mapped_column(Id, ForeignKey("users.id", ondelete="SET NULL"))
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    smtp_host: Mapped[str] = mapped_column(String(255))
+    smtp_port: Mapped[int] = mapped_column(Integer, default=587)
+    smtp_security: Mapped[ConnectionSecurity] = mapped_column(
+        Enum(ConnectionSecurity, native_enum=False, length=20), default=ConnectionSecurity.starttls
+    )
+    smtp_username: Mapped[str] = mapped_column(String(320), default="")
+    # Fernet tokens (bulkmail.shared.secrets); never returned by the API, never logged.
+    smtp_password_encrypted: Mapped[str] = mapped_column(Text, default="")
+    imap_host: Mapped[str] = mapped_column(String(255), default="")
+    imap_port: Mapped[int] = mapped_column(Integer, default=993)
+    imap_security: Mapped[ConnectionSecurity] = mapped_column(
+        Enum(ConnectionSecurity, native_enum=False, length=20), default=ConnectionSecurity.tls
+    )
+    imap_username: Mapped[str] = mapped_column(String(320), default="")
+    imap_password_encrypted: Mapped[str] = mapped_column(Text, default="")
+    sent_folder: Mapped[str] = mapped_column(String(300), default="")  # override; empty = discover
+    sent_folder_discovered: Mapped[str] = mapped_column(String(300), default="")
+    # "auto" follows the Gmail rules; "always"/"never" override them.
+    sent_copy_mode: Mapped[str] = mapped_column(String(10), default="auto")
+    limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    limit_per_hour: Mapped[int | None] = mapped_column(Integer)
+    limit_per_day: Mapped[int | None] = mapped_column(Integer)
+    min_delay_ms: Mapped[int] = mapped_column(Integer, default=0)
+    max_connections: Mapped[int] = mapped_column(Integer, default=3)
+    # Set when the provider throttles or refuses us: no sending until then.
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    pause_reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class Suppression(Base):
+    """An address that must not be mailed again: unsubscribed or hard-bounced."""
+
+    __tablename__ = "suppressions"
+    organization_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    email_normalized: Mapped[str] = mapped_column(String(320), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(40))  # unsubscribed | hard_bounce
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = _now()
+
+
+class BulkEmailStatus(enum.StrEnum):
+    created = "created"
+    loading = "loading"
+    processing = "processing"
+    done = "done"
+    paused = "paused"
+    resuming = "resuming"
+    error = "error"
+    cancelled = "cancelled"
+
+
+class ContactPreference(enum.StrEnum):
+    lead = "lead"  # first email of the first contact that has one
+    contact = "contact"  # first email of each contact
+    all = "all"  # every email of every contact
+
+
+class BulkEmail(Base):
+    __tablename__ = "bulk_emails"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    user_id: Mapped[int | None] = mapped_column(Id, ForeignKey("users.id", ondelete="SET NULL"))
+    template_id: Mapped[int] = mapped_column(Id, ForeignKey("email_templates.id"))
+    email_account_id: Mapped[int] = mapped_column(Id, ForeignKey("email_accounts.id"))
+    saved_search_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("saved_searches.id", ondelete="SET NULL")
+    )
+    query: Mapped[str] = mapped_column(Text, default="")
+    contact_preference: Mapped[ContactPreference] = mapped_column(
+        Enum(ContactPreference, native_enum=False, length=20), default=ContactPreference.lead
+    )
+    send_done_email: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[BulkEmailStatus] = mapped_column(
+        Enum(BulkEmailStatus, native_enum=False, length=20), default=BulkEmailStatus.created
+    )
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    n_leads: Mapped[int] = mapped_column(Integer, default=0)
+    n_leads_processed: Mapped[int] = mapped_column(Integer, default=0)
+    n_objects: Mapped[int] = mapped_column(Integer, default=0)
+    n_objects_processed: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    correlation_id: Mapped[str] = mapped_column(String(64), default="")
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    done_email_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        UniqueConstraint("organization_id", "idempotency_key"),
+        Index("ix_bulk_emails_organization_id_created_at", "organization_id", "created_at"),
+    )
+
+
+class BulkEmailLead(Base):
+    """The snapshot: the lead ids a bulk email's query matched when it was created."""
+
+    __tablename__ = "bulk_email_leads"
+    bulk_email_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("bulk_emails.id", ondelete="CASCADE"), primary_key=True
+    )
+    lead_id: Mapped[int] = mapped_column(Id, primary_key=True)
+
+
+class RecipientState(enum.StrEnum):
+    pending = "pending"
+    sending = "sending"
+    sent = "sent"
+    failed = "failed"
+    skipped = "skipped"
+    deferred = "deferred"  # retry at next_attempt_at
+    unknown = "unknown"  # died between handing to SMTP and recording the reply
+
+
+class SkipReason(enum.StrEnum):
+    no_email = "no_email"
+    unsubscribed = "unsubscribed"
+    duplicate_address = "duplicate_address"
+    already_received_template = "already_received_template"
+    suppressed = "suppressed"
+    cancelled = "cancelled"
+
+
+class Recipient(Base):
+    """The ledger: one row per bulk email and normalised address, written before any message about it.
+
+    States move only forward: pending → sending → sent | failed | skipped, with deferred (retry
+    at a time) and unknown (outcome lost in a crash: reported, never silently resent).
+    """
+
+    __tablename__ = "recipients"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    bulk_email_id: Mapped[int] = mapped_column(Id, ForeignKey("bulk_emails.id", ondelete="CASCADE"))
+    lead_id: Mapped[int] = mapped_column(Id)
+    contact_id: Mapped[int | None] = mapped_column(Id)
+    email: Mapped[str] = mapped_column(String(320))
+    email_normalized: Mapped[str] = mapped_column(String(320))
+    state: Mapped[RecipientState] = mapped_column(
+        Enum(RecipientState, native_enum=False, length=20), default=RecipientState.pending
+    )
+    skip_reason: Mapped[str | None] = mapped_column(String(40))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    message_id: Mapped[str] = mapped_column(String(255), default="")
+    smtp_reply: Mapped[str] = mapped_column(Text, default="")
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Sent-folder copy, separate from sending: pending | appended | skipped | failed.
+    sent_copy_state: Mapped[str | None] = mapped_column(String(20))
+    sent_copy_uid: Mapped[str] = mapped_column(String(64), default="")
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        UniqueConstraint("bulk_email_id", "email_normalized"),
+        Index("ix_recipients_bulk_email_id_state", "bulk_email_id", "state"),
+    )
+
+
+class EmailActivity(Base):
+    """An email on a lead's timeline; bulk sends record one per sent recipient."""
+
+    __tablename__ = "email_activities"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    lead_id: Mapped[int] = mapped_column(Id, ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(Id, ForeignKey("contacts.id", ondelete="SET NULL"))
+    template_id: Mapped[int | None] = mapped_column(Id, ForeignKey("email_templates.id", ondelete="SET NULL"))
+    bulk_email_id: Mapped[int | None] = mapped_column(Id, ForeignKey("bulk_emails.id", ondelete="SET NULL"))
+    user_id: Mapped[int | None] = mapped_column(Id, ForeignKey("users.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(20), default="sent")  # sent | draft | inbox | error
+    direction: Mapped[str] = mapped_column(String(20), default="outgoing")  # outgoing | incoming
+    subject: Mapped[str] = mapped_column(String(998), default="")
+    to_address: Mapped[str] = mapped_column(String(320), default="")
+    message_id: Mapped[str] = mapped_column(String(255), default="")
+    date_sent: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    date_opened: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (Index("ix_email_activities_template_id_lead_id", "template_id", "lead_id"),)

@@ -1,0 +1,112 @@
+"""Settings for every bulkmail service, read from ``BULKMAIL_*`` environment variables.
+
+The defaults describe the embedded mode (`make run`): SQLite under the data directory, the
+in-process broker, a capture SMTP server. Setting ``BULKMAIL_DATABASE_URL`` and
+``BULKMAIL_AMQP_URL`` switches the same code to PostgreSQL and RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from cryptography.fernet import Fernet
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path(".bulkmail-data")
+_PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BULKMAIL_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str = ""
+    amqp_url: str = "memory://"
+    # Prefix for every exchange and queue, so several installs (or test runs) share one broker.
+    broker_namespace: str = "bulkmail"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Base URL the unsubscribe links in outgoing mail point at.
+    public_url: str = ""
+    # Fernet key (urlsafe base64, 32 bytes) for SMTP/IMAP passwords at rest. In development a key
+    # is generated once and kept in the data directory; production refuses to start without one.
+    secret_key: SecretStr = SecretStr("")
+    # Extra keys accepted for decryption only, newest first, for key rotation.
+    old_secret_keys: list[SecretStr] = Field(default_factory=list)
+    demo_api_key: SecretStr = SecretStr("")
+    log_level: str = "INFO"
+    log_format: Literal["console", "json"] = "console"
+    # System account for "bulk email done" notices; when unset the user's own account sends them.
+    system_smtp_url: str = ""
+    system_from_address: str = ""
+    capture_smtp_port: int = 8025
+    max_bulk_email_leads: int = 100_000
+
+    @field_validator("database_url")
+    @classmethod
+    def _no_sync_drivers(cls, value: str) -> str:
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if value.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + value.removeprefix("sqlite:///")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults_and_secrets(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'bulkmail.db'}"
+        if self.environment == "production":
+            if self.secret_key.get_secret_value() in _PLACEHOLDER_SECRETS:
+                raise ValueError("BULKMAIL_SECRET_KEY must be set to a Fernet key in production")
+            if self.is_sqlite:
+                raise ValueError("production needs BULKMAIL_DATABASE_URL pointing at PostgreSQL")
+        if self.secret_key.get_secret_value():
+            _check_fernet_key(self.secret_key.get_secret_value())
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+    def encryption_keys(self) -> list[str]:
+        """The current key first, then the old ones still accepted for reading."""
+        current = self.secret_key.get_secret_value() or _development_key(self.data_dir)
+        return [current, *(k.get_secret_value() for k in self.old_secret_keys)]
+
+
+def _check_fernet_key(key: str) -> None:
+    try:
+        if len(base64.urlsafe_b64decode(key.encode())) != 32:
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            "BULKMAIL_SECRET_KEY is not a Fernet key; make one with "
+            "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+        ) from None
+
+
+def _development_key(data_dir: Path) -> str:
+    path = data_dir / "secret.key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key().decode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+    return key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
