@@ -86,9 +86,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def settings_for(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> object:
+def settings_for(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> object:
     """settings_for(backend) → Settings on that backend, the broker in memory."""
 
     def make(backend: str, **overrides: object) -> Settings:

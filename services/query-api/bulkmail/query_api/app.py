@@ -1,0 +1,99 @@
+"""The query-api FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from bulkmail.query_api.activities.endpoints import router as activities_router
+from bulkmail.query_api.contacts.endpoints import router as contacts_router
+from bulkmail.query_api.correlation import CorrelationIdMiddleware
+from bulkmail.query_api.email_accounts.endpoints import router as email_accounts_router
+from bulkmail.query_api.email_templates.endpoints import router as email_templates_router
+from bulkmail.query_api.errors import install_error_handlers
+from bulkmail.query_api.leads.endpoints import router as leads_router
+from bulkmail.query_api.saved_searches.endpoints import router as saved_searches_router
+from bulkmail.query_api.statuses.endpoints import router as statuses_router
+from bulkmail.shared.broker import Broker, create_broker
+from bulkmail.shared.db import Database
+from bulkmail.shared.logging import get_logger
+from bulkmail.shared.secrets import SecretBox
+from bulkmail.shared.settings import Settings
+
+log = get_logger(__name__)
+
+API_ROUTERS: list[APIRouter] = [
+    leads_router,
+    contacts_router,
+    statuses_router,
+    email_templates_router,
+    saved_searches_router,
+    email_accounts_router,
+    activities_router,
+]
+
+
+def create_app(settings: Settings, database: Database | None = None, broker: Broker | None = None) -> FastAPI:
+    """The app; pass ``database``/``broker`` to share them (embedded mode, tests), else it owns its own."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owns_db, owns_broker = database is None, broker is None
+        app.state.database = database or Database(settings)
+        app.state.broker = broker or create_broker(settings)
+        if owns_broker:
+            await app.state.broker.connect()
+        log.info("query-api started", database=app.state.database.dialect)
+        try:
+            yield
+        finally:
+            if owns_broker:
+                await app.state.broker.close()
+            if owns_db:
+                await app.state.database.dispose()
+
+    app = FastAPI(
+        title="bulkmail",
+        version="0.1.0",
+        description="Search leads, preview a template, and send it to every match through your own SMTP server.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.secret_box = SecretBox.from_settings(settings)
+    # Available before startup too, so an app driven without its lifespan (tests) still works.
+    if database is not None:
+        app.state.database = database
+    if broker is not None:
+        app.state.broker = broker
+    app.add_middleware(CorrelationIdMiddleware)
+    install_error_handlers(app)
+    api = APIRouter(prefix="/api/v1")
+    for router in API_ROUTERS:
+        api.include_router(router)
+    app.include_router(api)
+    _add_health(app)
+    return app
+
+
+def _add_health(app: FastAPI) -> None:
+    @app.get("/healthz", include_in_schema=False)
+    async def liveness() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readiness(request: Request) -> Response:
+        problems: dict[str, str] = {}
+        try:
+            await request.app.state.database.ping()
+        except Exception as exc:
+            problems["database"] = type(exc).__name__
+        try:
+            await request.app.state.broker.ping()
+        except Exception as exc:
+            problems["broker"] = type(exc).__name__
+        if problems:
+            return JSONResponse({"status": "unavailable", **problems}, status_code=503)
+        return JSONResponse({"status": "ready"})

@@ -1,0 +1,80 @@
+"""FastAPI dependencies: the request's session (committed at the boundary) and its principal."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bulkmail.query_api.auth import Principal, api_key_from_header, authenticate
+from bulkmail.query_api.errors import Unauthorized
+from bulkmail.shared.broker import Broker
+from bulkmail.shared.db import Database
+from bulkmail.shared.settings import Settings
+
+
+def get_database(request: Request) -> Database:
+    return request.app.state.database  # type: ignore[no-any-return]
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_broker(request: Request) -> Broker:
+    return request.app.state.broker  # type: ignore[no-any-return]
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed when the endpoint returns, rolled back if it raises.
+
+    Messages an endpoint wants published are queued on ``request.state.outbox`` and sent only
+    after the commit (see ``Outbox``), so no message ever points at a rolled-back row.
+    """
+    database: Database = request.app.state.database
+    request.state.outbox = []
+    async with database.sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+    broker: Broker = request.app.state.broker
+    for queue, message in request.state.outbox:
+        await broker.send(queue, message)
+
+
+class Outbox:
+    """Messages to publish once the request's transaction has committed."""
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+
+    def add(self, queue: str, message: BaseModel) -> None:
+        self._request.state.outbox.append((queue, message))
+
+
+# scope="function": commit before the response is sent, so a client never sees a success
+# for a transaction that then fails to commit.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+OutboxDep = Annotated[Outbox, Depends(Outbox)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+BrokerDep = Annotated[Broker, Depends(get_broker)]
+
+
+async def get_principal(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    key = api_key_from_header(authorization)
+    if key is None:
+        raise Unauthorized("Send your API key as the HTTP Basic user name or as a Bearer token.")
+    principal = await authenticate(session, key)
+    if principal is None:
+        raise Unauthorized("The API key is not valid.")
+    return principal
+
+
+AuthDep = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,114 @@
+"""``/api/v1/email_template/``: the templates a bulk email sends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, ConfigDict, StringConstraints
+from sqlalchemy import delete, select
+
+from bulkmail.query_api.deps import AuthDep, SessionDep
+from bulkmail.query_api.errors import Conflict
+from bulkmail.query_api.ownership import get_owned
+from bulkmail.query_api.pagination import ListResponse, PageDep, fetch_page
+from bulkmail.shared.models import EmailTemplate
+
+router = APIRouter(prefix="/email_template", tags=["email_template"])
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Subject = Annotated[str, StringConstraints(max_length=998)]
+Body = Annotated[str, StringConstraints(max_length=1_000_000)]
+
+
+class EmailTemplateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    subject: Subject = ""
+    body: Body = ""
+    body_text: Body = ""
+
+
+class EmailTemplateUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name | None = None
+    subject: Subject | None = None
+    body: Body | None = None
+    body_text: Body | None = None
+
+
+class EmailTemplateOut(BaseModel):
+    id: int
+    name: str
+    subject: str
+    body: str
+    body_text: str
+    date_created: datetime
+    date_updated: datetime
+
+
+def to_out(t: EmailTemplate) -> EmailTemplateOut:
+    return EmailTemplateOut(
+        id=t.id,
+        name=t.name,
+        subject=t.subject,
+        body=t.body,
+        body_text=t.body_text,
+        date_created=t.created_at,
+        date_updated=t.updated_at,
+    )
+
+
+async def _check_name_free(session: SessionDep, organization_id: int, name: str, own_id: int | None = None) -> None:
+    other = await session.scalar(
+        select(EmailTemplate.id).where(EmailTemplate.organization_id == organization_id, EmailTemplate.name == name)
+    )
+    if other is not None and other != own_id:
+        raise Conflict(f"A template named {name!r} already exists.")
+
+
+@router.get("/", response_model=ListResponse[EmailTemplateOut])
+async def list_templates(session: SessionDep, principal: AuthDep, page: PageDep) -> ListResponse[EmailTemplateOut]:
+    stmt = select(EmailTemplate).where(EmailTemplate.organization_id == principal.organization_id)
+    rows, has_more = await fetch_page(session, stmt.order_by(EmailTemplate.id), page)
+    return ListResponse(data=[to_out(t) for t in rows], has_more=has_more)
+
+
+@router.post("/", response_model=EmailTemplateOut, status_code=status.HTTP_201_CREATED)
+async def create_template(payload: EmailTemplateIn, session: SessionDep, principal: AuthDep) -> EmailTemplateOut:
+    await _check_name_free(session, principal.organization_id, payload.name)
+    row = EmailTemplate(organization_id=principal.organization_id, **payload.model_dump())
+    session.add(row)
+    await session.flush()
+    await session.refresh(row)
+    return to_out(row)
+
+
+@router.get("/{template_id}/", response_model=EmailTemplateOut)
+async def get_template(template_id: int, session: SessionDep, principal: AuthDep) -> EmailTemplateOut:
+    return to_out(
+        await get_owned(session, EmailTemplate, template_id, principal.organization_id, what="email template")
+    )
+
+
+@router.put("/{template_id}/", response_model=EmailTemplateOut)
+async def update_template(
+    template_id: int, payload: EmailTemplateUpdate, session: SessionDep, principal: AuthDep
+) -> EmailTemplateOut:
+    row = await get_owned(session, EmailTemplate, template_id, principal.organization_id, what="email template")
+    changes = payload.model_dump(exclude_none=True)
+    if "name" in changes:
+        await _check_name_free(session, principal.organization_id, changes["name"], row.id)
+    for key, value in changes.items():
+        setattr(row, key, value)
+    row.updated_at = datetime.now(UTC)
+    await session.flush()
+    return to_out(row)
+
+
+@router.delete("/{template_id}/")
+async def delete_template(template_id: int, session: SessionDep, principal: AuthDep) -> dict[str, object]:
+    row = await get_owned(session, EmailTemplate, template_id, principal.organization_id, what="email template")
+    await session.execute(delete(EmailTemplate).where(EmailTemplate.id == row.id))
+    return {}

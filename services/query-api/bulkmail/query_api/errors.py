@@ -1,0 +1,104 @@
+"""API errors: each class carries its HTTP status and renders as ``{"error", "detail"}``.
+
+One handler turns them into responses; payload validation keeps FastAPI's 422 but in the same
+shape, and anything unexpected is a 500 with no traceback or internals in the body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bulkmail.shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class APIError(Exception):
+    status_code = 400
+    error = "Bad request"
+
+    def __init__(self, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or self.error)
+        self.detail = detail or self.error
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, "detail": self.detail, **self.extra}
+
+
+class BadRequest(APIError):
+    pass
+
+
+class Unauthorized(APIError):
+    status_code = 401
+    error = "Unauthorized"
+
+
+class NotFound(APIError):
+    """Also what another organisation's row looks like: its existence is never revealed."""
+
+    status_code = 404
+    error = "Not found"
+
+
+class Conflict(APIError):
+    status_code = 409
+    error = "Conflict"
+
+
+class PayloadTooLarge(APIError):
+    status_code = 413
+    error = "Payload too large"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
+        headers = {"WWW-Authenticate": 'Basic realm="bulkmail"'} if exc.status_code == 401 else None
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            problems.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg")))
+        return JSONResponse(
+            {"error": "Invalid request", "detail": "; ".join(problems), "field_errors": _field_errors(exc)},
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": _reason(exc.status_code), "detail": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", path=request.url.path)
+        return JSONResponse(
+            {"error": "Internal server error", "detail": "The error was logged; nothing was changed."},
+            status_code=500,
+        )
+
+
+def _field_errors(exc: RequestValidationError) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        out[".".join(loc) or "body"] = str(err.get("msg", "invalid"))
+    return out
+
+
+def _reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

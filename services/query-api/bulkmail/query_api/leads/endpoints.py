@@ -1,0 +1,48 @@
+"""``/api/v1/lead/``: Close's lead resource."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from sqlalchemy import delete
+
+from bulkmail.query_api.deps import AuthDep, SessionDep
+from bulkmail.query_api.leads import repository, service
+from bulkmail.query_api.leads.schemas import LeadIn, LeadList, LeadOut, LeadUpdate
+from bulkmail.query_api.ownership import get_owned
+from bulkmail.query_api.pagination import PageDep, fetch_page
+from bulkmail.shared.models import Lead
+
+router = APIRouter(prefix="/lead", tags=["lead"])
+
+
+@router.get("/", response_model=LeadList)
+async def list_leads(session: SessionDep, principal: AuthDep, page: PageDep) -> LeadList:
+    stmt = repository.leads_of(principal.organization_id).order_by(Lead.id)
+    leads, has_more = await fetch_page(session, stmt, page)
+    return LeadList(data=[service.to_out(lead) for lead in leads], has_more=has_more)
+
+
+@router.post("/", response_model=LeadOut, status_code=status.HTTP_201_CREATED)
+async def create_lead(payload: LeadIn, session: SessionDep, principal: AuthDep) -> LeadOut:
+    return service.to_out(await service.create_lead(session, principal, payload))
+
+
+@router.get("/{lead_id}/", response_model=LeadOut)
+async def get_lead(lead_id: int, session: SessionDep, principal: AuthDep) -> LeadOut:
+    lead = await get_owned(
+        session, Lead, lead_id, principal.organization_id, *repository.LEAD_LOAD_OPTIONS, what="lead"
+    )
+    return service.to_out(lead)
+
+
+@router.put("/{lead_id}/", response_model=LeadOut)
+async def update_lead(lead_id: int, payload: LeadUpdate, session: SessionDep, principal: AuthDep) -> LeadOut:
+    lead = await get_owned(session, Lead, lead_id, principal.organization_id, what="lead")
+    return service.to_out(await service.update_lead(session, principal, lead, payload))
+
+
+@router.delete("/{lead_id}/", status_code=status.HTTP_200_OK)
+async def delete_lead(lead_id: int, session: SessionDep, principal: AuthDep) -> dict[str, object]:
+    lead = await get_owned(session, Lead, lead_id, principal.organization_id, what="lead")
+    await session.execute(delete(Lead).where(Lead.id == lead.id))
+    return {}

@@ -1,0 +1,235 @@
+"""Creating, changing and showing leads with their contacts, addresses and custom fields."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bulkmail.query_api.auth import Principal
+from bulkmail.query_api.errors import BadRequest
+from bulkmail.query_api.leads import repository
+from bulkmail.query_api.leads.schemas import (
+    AddressIn,
+    AddressOut,
+    ContactIn,
+    ContactOut,
+    CustomValue,
+    EmailOut,
+    LeadIn,
+    LeadOut,
+    LeadUpdate,
+    PhoneOut,
+)
+from bulkmail.shared.counters import normalize_email, refresh_lead_counters
+from bulkmail.shared.models import (
+    Address,
+    Contact,
+    ContactEmail,
+    ContactPhone,
+    CustomField,
+    CustomFieldType,
+    Lead,
+    LeadCustomValue,
+)
+
+
+async def create_lead(session: AsyncSession, principal: Principal, payload: LeadIn) -> Lead:
+    lead = Lead(
+        organization_id=principal.organization_id,
+        name=payload.name,
+        description=payload.description,
+        url=payload.url,
+        created_by_id=principal.user_id,
+        updated_by_id=principal.user_id,
+    )
+    lead.status_id = await _status_id(session, principal.organization_id, payload.status)
+    session.add(lead)
+    await session.flush()
+    _add_contacts(session, lead, payload.contacts)
+    _add_addresses(session, lead, payload.addresses)
+    await _set_custom(session, lead, payload.custom)
+    await session.flush()
+    await refresh_lead_counters(session, [lead.id])
+    return await reload(session, principal.organization_id, lead.id)
+
+
+async def update_lead(session: AsyncSession, principal: Principal, lead: Lead, payload: LeadUpdate) -> Lead:
+    fields = payload.model_fields_set
+    for name in ("name", "description", "url"):
+        if name in fields and getattr(payload, name) is not None:
+            setattr(lead, name, getattr(payload, name))
+    if "status" in fields:
+        lead.status_id = await _status_id(session, principal.organization_id, payload.status)
+    if payload.contacts is not None:
+        await session.execute(delete(Contact).where(Contact.lead_id == lead.id))
+        _add_contacts(session, lead, payload.contacts)
+    if payload.addresses is not None:
+        await session.execute(delete(Address).where(Address.lead_id == lead.id))
+        _add_addresses(session, lead, payload.addresses)
+    if payload.custom is not None:
+        await _set_custom(session, lead, payload.custom)
+    lead.updated_by_id = principal.user_id
+    lead.updated_at = datetime.now(UTC)
+    await session.flush()
+    await refresh_lead_counters(session, [lead.id])
+    return await reload(session, principal.organization_id, lead.id)
+
+
+async def reload(session: AsyncSession, organization_id: int, lead_id: int) -> Lead:
+    session.expunge_all()  # counters were updated in SQL; read them fresh
+    (lead,) = await repository.load_leads(session, organization_id, [lead_id])
+    return lead
+
+
+async def _status_id(session: AsyncSession, organization_id: int, label: str | None) -> int | None:
+    if label is None or not label.strip():
+        return None
+    status = await repository.status_by_label(session, organization_id, label)
+    if status is None:
+        known = ", ".join(await repository.status_labels(session, organization_id)) or "none yet"
+        raise BadRequest(
+            f"Unknown lead status {label!r}. Known statuses: {known}. Create it with POST /api/v1/status/lead/."
+        )
+    return status.id
+
+
+def _add_contacts(session: AsyncSession, lead: Lead, contacts: list[ContactIn]) -> None:
+    for position, c in enumerate(contacts):
+        contact = Contact(
+            organization_id=lead.organization_id,
+            lead_id=lead.id,
+            position=position,
+            name=c.name,
+            title=c.title,
+        )
+        contact.emails = [
+            ContactEmail(
+                organization_id=lead.organization_id,
+                lead_id=lead.id,
+                position=i,
+                email=e.email,
+                email_normalized=normalize_email(e.email),
+                type=e.type,
+                is_unsubscribed=e.is_unsubscribed,
+            )
+            for i, e in enumerate(c.emails)
+        ]
+        contact.phones = [
+            ContactPhone(organization_id=lead.organization_id, lead_id=lead.id, position=i, phone=p.phone, type=p.type)
+            for i, p in enumerate(c.phones)
+        ]
+        session.add(contact)
+
+
+def _add_addresses(session: AsyncSession, lead: Lead, addresses: list[AddressIn]) -> None:
+    for position, a in enumerate(addresses):
+        session.add(Address(organization_id=lead.organization_id, lead_id=lead.id, position=position, **a.model_dump()))
+
+
+async def _set_custom(session: AsyncSession, lead: Lead, custom: dict[str, CustomValue]) -> None:
+    """Typed custom values; a field used for the first time is created with the value's type."""
+    if not custom:
+        return
+    fields = await repository.custom_fields_by_name(session, lead.organization_id)
+    replaced = [f.id for name, f in fields.items() if name in custom]
+    if replaced:
+        await session.execute(
+            delete(LeadCustomValue).where(LeadCustomValue.lead_id == lead.id, LeadCustomValue.field_id.in_(replaced))
+        )
+    for name, value in custom.items():
+        field = fields.get(name)
+        if field is None:
+            field = CustomField(organization_id=lead.organization_id, name=name, type=_infer_type(value))
+            session.add(field)
+            await session.flush()
+            fields[name] = field
+        if value is None or value == "":
+            continue
+        session.add(_typed_value(lead, field, value))
+
+
+def _infer_type(value: CustomValue) -> CustomFieldType:
+    if isinstance(value, bool):
+        return CustomFieldType.text
+    if isinstance(value, int | float | Decimal):
+        return CustomFieldType.number
+    if isinstance(value, date | datetime) or (isinstance(value, str) and _parse_date(value) is not None):
+        return CustomFieldType.date
+    return CustomFieldType.text
+
+
+def _parse_date(value: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if len(value) < 10:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _typed_value(lead: Lead, field: CustomField, value: CustomValue) -> LeadCustomValue:
+    row = LeadCustomValue(organization_id=lead.organization_id, lead_id=lead.id, field_id=field.id)
+    if field.type == CustomFieldType.number:
+        try:
+            row.value_number = Decimal(str(value))
+        except InvalidOperation:
+            raise BadRequest(f"Custom field {field.name!r} holds numbers; {value!r} is not a number.") from None
+        row.value_text = str(value)
+    elif field.type == CustomFieldType.date:
+        parsed = value if isinstance(value, datetime) else None
+        if isinstance(value, date) and not isinstance(value, datetime):
+            parsed = datetime(value.year, value.month, value.day, tzinfo=UTC)
+        elif isinstance(value, str):
+            parsed = _parse_date(value)
+        if parsed is None:
+            raise BadRequest(f"Custom field {field.name!r} holds dates; {value!r} is not a date (use YYYY-MM-DD).")
+        row.value_date = parsed
+        row.value_text = parsed.date().isoformat() if parsed.time() == datetime.min.time() else parsed.isoformat()
+    else:
+        row.value_text = str(value)
+    return row
+
+
+def custom_out(value: LeadCustomValue) -> CustomValue:
+    if value.field.type == CustomFieldType.number and value.value_number is not None:
+        number = value.value_number
+        return int(number) if number == number.to_integral_value() else float(number)
+    if value.field.type == CustomFieldType.date and value.value_date is not None:
+        return value.value_text
+    return value.value_text
+
+
+def to_out(lead: Lead) -> LeadOut:
+    return LeadOut(
+        id=lead.id,
+        display_name=lead.display_name,
+        name=lead.name,
+        description=lead.description,
+        url=lead.url,
+        status=lead.status.label if lead.status else None,
+        custom={v.field.name: custom_out(v) for v in sorted(lead.custom_values, key=lambda v: v.field.name)},
+        contacts=[contact_out(c) for c in lead.contacts],
+        addresses=[
+            AddressOut(address_1=a.address_1, city=a.city, state=a.state, country=a.country, zipcode=a.zipcode)
+            for a in lead.addresses
+        ],
+        date_created=lead.created_at,
+        date_updated=lead.updated_at,
+        created_by=lead.created_by_id,
+        updated_by=lead.updated_by_id,
+    )
+
+
+def contact_out(c: Contact) -> ContactOut:
+    return ContactOut(
+        id=c.id,
+        lead_id=c.lead_id,
+        name=c.name,
+        title=c.title,
+        emails=[EmailOut(email=e.email, type=e.type, is_unsubscribed=e.is_unsubscribed) for e in c.emails],
+        phones=[PhoneOut(phone=p.phone, type=p.type) for p in c.phones],
+    )
