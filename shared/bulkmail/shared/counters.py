@@ -110,15 +110,13 @@ async def _refresh_search_text(session: AsyncSession, lead_ids: list[int]) -> No
     ):
         parts[lead_id].append(phone)
     for lead_id, *address in await session.execute(
-        select(
-            Address.lead_id, Address.address_1, Address.city, Address.state, Address.country, Address.zipcode
-        ).where(Address.lead_id.in_(lead_ids))
+        select(Address.lead_id, Address.address_1, Address.city, Address.state, Address.country, Address.zipcode).where(
+            Address.lead_id.in_(lead_ids)
+        )
     ):
         parts[lead_id] += address
     for lead_id, value in await session.execute(
-        select(LeadCustomValue.lead_id, LeadCustomValue.value_text).where(
-            LeadCustomValue.lead_id.in_(lead_ids)
-        )
+        select(LeadCustomValue.lead_id, LeadCustomValue.value_text).where(LeadCustomValue.lead_id.in_(lead_ids))
     ):
         parts[lead_id].append(value)
     for lead_id, lead_parts in parts.items():

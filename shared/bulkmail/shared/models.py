@@ -204,9 +204,7 @@ class LeadCustomValue(Base):
 
     __tablename__ = "lead_custom_values"
     lead_id: Mapped[int] = mapped_column(Id, ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True)
-    field_id: Mapped[int] = mapped_column(
-        Id, ForeignKey("custom_fields.id", ondelete="CASCADE"), primary_key=True
-    )
+    field_id: Mapped[int] = mapped_column(Id, ForeignKey("custom_fields.id", ondelete="CASCADE"), primary_key=True)
     organization_id: Mapped[int] = _org_fk()
     value_text: Mapped[str | None] = mapped_column(Text)
     value_number: Mapped[Decimal | None] = mapped_column(Numeric(20, 6))
@@ -451,9 +449,7 @@ class BulkEmail(Base):
     user_id: Mapped[int | None] = mapped_column(Id, ForeignKey("users.id", ondelete="SET NULL"))
     template_id: Mapped[int] = mapped_column(Id, ForeignKey("email_templates.id"))
     email_account_id: Mapped[int] = mapped_column(Id, ForeignKey("email_accounts.id"))
-    saved_search_id: Mapped[int | None] = mapped_column(
-        Id, ForeignKey("saved_searches.id", ondelete="SET NULL")
-    )
+    saved_search_id: Mapped[int | None] = mapped_column(Id, ForeignKey("saved_searches.id", ondelete="SET NULL"))
     query: Mapped[str] = mapped_column(Text, default="")
     contact_preference: Mapped[ContactPreference] = mapped_column(
         Enum(ContactPreference, native_enum=False, length=20), default=ContactPreference.lead
@@ -485,9 +481,7 @@ class BulkEmailLead(Base):
     """The snapshot: the lead ids a bulk email's query matched when it was created."""
 
     __tablename__ = "bulk_email_leads"
-    bulk_email_id: Mapped[int] = mapped_column(
-        Id, ForeignKey("bulk_emails.id", ondelete="CASCADE"), primary_key=True
-    )
+    bulk_email_id: Mapped[int] = mapped_column(Id, ForeignKey("bulk_emails.id", ondelete="CASCADE"), primary_key=True)
     lead_id: Mapped[int] = mapped_column(Id, primary_key=True)
 
 

@@ -14,6 +14,4 @@ def create_broker(settings: Settings) -> Broker:
         from bulkmail.shared.broker.rabbitmq import RabbitMQBroker
 
         return RabbitMQBroker(url, settings.broker_namespace)
-    raise ValueError(
-        f"BULKMAIL_AMQP_URL must start with amqp://, amqps:// or memory://, not {url.split(':')[0]!r}"
-    )
+    raise ValueError(f"BULKMAIL_AMQP_URL must start with amqp://, amqps:// or memory://, not {url.split(':')[0]!r}")

@@ -86,9 +86,7 @@ class RabbitMQBroker(Broker):
 
     async def subscribe(self, pattern: str, handler: Handler, queue: str | None = None) -> None:
         channel = await self._consumer_channel(50)
-        exchange = await channel.declare_exchange(
-            self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
+        exchange = await channel.declare_exchange(self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
         if queue:
             q = await self._declare(self.queue_name(queue), channel)
         else:

@@ -37,9 +37,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column(
             "type",
-            sa.Enum(
-                "text", "number", "date", "choices", name="customfieldtype", native_enum=False, length=20
-            ),
+            sa.Enum("text", "number", "date", "choices", name="customfieldtype", native_enum=False, length=20),
             nullable=False,
         ),
         sa.ForeignKeyConstraint(
@@ -186,9 +184,7 @@ def upgrade() -> None:
             name=op.f("fk_api_keys_organization_id_organizations"),
             ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name=op.f("fk_api_keys_user_id_users"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_api_keys_user_id_users"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
     )
@@ -305,12 +301,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_leads")),
     )
     with op.batch_alter_table("leads", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_leads_organization_id_created_at", ["organization_id", "created_at"], unique=False
-        )
-        batch_op.create_index(
-            "ix_leads_organization_id_status_id", ["organization_id", "status_id"], unique=False
-        )
+        batch_op.create_index("ix_leads_organization_id_created_at", ["organization_id", "created_at"], unique=False)
+        batch_op.create_index("ix_leads_organization_id_status_id", ["organization_id", "status_id"], unique=False)
 
     op.create_table(
         "addresses",
@@ -323,9 +315,7 @@ def upgrade() -> None:
         sa.Column("state", sa.String(length=200), nullable=False),
         sa.Column("country", sa.String(length=100), nullable=False),
         sa.Column("zipcode", sa.String(length=30), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["lead_id"], ["leads.id"], name=op.f("fk_addresses_lead_id_leads"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["lead_id"], ["leads.id"], name=op.f("fk_addresses_lead_id_leads"), ondelete="CASCADE"),
         sa.ForeignKeyConstraint(
             ["organization_id"],
             ["organizations.id"],
@@ -439,18 +429,14 @@ def upgrade() -> None:
             sa.Enum("inbound", "outbound", name="calldirection", native_enum=False, length=20),
             nullable=False,
         ),
-        sa.ForeignKeyConstraint(
-            ["lead_id"], ["leads.id"], name=op.f("fk_calls_lead_id_leads"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["lead_id"], ["leads.id"], name=op.f("fk_calls_lead_id_leads"), ondelete="CASCADE"),
         sa.ForeignKeyConstraint(
             ["organization_id"],
             ["organizations.id"],
             name=op.f("fk_calls_organization_id_organizations"),
             ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name=op.f("fk_calls_user_id_users"), ondelete="SET NULL"
-        ),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_calls_user_id_users"), ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_calls")),
     )
     with op.batch_alter_table("calls", schema=None) as batch_op:
@@ -464,9 +450,7 @@ def upgrade() -> None:
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=300), nullable=False),
         sa.Column("title", sa.String(length=300), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["lead_id"], ["leads.id"], name=op.f("fk_contacts_lead_id_leads"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["lead_id"], ["leads.id"], name=op.f("fk_contacts_lead_id_leads"), ondelete="CASCADE"),
         sa.ForeignKeyConstraint(
             ["organization_id"],
             ["organizations.id"],
@@ -504,9 +488,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("lead_id", "field_id", name=op.f("pk_lead_custom_values")),
     )
     with op.batch_alter_table("lead_custom_values", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_lead_custom_values_field_id_value_text", ["field_id", "value_text"], unique=False
-        )
+        batch_op.create_index("ix_lead_custom_values_field_id_value_text", ["field_id", "value_text"], unique=False)
 
     op.create_table(
         "opportunities",
@@ -515,9 +497,7 @@ def upgrade() -> None:
         sa.Column("lead_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column(
             "status",
-            sa.Enum(
-                "active", "won", "lost", "on_hold", name="opportunitystatus", native_enum=False, length=20
-            ),
+            sa.Enum("active", "won", "lost", "on_hold", name="opportunitystatus", native_enum=False, length=20),
             nullable=False,
         ),
         sa.Column("value", sa.Numeric(precision=14, scale=2), nullable=False),
@@ -568,9 +548,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["created_by_id"], ["users.id"], name=op.f("fk_tasks_created_by_id_users"), ondelete="SET NULL"
         ),
-        sa.ForeignKeyConstraint(
-            ["lead_id"], ["leads.id"], name=op.f("fk_tasks_lead_id_leads"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["lead_id"], ["leads.id"], name=op.f("fk_tasks_lead_id_leads"), ondelete="CASCADE"),
         sa.ForeignKeyConstraint(
             ["organization_id"],
             ["organizations.id"],
@@ -717,9 +695,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("email_activities", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_email_activities_lead_id"), ["lead_id"], unique=False)
-        batch_op.create_index(
-            "ix_email_activities_template_id_lead_id", ["template_id", "lead_id"], unique=False
-        )
+        batch_op.create_index("ix_email_activities_template_id_lead_id", ["template_id", "lead_id"], unique=False)
 
     op.create_table(
         "recipients",
