@@ -455,6 +455,8 @@ class BulkEmail(Base):
         Enum(ContactPreference, native_enum=False, length=20), default=ContactPreference.lead
     )
     send_done_email: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Leads that already received this template are skipped unless the user asks otherwise.
+    exclude_already_emailed: Mapped[bool] = mapped_column(Boolean, default=True)
     status: Mapped[BulkEmailStatus] = mapped_column(
         Enum(BulkEmailStatus, native_enum=False, length=20), default=BulkEmailStatus.created
     )
@@ -463,6 +465,8 @@ class BulkEmail(Base):
     n_leads_processed: Mapped[int] = mapped_column(Integer, default=0)
     n_objects: Mapped[int] = mapped_column(Integer, default=0)
     n_objects_processed: Mapped[int] = mapped_column(Integer, default=0)
+    # Addresses shared with an earlier lead of the same send: one email per address, counted here.
+    n_duplicates: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str] = mapped_column(Text, default="")
     correlation_id: Mapped[str] = mapped_column(String(64), default="")
     paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -483,6 +487,20 @@ class BulkEmailLead(Base):
     __tablename__ = "bulk_email_leads"
     bulk_email_id: Mapped[int] = mapped_column(Id, ForeignKey("bulk_emails.id", ondelete="CASCADE"), primary_key=True)
     lead_id: Mapped[int] = mapped_column(Id, primary_key=True)
+
+
+class BulkEmailChunk(Base):
+    """A batch of recipient ids handed to the mailers; the dispatcher keeps few in flight per send."""
+
+    __tablename__ = "bulk_email_chunks"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    bulk_email_id: Mapped[int] = mapped_column(Id, ForeignKey("bulk_emails.id", ondelete="CASCADE"))
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_bulk_email_chunks_bulk_email_id_done_at", "bulk_email_id", "done_at"),)
 
 
 class RecipientState(enum.StrEnum):
@@ -522,6 +540,8 @@ class Recipient(Base):
     state: Mapped[RecipientState] = mapped_column(
         Enum(RecipientState, native_enum=False, length=20), default=RecipientState.pending
     )
+    # The chunk that carries this recipient to a mailer; NULL while waiting to be queued.
+    chunk_id: Mapped[int | None] = mapped_column(Id, index=True)
     skip_reason: Mapped[str | None] = mapped_column(String(40))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 01:10:12.033746
+Create Date: 2026-11-28 01:15:25.870278
 """
 
 from collections.abc import Sequence
@@ -23,10 +23,7 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_organizations")),
     )
@@ -58,16 +55,10 @@ def upgrade() -> None:
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("body_text", sa.Text(), nullable=False),
         sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.Column(
-            "updated_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "updated_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.ForeignKeyConstraint(
             ["organization_id"],
@@ -100,16 +91,10 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("query", sa.Text(), nullable=False),
         sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.Column(
-            "updated_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "updated_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.ForeignKeyConstraint(
             ["organization_id"],
@@ -127,10 +112,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(length=40), nullable=False),
         sa.Column("detail", sa.Text(), nullable=False),
         sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.ForeignKeyConstraint(
             ["organization_id"],
@@ -150,10 +132,7 @@ def upgrade() -> None:
         sa.Column("phone", sa.String(length=50), nullable=False),
         sa.Column("timezone", sa.String(length=64), nullable=False),
         sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.ForeignKeyConstraint(
             ["organization_id"],
@@ -172,10 +151,7 @@ def upgrade() -> None:
         sa.Column("key_hash", sa.String(length=64), nullable=False),
         sa.Column("prefix", sa.String(length=12), nullable=False),
         sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
@@ -224,16 +200,10 @@ def upgrade() -> None:
         sa.Column("paused_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("pause_reason", sa.Text(), nullable=False),
         sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.Column(
-            "updated_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "updated_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.ForeignKeyConstraint(
             ["organization_id"],
@@ -255,16 +225,10 @@ def upgrade() -> None:
         sa.Column("url", sa.String(length=500), nullable=False),
         sa.Column("status_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.Column(
-            "updated_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "updated_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.Column("created_by_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("updated_by_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
@@ -290,10 +254,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["status_id"],
-            ["lead_statuses.id"],
-            name=op.f("fk_leads_status_id_lead_statuses"),
-            ondelete="SET NULL",
+            ["status_id"], ["lead_statuses.id"], name=op.f("fk_leads_status_id_lead_statuses"), ondelete="SET NULL"
         ),
         sa.ForeignKeyConstraint(
             ["updated_by_id"], ["users.id"], name=op.f("fk_leads_updated_by_id_users"), ondelete="SET NULL"
@@ -342,6 +303,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("send_done_email", sa.Boolean(), nullable=False),
+        sa.Column("exclude_already_emailed", sa.Boolean(), nullable=False),
         sa.Column(
             "status",
             sa.Enum(
@@ -364,27 +326,20 @@ def upgrade() -> None:
         sa.Column("n_leads_processed", sa.Integer(), nullable=False),
         sa.Column("n_objects", sa.Integer(), nullable=False),
         sa.Column("n_objects_processed", sa.Integer(), nullable=False),
+        sa.Column("n_duplicates", sa.Integer(), nullable=False),
         sa.Column("error", sa.Text(), nullable=False),
         sa.Column("correlation_id", sa.String(length=64), nullable=False),
         sa.Column("paused_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("done_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("done_email_sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.Column(
-            "updated_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "updated_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.ForeignKeyConstraint(
-            ["email_account_id"],
-            ["email_accounts.id"],
-            name=op.f("fk_bulk_emails_email_account_id_email_accounts"),
+            ["email_account_id"], ["email_accounts.id"], name=op.f("fk_bulk_emails_email_account_id_email_accounts")
         ),
         sa.ForeignKeyConstraint(
             ["organization_id"],
@@ -503,10 +458,7 @@ def upgrade() -> None:
         sa.Column("value", sa.Numeric(precision=14, scale=2), nullable=False),
         sa.Column("user_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.ForeignKeyConstraint(
             ["lead_id"], ["leads.id"], name=op.f("fk_opportunities_lead_id_leads"), ondelete="CASCADE"
@@ -536,10 +488,7 @@ def upgrade() -> None:
         sa.Column("created_by_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("date", sa.DateTime(timezone=True), nullable=True),
         sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
@@ -559,6 +508,31 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("tasks", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_tasks_lead_id"), ["lead_id"], unique=False)
+
+    op.create_table(
+        "bulk_email_chunks",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("organization_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("bulk_email_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("size", sa.Integer(), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("done_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["bulk_email_id"],
+            ["bulk_emails.id"],
+            name=op.f("fk_bulk_email_chunks_bulk_email_id_bulk_emails"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+            name=op.f("fk_bulk_email_chunks_organization_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_bulk_email_chunks")),
+    )
+    with op.batch_alter_table("bulk_email_chunks", schema=None) as batch_op:
+        batch_op.create_index("ix_bulk_email_chunks_bulk_email_id_done_at", ["bulk_email_id", "done_at"], unique=False)
 
     op.create_table(
         "bulk_email_leads",
@@ -584,10 +558,7 @@ def upgrade() -> None:
         sa.Column("type", sa.String(length=30), nullable=False),
         sa.Column("is_unsubscribed", sa.Boolean(), server_default=sa.text("(false)"), nullable=False),
         sa.ForeignKeyConstraint(
-            ["contact_id"],
-            ["contacts.id"],
-            name=op.f("fk_contact_emails_contact_id_contacts"),
-            ondelete="CASCADE",
+            ["contact_id"], ["contacts.id"], name=op.f("fk_contact_emails_contact_id_contacts"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
             ["lead_id"], ["leads.id"], name=op.f("fk_contact_emails_lead_id_leads"), ondelete="CASCADE"
@@ -604,9 +575,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_contact_emails_contact_id"), ["contact_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_contact_emails_lead_id"), ["lead_id"], unique=False)
         batch_op.create_index(
-            "ix_contact_emails_organization_id_email_normalized",
-            ["organization_id", "email_normalized"],
-            unique=False,
+            "ix_contact_emails_organization_id_email_normalized", ["organization_id", "email_normalized"], unique=False
         )
 
     op.create_table(
@@ -619,10 +588,7 @@ def upgrade() -> None:
         sa.Column("phone", sa.String(length=50), nullable=False),
         sa.Column("type", sa.String(length=30), nullable=False),
         sa.ForeignKeyConstraint(
-            ["contact_id"],
-            ["contacts.id"],
-            name=op.f("fk_contact_phones_contact_id_contacts"),
-            ondelete="CASCADE",
+            ["contact_id"], ["contacts.id"], name=op.f("fk_contact_phones_contact_id_contacts"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
             ["lead_id"], ["leads.id"], name=op.f("fk_contact_phones_lead_id_leads"), ondelete="CASCADE"
@@ -656,10 +622,7 @@ def upgrade() -> None:
         sa.Column("date_sent", sa.DateTime(timezone=True), nullable=True),
         sa.Column("date_opened", sa.DateTime(timezone=True), nullable=True),
         sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.ForeignKeyConstraint(
             ["bulk_email_id"],
@@ -668,10 +631,7 @@ def upgrade() -> None:
             ondelete="SET NULL",
         ),
         sa.ForeignKeyConstraint(
-            ["contact_id"],
-            ["contacts.id"],
-            name=op.f("fk_email_activities_contact_id_contacts"),
-            ondelete="SET NULL",
+            ["contact_id"], ["contacts.id"], name=op.f("fk_email_activities_contact_id_contacts"), ondelete="SET NULL"
         ),
         sa.ForeignKeyConstraint(
             ["lead_id"], ["leads.id"], name=op.f("fk_email_activities_lead_id_leads"), ondelete="CASCADE"
@@ -722,6 +682,7 @@ def upgrade() -> None:
             ),
             nullable=False,
         ),
+        sa.Column("chunk_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("skip_reason", sa.String(length=40), nullable=True),
         sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
@@ -731,10 +692,7 @@ def upgrade() -> None:
         sa.Column("sent_copy_state", sa.String(length=20), nullable=True),
         sa.Column("sent_copy_uid", sa.String(length=64), nullable=False),
         sa.Column(
-            "updated_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
-            nullable=False,
+            "updated_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
         ),
         sa.ForeignKeyConstraint(
             ["bulk_email_id"],
@@ -755,11 +713,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("recipients", schema=None) as batch_op:
         batch_op.create_index("ix_recipients_bulk_email_id_state", ["bulk_email_id", "state"], unique=False)
+        batch_op.create_index(batch_op.f("ix_recipients_chunk_id"), ["chunk_id"], unique=False)
 
 
 def downgrade() -> None:
 
     with op.batch_alter_table("recipients", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_recipients_chunk_id"))
         batch_op.drop_index("ix_recipients_bulk_email_id_state")
 
     op.drop_table("recipients")
@@ -780,6 +740,10 @@ def downgrade() -> None:
 
     op.drop_table("contact_emails")
     op.drop_table("bulk_email_leads")
+    with op.batch_alter_table("bulk_email_chunks", schema=None) as batch_op:
+        batch_op.drop_index("ix_bulk_email_chunks_bulk_email_id_done_at")
+
+    op.drop_table("bulk_email_chunks")
     with op.batch_alter_table("tasks", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_tasks_lead_id"))
 
