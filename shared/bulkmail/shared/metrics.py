@@ -6,6 +6,7 @@ functions are what keeps label cardinality bounded.
 
 - ``account_id`` is the email account's numeric id (``EmailAccount.id``): one series per
   account, never an address, a host name or anything a user typed.
+- ``queue`` is a queue name the code itself passes to the broker, so it is bounded by the code.
 - Every other label takes values from a closed set below. A value outside its set is counted
   as ``other`` instead of creating a new series, so a new SMTP error text can never explode the
   time-series database.
