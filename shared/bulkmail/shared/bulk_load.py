@@ -193,8 +193,16 @@ class LeadLoader:
     The caller owns the transaction (commit, or roll back to undo everything written).
     """
 
-    def __init__(self, conn: AsyncConnection, organization_id: int, *, batch_size: int = 5_000) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        organization_id: int,
+        *,
+        batch_size: int = 5_000,
+        check_foreign_keys: bool = True,
+    ) -> None:
         self.conn = conn
+        self.check_foreign_keys = check_foreign_keys
         self.organization_id = organization_id
         self.batch_size = batch_size
         self.is_postgres = conn.dialect.name == "postgresql"
@@ -321,6 +329,8 @@ class LeadLoader:
     async def flush(self) -> None:
         """Write the buffered rows (parents first)."""
         started = time.perf_counter()
+        if self.is_postgres and not self.check_foreign_keys:
+            await self._skip_foreign_key_checks()
         for table, rows in self.rows.items():
             if rows:
                 await self._write(table, COLUMNS[table], rows)
@@ -328,6 +338,17 @@ class LeadLoader:
                 self.rows[table] = []
         self._pending_leads = 0
         self.load_seconds += time.perf_counter() - started
+
+    async def _skip_foreign_key_checks(self) -> None:
+        """Turn PostgreSQL's per-row foreign key triggers off for this transaction, if allowed.
+
+        They cost ~70% of COPY time (4.5 of 6.2 s for 345k rows). Only for callers whose rows are
+        valid by construction (the seeder: every id was just allocated or read back), and only
+        a superuser may do it; anyone else keeps the checks. ``SET LOCAL`` ends with the
+        transaction, so it is repeated per batch (the seeder commits each one).
+        """
+        if await self.conn.scalar(text("SELECT current_setting('is_superuser') = 'on'")):
+            await self.conn.execute(text("SET LOCAL session_replication_role = replica"))
 
     # -- ids -------------------------------------------------------------------------------------
 

@@ -90,7 +90,7 @@ async def seed(
     report = SeedReport(organization_id=org.id, leads=leads)
 
     async with database.engine.connect() as conn:
-        loader = LeadLoader(conn, org.id, batch_size=batch_size)
+        loader = LeadLoader(conn, org.id, batch_size=batch_size, check_foreign_keys=False)
         for _ in range(leads):
             await loader.add_lead(generator.lead())
             if loader.pending_leads == 0:  # a batch was just written
@@ -242,12 +242,13 @@ class _LeadGenerator:
         if rng.random() < 0.8:
             values.append(CustomValueIn(fields["Lead Source"], value_text=rng.choice(data.LEAD_SOURCES)))
         if rng.random() < 0.7:
-            employees = Decimal(rng.choice(data.EMPLOYEE_COUNTS) + rng.randrange(10))
-            values.append(CustomValueIn(fields["Employees"], value_number=employees))
+            employees = rng.choice(data.EMPLOYEE_COUNTS) + rng.randrange(10)
+            # value_text too, as the lead API stores it: the text form is what free-text search sees.
+            values.append(CustomValueIn(fields["Employees"], str(employees), value_number=Decimal(employees)))
         if rng.random() < 0.4:
             renewal = datetime.fromtimestamp(created_ts, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
             renewal += timedelta(days=rng.randrange(30, 4 * 365))
-            values.append(CustomValueIn(fields["Renewal Date"], value_date=renewal))
+            values.append(CustomValueIn(fields["Renewal Date"], renewal.date().isoformat(), value_date=renewal))
         if rng.random() < 0.75:
             values.append(CustomValueIn(fields["Industry"], value_text=rng.choice(data.INDUSTRIES)))
         return values
