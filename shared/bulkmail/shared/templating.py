@@ -363,7 +363,7 @@ _ENV = _make_env()
 _CLOSE_DEFAULT = re.compile(r"""\|\s*default\s*:\s*("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')""")
 # `lead.custom.Lead Source` up to the next filter or the end of the tag: any name that is not a
 # plain identifier becomes a bracket lookup (identifiers are matched at run time).
-_CLOSE_CUSTOM = re.compile(r"""\blead\.custom\.([^|}"'\[\]\n]*[^|}"'\[\]\s])(?=\s*(?:\||}}|-}}))""")
+_CLOSE_CUSTOM = re.compile(r"""\blead\.custom\.([^|}"'\[\]\n]*[^|}"'\[\]\s-])(?=\s*(?:\||-?}}))""")
 _EXPRESSION = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
 
 
@@ -390,6 +390,8 @@ def _column(line_text: str, tokens: list[Token], failing: Token | None, message:
             col, cursor = at, at + len(text)
         if tok is failing:
             break
+    if failing is not None and failing.type == "eof":  # unclosed tag: point just past its end
+        col = cursor
     # Bracket errors come from the lexer after the last good token: point at the culprit.
     if (m := re.match(r"unexpected '(.)'", message)) and failing is not None and str(failing.value) != m[1]:
         at = line_text.find(m[1], cursor)
@@ -444,6 +446,8 @@ def _check(part: str, source: str, tree: nodes.Template) -> None:
     for filt in tree.find_all(nodes.Filter):
         if filt.name not in _ENV.filters:
             _refuse(part, source, filt, f"unknown filter '{filt.name}'", filt.name)
+    for power in tree.find_all(nodes.Pow):
+        _refuse(part, source, power, "the power operator is not allowed in templates", "**")
     for const in tree.find_all(nodes.Const):
         if isinstance(const.value, int) and abs(const.value) > _MAX_INT:
             _refuse(part, source, const, "number too large", str(const.value))
