@@ -154,12 +154,17 @@ class TextField(Handler):
     """Word-prefix / phrase match on one or more text columns (any of them)."""
 
     columns: Callable[[], Sequence[Column]]
+    # Anywhere in the text rather than at a word start: URLs are one long "word".
+    substring: bool = False
 
     def compile(self, env: Env, name: str, op: str, value: ast.Value) -> Cond:
         self.check_op(env, name, op, value)
         if value.kind is ast.ValueKind.star:
             return or_(*(func.coalesce(c, "") != "" for c in self.columns()))
         text = require_text(env, name, value)
+        if self.substring:
+            pattern = f"%{values.like_escape(values.normalise_words(text))}%"
+            return or_(*(func.lower(c).like(pattern, escape="\\") for c in self.columns()))
         return or_(*(words_match(c, text) for c in self.columns()))
 
 

@@ -260,7 +260,7 @@ LEAD_FIELDS: dict[str, Field] = _dict(
     lead_name=_lead_name,
     display_name=_lead_name,
     description=TextField(lambda: [Lead.description]),
-    url=TextField(lambda: [Lead.url]),
+    url=TextField(lambda: [Lead.url], substring=True),
     status=_status,
     lead_status=_status,
     created=_created,
