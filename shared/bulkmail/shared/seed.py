@@ -46,6 +46,21 @@ __all__ = ["SeedReport", "seed"]
 THREE_YEARS = 3 * 365 * 86_400.0
 
 
+def _bag(weights: tuple[int, ...]) -> list[int]:
+    """``rng.choice(_bag((60, 30, 10)))`` draws 0, 1 or 2 with those odds, 10× cheaper than choices()."""
+    return [count for count, weight in enumerate(weights) for _ in range(weight)]
+
+
+# How many of each thing a lead (or contact) gets.
+_CONTACTS = _bag(data.CONTACT_WEIGHTS)
+_OPPORTUNITIES = _bag(data.OPPORTUNITY_WEIGHTS)
+_CALLS = _bag(data.CALL_WEIGHTS)
+_ADDRESSES = _bag((20, 75, 5))
+_EMAILS = _bag((15, 70, 15))  # per contact
+_PHONES = _bag((30, 60, 10))  # per contact
+_TASKS = _bag((60, 30, 10))
+
+
 @dataclass
 class SeedReport:
     organization_id: int
@@ -175,7 +190,7 @@ class _LeadGenerator:
         kind = rng.choice(data.COMPANY_KIND)
         user_id = rng.choice(org.user_ids)
 
-        contacts = [self._contact(domain) for _ in range(rng.choices(range(5), data.CONTACT_WEIGHTS)[0])]
+        contacts = [self._contact(domain) for _ in range(rng.choice(_CONTACTS))]
         emails = self._email_history(contacts, created_ts, user_id)
         opportunities = [
             OpportunityIn(
@@ -184,7 +199,7 @@ class _LeadGenerator:
                 user_id=user_id,
                 created_at=self._date(created_ts),
             )
-            for _ in range(rng.choices(range(3), data.OPPORTUNITY_WEIGHTS)[0])
+            for _ in range(rng.choice(_OPPORTUNITIES))
         ]
         calls = [
             CallIn(
@@ -193,7 +208,7 @@ class _LeadGenerator:
                 direction="outbound" if rng.random() < 0.8 else "inbound",
                 user_id=user_id,
             )
-            for _ in range(rng.choices(range(5), data.CALL_WEIGHTS)[0])
+            for _ in range(rng.choice(_CALLS))
         ]
         return LeadIn(
             name=f"{company} {kind}",
@@ -203,7 +218,7 @@ class _LeadGenerator:
             status_id=rng.choice(org.status_ids),
             user_id=user_id,
             contacts=contacts,
-            addresses=[AddressIn(*rng.choice(data.CITIES)) for _ in range(rng.choices(range(3), (20, 75, 5))[0])],
+            addresses=[AddressIn(*rng.choice(data.CITIES)) for _ in range(rng.choice(_ADDRESSES))],
             custom=self._custom_values(created_ts),
             opportunities=opportunities,
             calls=calls,
@@ -216,7 +231,7 @@ class _LeadGenerator:
         first = rng.choice(data.FIRST_NAMES)
         last = rng.choice(data.LAST_NAMES)
         emails: list[EmailIn] = []
-        for position in range(rng.choices(range(3), (15, 70, 15))[0]):
+        for position in range(rng.choice(_EMAILS)):
             roll = rng.random()
             if roll < 0.02 and self.recent_emails:
                 # The same person (or a shared inbox) on several leads: duplicate addresses.
@@ -231,7 +246,7 @@ class _LeadGenerator:
                 del self.recent_emails[:-200]
         phones = [
             PhoneIn(f"+1{rng.randrange(2_000_000_000, 9_999_999_999)}", rng.choice(data.PHONE_TYPES))
-            for _ in range(rng.choices(range(3), (30, 60, 10))[0])
+            for _ in range(rng.choice(_PHONES))
         ]
         return ContactIn(f"{first} {last}", rng.choice(data.TITLES), emails, phones)
 
@@ -256,7 +271,7 @@ class _LeadGenerator:
     def _tasks(self, created_ts: float, user_id: int) -> list[TaskIn]:
         rng = self.rng
         tasks: list[TaskIn] = []
-        for _ in range(rng.choices(range(3), (60, 30, 10))[0]):
+        for _ in range(rng.choice(_TASKS)):
             task_created = self._date(created_ts)
             due = task_created + timedelta(days=rng.randrange(1, 30))
             done = due if rng.random() < 0.6 and due.timestamp() < self.now_ts else None
