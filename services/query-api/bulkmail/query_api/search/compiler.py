@@ -304,8 +304,10 @@ def _custom_field(env: Env, name: str, offset: int) -> CustomFieldHandler:
         return CustomFieldHandler(CustomFieldRef(None, name, CustomFieldType.text))
     ref = catalogue.get(name.lower())
     if ref is None:
-        known = [f"custom.{r.name}" for r in catalogue.values()]
-        raise unknown_name(env, "custom field", f"custom.{name}", offset, known, "unknown_field")
+        # Matched without the shared "custom." prefix, which would make every name look close.
+        error = unknown_name(env, "custom field", name, offset, [r.name for r in catalogue.values()], "unknown_field")
+        error.expected = [f"custom.{n}" for n in error.expected]
+        raise error
     return CustomFieldHandler(ref)
 
 

@@ -456,7 +456,8 @@ class Unmodelled(Handler):
 
 
 def unknown_name(env: Env, kind: str, name: str, offset: int, known: Sequence[str], error: str) -> QueryError:
-    close = difflib.get_close_matches(name.lower(), list(known), n=5, cutoff=0.6)
+    by_lower = {k.lower(): k for k in known}
+    close = [by_lower[m] for m in difflib.get_close_matches(name.lower(), list(by_lower), n=5, cutoff=0.6)]
     listed = close or sorted(known)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return env.fail(f"unknown {kind} {name!r}{hint}", offset, expected=listed, kind=error)
