@@ -130,3 +130,20 @@ async def test_custom_dates_round_trip_as_utc(database):
     async with database.session() as session:
         value = await session.scalar(select(LeadCustomValue.value_date).where(LeadCustomValue.lead_id == lead_id))
         assert value == WHEN
+
+
+async def test_a_loader_that_commits_between_batches_tolerates_writers_in_between(database):
+    org = await _org(database)
+    async with database.engine.connect() as conn:
+        loader = LeadLoader(conn, org, batch_size=2)
+        first = [await loader.add_lead(_lead(i)) for i in range(2)]  # the second add flushes
+        await conn.commit()  # releases SQLite's write lock: someone else may insert now
+        async with database.session() as session:
+            other = Lead(organization_id=org, name="Meanwhile")
+            session.add(other)
+            await session.flush()
+            other_id = other.id
+        later = [await loader.add_lead(_lead(i)) for i in range(2, 4)]
+        await conn.commit()
+    assert other_id not in first + later
+    assert len(set(first + later)) == 4

@@ -338,6 +338,12 @@ class LeadLoader:
                 self.rows[table] = []
         self._pending_leads = 0
         self.load_seconds += time.perf_counter() - started
+        if not self.is_postgres:
+            # The caller may commit now, releasing SQLite's write lock: ids counted locally are
+            # no longer safe, so the next lead takes the lock again and re-reads max(id).
+            self._started = False
+            self._sqlite_next.clear()
+            self._ids = {table: [] for table in COLUMNS}
 
     async def _skip_foreign_key_checks(self) -> None:
         """Turn PostgreSQL's per-row foreign key triggers off for this transaction, if allowed.
@@ -377,6 +383,8 @@ class LeadLoader:
 
     async def _allocate(self, table: Table, n: int) -> list[int]:
         if self.is_postgres:
+            # Sequences are outside transactions: these ids are ours even if another session
+            # inserts meanwhile, and they are never handed out again (a rollback leaves a gap).
             result = await self.conn.execute(
                 text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
                 {"table": table.name, "n": n},
