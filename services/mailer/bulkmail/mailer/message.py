@@ -198,7 +198,9 @@ def _quoted_printable(data: bytes) -> bytes:
 
 def _encode_body(text: str) -> tuple[bool, bytes]:
     """(is_base64, encoded body without a final line break), CRLF line endings."""
-    data = _NEWLINES.sub("\r\n", text).encode("utf-8")
+    # str.replace is ~10x faster than the regex; most bodies have no CR at all.
+    text = text.replace("\n", "\r\n") if "\r" not in text else _NEWLINES.sub("\r\n", text)
+    data = text.encode("utf-8")
     high = len(data) - len(data.translate(None, _HIGH))
     # QP spends 3 bytes on each non-ASCII byte, base64 4 on every 3: base64 wins above ~1/6.
     if high * 6 > len(data):
