@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
+from bulkmail.query_api.app import create_app
+from bulkmail.shared.broker.memory import MemoryBroker
 from bulkmail.shared.db import Database
 from bulkmail.shared.migrate import upgrade
+from bulkmail.shared.organizations import create_organization
 from bulkmail.shared.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("BULKMAIL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -124,3 +130,60 @@ async def database(settings: Settings) -> AsyncIterator[Database]:
     db = Database(settings)
     yield db
     await db.dispose()
+
+
+# --- the API and organisations with their own keys -----------------------------------------
+
+
+@dataclass
+class Tenant:
+    organization_id: int
+    user_id: int
+    api_key: str
+    client: httpx.AsyncClient
+
+
+@pytest.fixture(scope="session")
+async def broker(settings: Settings) -> AsyncIterator[MemoryBroker]:
+    b = MemoryBroker(settings.broker_namespace)
+    yield b
+    await b.close()
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, database: Database, broker: MemoryBroker):
+    return create_app(settings, database=database, broker=broker)
+
+
+@pytest.fixture(scope="session")
+async def make_tenant(app, database: Database) -> AsyncIterator[Callable[..., Awaitable[Tenant]]]:
+    clients: list[httpx.AsyncClient] = []
+
+    async def make(name: str = "Acme", **user: str) -> Tenant:
+        async with database.session() as session:
+            new = await create_organization(
+                session, name, user_email=user.pop("email", f"{uuid.uuid4().hex[:8]}@{name.lower()}.example"), **user
+            )
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://testserver",
+            headers={"Authorization": f"Bearer {new.api_key}"},
+            follow_redirects=True,
+        )
+        clients.append(client)
+        return Tenant(new.organization_id, new.user_id, new.api_key, client)
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+async def tenant(make_tenant) -> Tenant:
+    return await make_tenant("Acme", first_name="Jane", last_name="Doe")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

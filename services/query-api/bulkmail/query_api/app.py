@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from bulkmail.query_api.activities.endpoints import router as activities_router
+from bulkmail.query_api.bulk_emails.endpoints import router as bulk_emails_router
 from bulkmail.query_api.contacts.endpoints import router as contacts_router
 from bulkmail.query_api.correlation import CorrelationIdMiddleware
 from bulkmail.query_api.email_accounts.endpoints import router as email_accounts_router
@@ -17,6 +18,7 @@ from bulkmail.query_api.errors import install_error_handlers
 from bulkmail.query_api.leads.endpoints import router as leads_router
 from bulkmail.query_api.saved_searches.endpoints import router as saved_searches_router
 from bulkmail.query_api.statuses.endpoints import router as statuses_router
+from bulkmail.query_api.unsubscribe import router as unsubscribe_router
 from bulkmail.shared.broker import Broker, create_broker
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
@@ -33,6 +35,7 @@ API_ROUTERS: list[APIRouter] = [
     saved_searches_router,
     email_accounts_router,
     activities_router,
+    bulk_emails_router,
 ]
 
 
@@ -74,6 +77,7 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
     for router in API_ROUTERS:
         api.include_router(router)
     app.include_router(api)
+    app.include_router(unsubscribe_router)
     _add_health(app)
     return app
 

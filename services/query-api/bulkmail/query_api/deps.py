@@ -45,7 +45,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
     broker: Broker = request.app.state.broker
     for queue, message in request.state.outbox:
-        await broker.send(queue, message)
+        if queue is None:
+            await broker.emit(message.type, message)
+        else:
+            await broker.send(queue, message)
 
 
 class Outbox:
@@ -56,6 +59,10 @@ class Outbox:
 
     def add(self, queue: str, message: BaseModel) -> None:
         self._request.state.outbox.append((queue, message))
+
+    def add_event(self, event: BaseModel) -> None:
+        """An event for the topic exchange; its routing key is its ``type``."""
+        self._request.state.outbox.append((None, event))
 
 
 # scope="function": commit before the response is sent, so a client never sees a success

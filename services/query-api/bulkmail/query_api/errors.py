@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bulkmail.query_api.search.errors import QueryError
 from bulkmail.shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -62,6 +63,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
         headers = {"WWW-Authenticate": 'Basic realm="bulkmail"'} if exc.status_code == 401 else None
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(QueryError)
+    async def _query_error(_request: Request, exc: QueryError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,6 +13,7 @@ log = get_logger(__name__)
 
 # A handler that raises has its message put back after this pause, as RabbitMQ would redeliver it.
 REDELIVERY_DELAY_S = 0.5
+DRAIN_TIMEOUT_S = 30.0
 
 
 class MemoryBroker(Broker):
@@ -22,6 +23,7 @@ class MemoryBroker(Broker):
         self._subscriptions: list[tuple[str, str]] = []  # (pattern, queue name)
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: dict[str, int] = {}
+        self._closing = False
 
     def _queue(self, name: str) -> asyncio.Queue[Delivery]:
         return self._queues.setdefault(name, asyncio.Queue())
@@ -30,6 +32,11 @@ class MemoryBroker(Broker):
         return None
 
     async def close(self) -> None:
+        """Stop taking deliveries, give the ones in progress time to finish, then stop."""
+        self._closing = True
+        deadline = asyncio.get_running_loop().time() + DRAIN_TIMEOUT_S
+        while any(self._in_flight.values()) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -70,8 +77,11 @@ class MemoryBroker(Broker):
 
     async def _worker(self, name: str, handler: Handler) -> None:
         q = self._queue(name)
-        while True:
+        while not self._closing:
             delivery = await q.get()
+            if self._closing:
+                q.put_nowait(delivery)
+                return
             self._in_flight[name] = self._in_flight.get(name, 0) + 1
             token = correlation_id.set(delivery.correlation_id)
             try:

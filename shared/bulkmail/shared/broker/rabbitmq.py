@@ -21,6 +21,7 @@ log = get_logger(__name__)
 
 # Pause before a failed delivery goes back on the queue, so a poison message cannot spin a core.
 REDELIVERY_DELAY_S = 0.5
+DRAIN_TIMEOUT_S = 30.0
 
 
 class RabbitMQBroker(Broker):
@@ -33,6 +34,8 @@ class RabbitMQBroker(Broker):
         self._consumer_channels: list[AbstractRobustChannel] = []
         self._declared: dict[str, AbstractRobustQueue] = {}
         self._lock = asyncio.Lock()
+        self._consumers: list[tuple[AbstractRobustQueue, str]] = []
+        self._in_flight = 0
 
     async def connect(self) -> None:
         self._connection = await aio_pika.connect_robust(
@@ -44,6 +47,17 @@ class RabbitMQBroker(Broker):
         )
 
     async def close(self) -> None:
+        """Cancel consumers, let deliveries in progress finish and ack, then disconnect."""
+        for queue, tag in self._consumers:
+            try:
+                await queue.cancel(tag)
+            except Exception:
+                log.warning("could not cancel a consumer", queue=queue.name)
+        self._consumers.clear()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_TIMEOUT_S
+        while self._in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
         for channel in self._consumer_channels:
             if not channel.is_closed:
                 await channel.close()
@@ -82,7 +96,7 @@ class RabbitMQBroker(Broker):
     async def consume(self, queue: str, handler: Handler, prefetch: int = 10) -> None:
         channel = await self._consumer_channel(prefetch)
         q = await self._declare(self.queue_name(queue), channel)
-        await q.consume(_wrap(handler))
+        self._consumers.append((q, await q.consume(self._wrap(handler))))
 
     async def subscribe(self, pattern: str, handler: Handler, queue: str | None = None) -> None:
         channel = await self._consumer_channel(50)
@@ -92,7 +106,7 @@ class RabbitMQBroker(Broker):
         else:
             q = await channel.declare_queue(exclusive=True, auto_delete=True)
         await q.bind(exchange, routing_key=pattern)
-        await q.consume(_wrap(handler))
+        self._consumers.append((q, await q.consume(self._wrap(handler))))
 
     async def queue_length(self, queue: str) -> int:
         channel = await self._consumer_channel(1)
@@ -106,6 +120,26 @@ class RabbitMQBroker(Broker):
     async def ping(self) -> None:
         if self._connection is None or self._connection.is_closed:
             raise ConnectionError("not connected to RabbitMQ")
+
+    def _wrap(self, handler: Handler) -> Any:
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            headers = dict(message.headers or {})
+            delivery = Delivery(message.body, headers, message.routing_key or "", bool(message.redelivered))
+            token = correlation_id.set(delivery.correlation_id)
+            self._in_flight += 1
+            try:
+                await handler(delivery)
+            except Exception:
+                log.exception("handler failed; message will be redelivered", routing_key=message.routing_key)
+                await asyncio.sleep(REDELIVERY_DELAY_S)
+                await message.nack(requeue=True)
+            else:
+                await message.ack()
+            finally:
+                self._in_flight -= 1
+                correlation_id.reset(token)
+
+        return on_message
 
     async def _consumer_channel(self, prefetch: int) -> AbstractRobustChannel:
         if self._connection is None:
@@ -123,22 +157,3 @@ def _message(body: bytes, headers: dict[str, Any] | None) -> aio_pika.Message:
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )
-
-
-def _wrap(handler: Handler) -> Any:
-    async def on_message(message: AbstractIncomingMessage) -> None:
-        headers = {k: v for k, v in (message.headers or {}).items()}
-        delivery = Delivery(message.body, headers, message.routing_key or "", bool(message.redelivered))
-        token = correlation_id.set(delivery.correlation_id)
-        try:
-            await handler(delivery)
-        except Exception:
-            log.exception("handler failed; message will be redelivered", routing_key=message.routing_key)
-            await asyncio.sleep(REDELIVERY_DELAY_S)
-            await message.nack(requeue=True)
-        else:
-            await message.ack()
-        finally:
-            correlation_id.reset(token)
-
-    return on_message

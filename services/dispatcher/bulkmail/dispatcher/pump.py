@@ -1,0 +1,132 @@
+"""Keeping a bulk email's chunks flowing: a few in flight, retries when due, done when nothing is left.
+
+A pump is cheap and idempotent, so it runs on every signal (a chunk finished, a bulk email was
+created or resumed) and on a timer; whichever runs first does the work, the others find none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bulkmail.shared import bulk_emails
+from bulkmail.shared.contracts import BulkEmailEvent, NotifyBulkEmailDone, SendChunk
+from bulkmail.shared.models import (
+    BulkEmail,
+    BulkEmailChunk,
+    BulkEmailStatus,
+    Recipient,
+    RecipientState,
+    SkipReason,
+)
+from bulkmail.shared.settings import Settings
+
+S = BulkEmailStatus
+R = RecipientState
+
+
+@dataclass
+class PumpResult:
+    chunks: list[SendChunk] = field(default_factory=list)
+    events: list[BulkEmailEvent] = field(default_factory=list)
+    notify: NotifyBulkEmailDone | None = None
+
+
+async def pump(session: AsyncSession, settings: Settings, bulk_email_id: int) -> PumpResult:
+    """Queue what may be queued now; the caller commits, then publishes the result."""
+    result = PumpResult()
+    bulk = await _lock(session, bulk_email_id)
+    if bulk is None:
+        return result
+    now = datetime.now(UTC)
+    if bulk.status == S.cancelled:
+        await _skip_unsent(session, bulk.id)
+        return result
+    if bulk.status not in bulk_emails.SENDING_STATUSES:
+        return result
+    if bulk.status == S.resuming:
+        await bulk_emails.transition(session, bulk.id, [S.resuming], S.processing)
+
+    open_chunks = list(
+        await session.scalars(
+            select(BulkEmailChunk).where(BulkEmailChunk.bulk_email_id == bulk.id, BulkEmailChunk.done_at.is_(None))
+        )
+    )
+    # A chunk whose mailer vanished without finishing it is queued again; the ledger makes the
+    # second delivery harmless (only recipients still pending are sent).
+    stale_before = now - timedelta(seconds=settings.chunk_timeout_s)
+    for chunk in open_chunks:
+        if chunk.published_at is not None and chunk.published_at < stale_before:
+            chunk.published_at = now
+            result.chunks.append(_message(bulk, chunk.id))
+
+    in_flight = len(open_chunks)
+    while in_flight < settings.chunks_in_flight:
+        chunk_id = await _claim_chunk(session, bulk, settings.chunk_size, now)
+        if chunk_id is None:
+            break
+        result.chunks.append(_message(bulk, chunk_id))
+        in_flight += 1
+
+    if in_flight == 0 and not await _work_left(session, bulk.id):
+        if await bulk_emails.transition(session, bulk.id, bulk_emails.SENDING_STATUSES, S.done, done_at=now):
+            result.events.append(await bulk_emails.event_for(session, bulk, S.done))
+            if bulk.send_done_email:
+                result.notify = NotifyBulkEmailDone(bulk_email_id=bulk.id, organization_id=bulk.organization_id)
+    return result
+
+
+async def _lock(session: AsyncSession, bulk_email_id: int) -> BulkEmail | None:
+    # One pump per bulk email at a time across dispatcher replicas (SQLite serialises writers anyway).
+    stmt = select(BulkEmail).where(BulkEmail.id == bulk_email_id).with_for_update()
+    return await session.scalar(stmt)
+
+
+async def _claim_chunk(session: AsyncSession, bulk: BulkEmail, size: int, now: datetime) -> int | None:
+    due = or_(
+        (Recipient.state == R.pending) & Recipient.chunk_id.is_(None),
+        (Recipient.state == R.deferred) & (Recipient.next_attempt_at <= now),
+    )
+    ids = list(
+        await session.scalars(
+            select(Recipient.id).where(Recipient.bulk_email_id == bulk.id, due).order_by(Recipient.id).limit(size)
+        )
+    )
+    if not ids:
+        return None
+    chunk = BulkEmailChunk(organization_id=bulk.organization_id, bulk_email_id=bulk.id, size=len(ids), published_at=now)
+    session.add(chunk)
+    await session.flush()
+    # next_attempt_at NULL marks a deferred recipient as queued, so the next pump does not take it again.
+    await session.execute(
+        update(Recipient)
+        .where(Recipient.id.in_(ids))
+        .values(chunk_id=chunk.id, next_attempt_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return chunk.id
+
+
+async def _work_left(session: AsyncSession, bulk_email_id: int) -> bool:
+    n = await session.scalar(
+        select(func.count())
+        .select_from(Recipient)
+        .where(Recipient.bulk_email_id == bulk_email_id, Recipient.state.in_([R.pending, R.sending, R.deferred]))
+    )
+    return bool(n)
+
+
+async def _skip_unsent(session: AsyncSession, bulk_email_id: int) -> None:
+    await session.execute(
+        update(Recipient)
+        .where(Recipient.bulk_email_id == bulk_email_id, Recipient.state.in_([R.pending, R.deferred]))
+        .values(state=R.skipped, skip_reason=SkipReason.cancelled.value, next_attempt_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _message(bulk: BulkEmail, chunk_id: int) -> SendChunk:
+    return SendChunk(bulk_email_id=bulk.id, organization_id=bulk.organization_id, chunk_id=chunk_id)

@@ -1,0 +1,191 @@
+"""Snapshot → recipients: the ledger rows of a bulk email, with the reason for every skipped one.
+
+Leads are read in id order in batches; each batch's rows are committed together, so after a
+crash the build resumes after the highest lead id already in the ledger and never writes a
+recipient twice (the unique key is bulk email + normalised address).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bulkmail.shared.audience import Candidate, choose_candidates, exclusion, no_email_key
+from bulkmail.shared.db import Database
+from bulkmail.shared.logging import get_logger
+from bulkmail.shared.models import (
+    BulkEmail,
+    BulkEmailLead,
+    Contact,
+    ContactEmail,
+    EmailActivity,
+    Recipient,
+    RecipientState,
+    SkipReason,
+    Suppression,
+)
+
+log = get_logger(__name__)
+
+LEADS_PER_BATCH = 2_000
+
+
+@dataclass
+class BuildReport:
+    leads: int = 0
+    recipients: int = 0
+    duplicates: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+async def build_recipients(database: Database, bulk: BulkEmail) -> BuildReport:
+    """Write the ledger for ``bulk`` (idempotent, resumable)."""
+    report = BuildReport()
+    async with database.session() as session:
+        resume_after = await session.scalar(
+            select(func.coalesce(func.max(Recipient.lead_id), 0)).where(Recipient.bulk_email_id == bulk.id)
+        )
+        seen = set(await session.scalars(select(Recipient.email_normalized).where(Recipient.bulk_email_id == bulk.id)))
+    last_lead = int(resume_after or 0)
+    while True:
+        async with database.session() as session:
+            # Hold the bulk email's row while writing a batch and check nobody else moved the
+            # build on meanwhile (another dispatcher replica); if so, pick up from where it is.
+            await session.execute(select(BulkEmail.id).where(BulkEmail.id == bulk.id).with_for_update())
+            progress = await session.scalar(
+                select(func.coalesce(func.max(Recipient.lead_id), 0)).where(Recipient.bulk_email_id == bulk.id)
+            )
+            if int(progress or 0) != last_lead:
+                last_lead = int(progress or 0)
+                seen = set(
+                    await session.scalars(select(Recipient.email_normalized).where(Recipient.bulk_email_id == bulk.id))
+                )
+            lead_ids = list(
+                await session.scalars(
+                    select(BulkEmailLead.lead_id)
+                    .where(BulkEmailLead.bulk_email_id == bulk.id, BulkEmailLead.lead_id > last_lead)
+                    .order_by(BulkEmailLead.lead_id)
+                    .limit(LEADS_PER_BATCH)
+                )
+            )
+            if not lead_ids:
+                break
+            rows = await _batch_rows(session, bulk, lead_ids, seen, report)
+            await _insert_ignoring_conflicts(session, rows)
+            await session.execute(
+                update(BulkEmail)
+                .where(BulkEmail.id == bulk.id)
+                .values(
+                    n_leads_processed=BulkEmail.n_leads_processed + len(lead_ids),
+                    n_duplicates=BulkEmail.n_duplicates + report.duplicates,
+                )
+            )
+            report.duplicates = 0
+            last_lead = lead_ids[-1]
+            report.leads += len(lead_ids)
+    return report
+
+
+async def _batch_rows(
+    session: AsyncSession, bulk: BulkEmail, lead_ids: list[int], seen: set[str], report: BuildReport
+) -> list[dict[str, Any]]:
+    org = bulk.organization_id
+    by_lead: dict[int, list[Candidate]] = {lead_id: [] for lead_id in lead_ids}
+    for lead_id, contact_id, email, normalized, unsubscribed in await session.execute(
+        select(
+            ContactEmail.lead_id,
+            ContactEmail.contact_id,
+            ContactEmail.email,
+            ContactEmail.email_normalized,
+            ContactEmail.is_unsubscribed,
+        )
+        .join(Contact, Contact.id == ContactEmail.contact_id)
+        .where(ContactEmail.lead_id.in_(lead_ids), ContactEmail.organization_id == org)
+        .order_by(ContactEmail.lead_id, Contact.position, Contact.id, ContactEmail.position, ContactEmail.id)
+    ):
+        by_lead[lead_id].append(Candidate(lead_id, contact_id, email, normalized, unsubscribed))
+
+    addresses = {c.email_normalized for rows in by_lead.values() for c in rows}
+    suppressed: dict[str, str] = {}
+    if addresses:
+        suppressed = dict(
+            (
+                await session.execute(
+                    select(Suppression.email_normalized, Suppression.reason).where(
+                        Suppression.organization_id == org, Suppression.email_normalized.in_(addresses)
+                    )
+                )
+            ).all()
+        )
+    already: set[int] = set()
+    if bulk.exclude_already_emailed:
+        already = set(
+            await session.scalars(
+                select(EmailActivity.lead_id)
+                .where(
+                    EmailActivity.organization_id == org,
+                    EmailActivity.template_id == bulk.template_id,
+                    EmailActivity.lead_id.in_(lead_ids),
+                )
+                .distinct()
+            )
+        )
+
+    rows: list[dict[str, Any]] = []
+    for lead_id in lead_ids:
+        candidates = choose_candidates(by_lead[lead_id], bulk.contact_preference)
+        if not candidates:
+            rows.append(_row(bulk, lead_id, None, "", no_email_key(lead_id), SkipReason.no_email, report))
+            continue
+        for c in candidates:
+            if c.email_normalized in seen:
+                report.duplicates += 1
+                continue
+            seen.add(c.email_normalized)
+            reason = exclusion(
+                c, already_received=lead_id in already, suppressed_reason=suppressed.get(c.email_normalized)
+            )
+            rows.append(_row(bulk, lead_id, c.contact_id, c.email, c.email_normalized, reason, report))
+    return rows
+
+
+def _row(
+    bulk: BulkEmail,
+    lead_id: int,
+    contact_id: int | None,
+    email: str,
+    normalized: str,
+    reason: SkipReason | None,
+    report: BuildReport,
+) -> dict[str, Any]:
+    if reason is None:
+        report.recipients += 1
+    else:
+        report.skipped[reason.value] = report.skipped.get(reason.value, 0) + 1
+    return {
+        "organization_id": bulk.organization_id,
+        "bulk_email_id": bulk.id,
+        "lead_id": lead_id,
+        "contact_id": contact_id,
+        "email": email,
+        "email_normalized": normalized,
+        "state": RecipientState.skipped if reason else RecipientState.pending,
+        "skip_reason": reason.value if reason else None,
+        "message_id": "",
+        "smtp_reply": "",
+        "sent_copy_uid": "",
+    }
+
+
+async def _insert_ignoring_conflicts(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(Recipient).on_conflict_do_nothing(index_elements=["bulk_email_id", "email_normalized"])
+    await session.execute(stmt, rows)

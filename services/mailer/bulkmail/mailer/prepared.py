@@ -1,0 +1,71 @@
+"""What a mailer prepares once per bulk email: compiled template, message skeleton, SMTP settings."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bulkmail.mailer.message import MessageSkeleton
+from bulkmail.mailer.smtp_pool import SmtpSettings
+from bulkmail.shared.models import BulkEmail, EmailAccount, EmailTemplate
+from bulkmail.shared.render_data import sender_context
+from bulkmail.shared.secrets import SecretBox
+from bulkmail.shared.settings import Settings
+from bulkmail.shared.templating import CompiledTemplate, OrganizationData, UserData, compile_template
+
+
+@dataclass
+class PreparedBulkEmail:
+    bulk_email_id: int
+    organization_id: int
+    template_id: int
+    account_id: int
+    account_email: str
+    account_version: datetime
+    template: CompiledTemplate
+    skeleton: MessageSkeleton
+    smtp: SmtpSettings
+    max_connections: int
+    user: UserData
+    organization: OrganizationData
+    message_id_domain: str
+    message_id_secret: bytes
+
+
+async def prepare(session: AsyncSession, settings: Settings, box: SecretBox, bulk: BulkEmail) -> PreparedBulkEmail:
+    template = await session.get(EmailTemplate, bulk.template_id)
+    account = await session.get(EmailAccount, bulk.email_account_id)
+    if template is None or account is None or account.organization_id != bulk.organization_id:
+        raise LookupError(f"bulk email {bulk.id}: its template or email account no longer exists")
+    user, organization = await sender_context(session, bulk.organization_id, bulk.user_id)
+    password = box.decrypt(account.smtp_password_encrypted) if account.smtp_password_encrypted else ""
+    domain = account.email.rpartition("@")[2] or "localhost"
+    return PreparedBulkEmail(
+        bulk_email_id=bulk.id,
+        organization_id=bulk.organization_id,
+        template_id=template.id,
+        account_id=account.id,
+        account_email=account.email,
+        account_version=account.updated_at or datetime.now(UTC),
+        template=compile_template(template.subject, template.body, template.body_text),
+        skeleton=MessageSkeleton(sender_address=account.email, sender_name=account.name),
+        smtp=SmtpSettings(
+            host=account.smtp_host,
+            port=account.smtp_port,
+            security=account.smtp_security,
+            username=account.smtp_username,
+            password=password,
+            timeout=settings.smtp_timeout_s,
+        ),
+        max_connections=max(1, min(account.max_connections, settings.smtp_concurrency)),
+        user=user,
+        organization=organization,
+        message_id_domain=domain,
+        message_id_secret=hmac.new(
+            settings.encryption_keys()[0].encode(), b"bulkmail-message-id", hashlib.sha256
+        ).digest(),
+    )

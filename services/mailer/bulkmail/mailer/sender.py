@@ -1,0 +1,435 @@
+"""Sending one chunk: claim recipients in the ledger, send each over SMTP, record every outcome.
+
+The order is the invariant: a recipient is marked ``sending`` (committed) before its message
+is handed to SMTP, and its outcome is committed before the chunk's delivery is acknowledged.
+A recipient found still ``sending`` when its chunk comes round again was in the hands of a
+worker that died: it becomes ``unknown`` (reported, never resent blindly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bulkmail.mailer.message import HeaderValueError, make_message_id
+from bulkmail.mailer.prepared import PreparedBulkEmail, prepare
+from bulkmail.mailer.replies import (
+    MAX_ATTEMPTS,
+    Kind,
+    ReplyVerdict,
+    classify_exception,
+    next_attempt_delay,
+    pause_until,
+    send_one,
+)
+from bulkmail.mailer.smtp_pool import SmtpPool
+from bulkmail.shared import bulk_emails, metrics
+from bulkmail.shared.broker import Broker
+from bulkmail.shared.contracts import DISPATCH_QUEUE, DispatchBulkEmail, EmailEvent, SendChunk
+from bulkmail.shared.db import Database
+from bulkmail.shared.logging import get_logger
+from bulkmail.shared.models import (
+    BulkEmail,
+    BulkEmailChunk,
+    EmailAccount,
+    EmailActivity,
+    Lead,
+    Recipient,
+    RecipientState,
+    Suppression,
+)
+from bulkmail.shared.render_data import RecipientRef, load_render_contexts
+from bulkmail.shared.secrets import SecretBox
+from bulkmail.shared.settings import Settings
+from bulkmail.shared.templating import TemplateRenderError
+from bulkmail.shared.unsubscribe import unsubscribe_url
+
+log = get_logger(__name__)
+R = RecipientState
+
+PREPARED_TTL_S = 30.0
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    lead_id: int
+    contact_id: int | None
+    email: str
+    email_normalized: str
+    attempts: int
+
+
+@dataclass
+class Outcome:
+    recipient: Claimed
+    verdict: ReplyVerdict
+    message_id: str
+    duration: float | None = None
+
+
+class ChunkSender:
+    def __init__(self, settings: Settings, database: Database, broker: Broker) -> None:
+        self.settings = settings
+        self.database = database
+        self.broker = broker
+        self.box = SecretBox.from_settings(settings)
+        self._prepared: dict[int, tuple[float, PreparedBulkEmail]] = {}
+        self._pools: dict[int, tuple[tuple[Any, ...], SmtpPool]] = {}
+
+    async def close(self) -> None:
+        for _, pool in self._pools.values():
+            await pool.close()
+        self._pools.clear()
+
+    # -- one chunk ---------------------------------------------------------------------------
+
+    async def handle(self, message: SendChunk) -> None:
+        chunk_id = message.chunk_id
+        async with self.database.session() as session:
+            bulk = await session.get(BulkEmail, message.bulk_email_id)
+            chunk = await session.get(BulkEmailChunk, chunk_id)
+            if bulk is None or chunk is None or chunk.done_at is not None:
+                return  # already finished (a redelivery), or deleted
+            lost = await session.execute(
+                update(Recipient)
+                .where(Recipient.chunk_id == chunk_id, Recipient.state == R.sending)
+                .values(state=R.unknown, smtp_reply="outcome unknown: the worker sending it stopped", updated_at=_now())
+                .execution_options(synchronize_session=False)
+            )
+            if lost.rowcount:  # type: ignore[attr-defined]
+                log.warning("recipients left in flight by a stopped worker", chunk_id=chunk_id, n=lost.rowcount)  # type: ignore[attr-defined]
+                for _ in range(lost.rowcount):  # type: ignore[attr-defined]
+                    metrics.record_unknown(bulk.email_account_id)
+            sending = bulk.status in bulk_emails.SENDING_STATUSES
+            account = await session.get(EmailAccount, bulk.email_account_id)
+            paused_until = account.paused_until if account is not None else None
+            prepared = await self._prepare(session, bulk) if sending else None
+        if prepared is not None:
+            if paused_until is not None and paused_until > _now():
+                await self._defer_rest(chunk_id, paused_until, "email account paused")
+            else:
+                await self._send_chunk(prepared, chunk_id)
+        await self._finish_chunk(chunk_id)
+        await self.broker.send(
+            DISPATCH_QUEUE,
+            DispatchBulkEmail(bulk_email_id=message.bulk_email_id, organization_id=message.organization_id),
+        )
+
+    async def _send_chunk(self, prepared: PreparedBulkEmail, chunk_id: int) -> None:
+        pool = self._pool(prepared)
+        batch_size = prepared.max_connections * 2
+        while True:
+            claimed = await self._claim(chunk_id, batch_size)
+            if not claimed:
+                return
+            outcomes = await self._send_batch(prepared, pool, claimed)
+            paused = await self._record(prepared, outcomes)
+            await self._emit(prepared, outcomes)
+            if paused is not None:
+                await self._defer_rest(chunk_id, paused, "email account paused")
+                return
+
+    async def _claim(self, chunk_id: int, limit: int) -> list[Claimed]:
+        async with self.database.session() as session:
+            ids = (
+                select(Recipient.id)
+                .where(
+                    Recipient.chunk_id == chunk_id,
+                    Recipient.state.in_([R.pending, R.deferred]),
+                    Recipient.next_attempt_at.is_(None),
+                )
+                .order_by(Recipient.id)
+                .limit(limit)
+            )
+            rows = await session.execute(
+                update(Recipient)
+                .where(Recipient.id.in_(ids.scalar_subquery()), Recipient.state.in_([R.pending, R.deferred]))
+                .values(state=R.sending, attempts=Recipient.attempts + 1, updated_at=_now())
+                .returning(
+                    Recipient.id,
+                    Recipient.lead_id,
+                    Recipient.contact_id,
+                    Recipient.email,
+                    Recipient.email_normalized,
+                    Recipient.attempts,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+
+    async def _send_batch(self, prepared: PreparedBulkEmail, pool: SmtpPool, claimed: list[Claimed]) -> list[Outcome]:
+        async with self.database.session() as session:
+            contexts = await load_render_contexts(
+                session,
+                prepared.organization_id,
+                [RecipientRef(c.lead_id, c.contact_id, c.email) for c in claimed],
+                prepared.user,
+                prepared.organization,
+            )
+        return list(
+            await asyncio.gather(
+                *(self._send_one(prepared, pool, c, ctx) for c, ctx in zip(claimed, contexts, strict=True))
+            )
+        )
+
+    async def _send_one(self, prepared: PreparedBulkEmail, pool: SmtpPool, r: Claimed, ctx: Any) -> Outcome:
+        message_id = make_message_id(
+            prepared.bulk_email_id, r.id, prepared.message_id_domain, prepared.message_id_secret
+        )
+        try:
+            rendered = prepared.template.render(ctx)
+            data = prepared.skeleton.build(
+                to_address=r.email,
+                to_name=ctx.contact.name,
+                subject=rendered.subject,
+                message_id=message_id,
+                text=rendered.text,
+                html=rendered.html,
+                unsubscribe_url=unsubscribe_url(self.settings, prepared.organization_id, r.email_normalized),
+            )
+        except (TemplateRenderError, HeaderValueError) as exc:
+            return Outcome(r, ReplyVerdict(Kind.failed, f"message could not be built: {exc}"), message_id)
+        started = time.perf_counter()
+        try:
+            async with pool.connection() as smtp:
+                verdict = await send_one(smtp, prepared.account_email, r.email, data)
+        except Exception as exc:  # connecting or logging in failed: nothing was handed over
+            verdict = classify_exception(exc, body_sent=False)
+        return Outcome(r, verdict, message_id, time.perf_counter() - started)
+
+    # -- the ledger --------------------------------------------------------------------------
+
+    async def _record(self, prepared: PreparedBulkEmail, outcomes: list[Outcome]) -> datetime | None:
+        """Commit every outcome of a batch; returns until when the account is paused, if it must be."""
+        now = _now()
+        rows: list[dict[str, Any]] = []
+        pause: datetime | None = None
+        sent: list[Outcome] = []
+        bounced: list[Outcome] = []
+        async with self.database.session() as session:
+            for o in outcomes:
+                v = o.verdict
+                state, next_at = R.failed, None
+                if v.kind == Kind.sent:
+                    state = R.sent
+                    sent.append(o)
+                elif v.kind == Kind.unknown:
+                    state = R.unknown
+                elif v.kind == Kind.hard_bounce:
+                    bounced.append(o)
+                elif v.kind == Kind.pause_account:
+                    if pause is None:
+                        pause = await self._pause_account(session, prepared.account_id, v, now)
+                    state, next_at = R.deferred, pause
+                elif v.kind == Kind.retry and o.recipient.attempts < MAX_ATTEMPTS:
+                    state = R.deferred
+                    wait = next_attempt_delay(o.recipient.attempts)
+                    next_at = now + max(wait, v.retry_after) if v.retry_after else now + wait
+                _count(prepared.account_id, o, state)
+                rows.append(
+                    {
+                        "rid": o.recipient.id,
+                        "state": state,
+                        "next_at": next_at,
+                        "reply": _reply_text(v),
+                        "mid": o.message_id,
+                        "sent_at": now if state == R.sent else None,
+                        "now": now,
+                    }
+                )
+            # Core UPDATE with many parameter sets: one round trip for the whole batch.
+            table = Recipient.__table__
+            await session.execute(
+                update(table)
+                .where(table.c.id == bindparam("rid"), or_(table.c.state == R.sending, table.c.state == R.unknown))
+                .values(
+                    state=bindparam("state"),
+                    next_attempt_at=bindparam("next_at"),
+                    smtp_reply=bindparam("reply"),
+                    message_id=bindparam("mid"),
+                    sent_at=bindparam("sent_at"),
+                    updated_at=bindparam("now"),
+                ),
+                rows,
+            )
+            if sent:
+                await self._record_activities(session, prepared, sent, now)
+            if bounced:
+                await self._suppress(session, prepared.organization_id, bounced)
+            final = sum(1 for row in rows if row["state"] in (R.sent, R.failed, R.unknown))
+            if final:
+                await session.execute(
+                    update(BulkEmail)
+                    .where(BulkEmail.id == prepared.bulk_email_id)
+                    .values(n_objects_processed=BulkEmail.n_objects_processed + final, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+        return pause
+
+    async def _record_activities(
+        self, session: AsyncSession, prepared: PreparedBulkEmail, sent: list[Outcome], now: datetime
+    ) -> None:
+        """Each sent email goes on its lead's timeline, so ``emailed_template:`` and ``last_emailed`` see it."""
+        await session.execute(
+            EmailActivity.__table__.insert(),  # type: ignore[attr-defined]
+            [
+                {
+                    "organization_id": prepared.organization_id,
+                    "lead_id": o.recipient.lead_id,
+                    "contact_id": o.recipient.contact_id,
+                    "template_id": prepared.template_id,
+                    "bulk_email_id": prepared.bulk_email_id,
+                    "user_id": None,
+                    "status": "sent",
+                    "direction": "outgoing",
+                    "subject": "",
+                    "to_address": o.recipient.email,
+                    "message_id": o.message_id,
+                    "date_sent": now,
+                    "created_at": now,
+                }
+                for o in sent
+            ],
+        )
+        per_lead = Counter(o.recipient.lead_id for o in sent)
+        leads = Lead.__table__
+        await session.execute(
+            update(leads)
+            .where(leads.c.id == bindparam("lid"))
+            .values(num_emails=leads.c.num_emails + bindparam("n"), last_emailed_at=bindparam("now")),
+            [{"lid": lead_id, "n": n, "now": now} for lead_id, n in per_lead.items()],
+        )
+
+    async def _suppress(self, session: AsyncSession, organization_id: int, bounced: list[Outcome]) -> None:
+        """A hard bounce puts the address on the organisation's suppression list: later sends skip it."""
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        await session.execute(
+            insert(Suppression).on_conflict_do_nothing(index_elements=["organization_id", "email_normalized"]),
+            [
+                {
+                    "organization_id": organization_id,
+                    "email_normalized": o.recipient.email_normalized,
+                    "reason": "hard_bounce",
+                    "detail": _reply_text(o.verdict),
+                }
+                for o in bounced
+            ],
+        )
+
+    async def _pause_account(
+        self, session: AsyncSession, account_id: int, verdict: ReplyVerdict, now: datetime
+    ) -> datetime:
+        account = await session.get(EmailAccount, account_id, with_for_update=True)
+        if account is None:
+            return now
+        if account.paused_until is not None and account.paused_until > now:
+            return account.paused_until
+        previous = 1 if account.pause_reason else 0
+        until = pause_until(verdict, previous_pauses=previous, now=now)
+        account.paused_until = until
+        account.pause_reason = _reply_text(verdict)
+        log.warning("email account paused", account_id=account_id, until=until.isoformat(), reason=verdict.reason)
+        return until
+
+    async def _defer_rest(self, chunk_id: int, until: datetime, reason: str) -> None:
+        async with self.database.session() as session:
+            await session.execute(
+                update(Recipient)
+                .where(
+                    Recipient.chunk_id == chunk_id,
+                    Recipient.state.in_([R.pending, R.deferred]),
+                    Recipient.next_attempt_at.is_(None),
+                )
+                .values(state=R.deferred, next_attempt_at=until, smtp_reply=reason, updated_at=_now())
+                .execution_options(synchronize_session=False)
+            )
+
+    async def _finish_chunk(self, chunk_id: int) -> None:
+        async with self.database.session() as session:
+            # Recipients not taken (the bulk email was paused or cancelled) wait for the next pump.
+            await session.execute(
+                update(Recipient)
+                .where(Recipient.chunk_id == chunk_id, Recipient.state == R.pending)
+                .values(chunk_id=None)
+                .execution_options(synchronize_session=False)
+            )
+            await session.execute(
+                update(BulkEmailChunk)
+                .where(BulkEmailChunk.id == chunk_id, BulkEmailChunk.done_at.is_(None))
+                .values(done_at=_now())
+                .execution_options(synchronize_session=False)
+            )
+
+    async def _emit(self, prepared: PreparedBulkEmail, outcomes: list[Outcome]) -> None:
+        now = _now()
+        events = [
+            EmailEvent(
+                type="email.sent" if o.verdict.kind == Kind.sent else "email.failed",
+                organization_id=prepared.organization_id,
+                bulk_email_id=prepared.bulk_email_id,
+                recipient_id=o.recipient.id,
+                lead_id=o.recipient.lead_id,
+                message_id=o.message_id,
+                reason="" if o.verdict.kind == Kind.sent else o.verdict.reason,
+                occurred_at=now,
+            )
+            for o in outcomes
+            if o.verdict.kind in (Kind.sent, Kind.failed, Kind.hard_bounce)
+        ]
+        # Published together so the broker's confirms overlap instead of costing a round trip each.
+        await asyncio.gather(*(self.broker.emit(e.type, e) for e in events))
+
+    # -- caches ------------------------------------------------------------------------------
+
+    async def _prepare(self, session: AsyncSession, bulk: BulkEmail) -> PreparedBulkEmail:
+        cached = self._prepared.get(bulk.id)
+        if cached is not None and time.monotonic() - cached[0] < PREPARED_TTL_S:
+            return cached[1]
+        prepared = await prepare(session, self.settings, self.box, bulk)
+        self._prepared[bulk.id] = (time.monotonic(), prepared)
+        return prepared
+
+    def _pool(self, prepared: PreparedBulkEmail) -> SmtpPool:
+        key = (prepared.smtp, prepared.max_connections)
+        entry = self._pools.get(prepared.account_id)
+        if entry is None or entry[0] != key:
+            if entry is not None:
+                asyncio.get_running_loop().create_task(entry[1].close())
+            entry = (key, SmtpPool(prepared.smtp, prepared.max_connections))
+            self._pools[prepared.account_id] = entry
+        return entry[1]
+
+
+def _count(account_id: int, o: Outcome, state: RecipientState) -> None:
+    kind = o.verdict.kind
+    if state == R.sent:
+        metrics.record_sent(account_id, o.duration)
+    elif state == R.unknown:
+        metrics.record_unknown(account_id)
+    elif state == R.deferred:
+        reason = "provider_throttled" if kind == Kind.pause_account else "smtp_temporary"
+        metrics.record_deferred(account_id, reason, o.duration)
+    else:
+        reasons = {Kind.hard_bounce: "recipient_refused", Kind.retry: "max_attempts"}
+        reason = reasons.get(kind, "render_failed" if o.duration is None else "message_refused")
+        metrics.record_failed(account_id, reason, o.duration)
+
+
+def _reply_text(verdict: ReplyVerdict) -> str:
+    code = f"{verdict.code} " if verdict.code else ""
+    enhanced = f"{verdict.enhanced} " if verdict.enhanced else ""
+    return f"{code}{enhanced}{verdict.reason}".strip()[:2000]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,135 @@
+"""``/api/v1/bulk_action/email/``: Close's bulk email actions, plus the audit, recipients and retry."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+from sqlalchemy import select
+
+from bulkmail.query_api.bulk_emails import service
+from bulkmail.query_api.bulk_emails.schemas import (
+    BulkEmailIn,
+    BulkEmailList,
+    BulkEmailOut,
+    BulkEmailStatusIn,
+    PreviewIn,
+    PreviewOut,
+    RecipientList,
+    RecipientOut,
+    RetryIn,
+)
+from bulkmail.query_api.deps import AuthDep, OutboxDep, SessionDep, SettingsDep
+from bulkmail.query_api.errors import BadRequest
+from bulkmail.query_api.ownership import get_owned
+from bulkmail.query_api.pagination import PageDep, fetch_page
+from bulkmail.shared import bulk_emails
+from bulkmail.shared.contracts import DISPATCH_QUEUE, DispatchBulkEmail
+from bulkmail.shared.models import BulkEmail, Recipient, RecipientState
+
+router = APIRouter(prefix="/bulk_action/email", tags=["bulk_email"])
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+
+@router.post("/preview", response_model=PreviewOut)
+async def preview_bulk_email(
+    payload: PreviewIn, session: SessionDep, principal: AuthDep, settings: SettingsDep
+) -> PreviewOut:
+    """The pre-send audit: who would get it, who is excluded and why, warnings, rendered samples."""
+    return await service.preview(session, settings, principal, payload)
+
+
+@router.post("/", response_model=BulkEmailOut, status_code=status.HTTP_201_CREATED)
+async def create_bulk_email(
+    payload: BulkEmailIn,
+    response: Response,
+    session: SessionDep,
+    principal: AuthDep,
+    settings: SettingsDep,
+    outbox: OutboxDep,
+    idempotency_key: IdempotencyKey = None,
+) -> BulkEmailOut:
+    bulk, created = await service.create(session, settings, principal, payload, idempotency_key)
+    if created:
+        outbox.add(DISPATCH_QUEUE, DispatchBulkEmail(bulk_email_id=bulk.id, organization_id=bulk.organization_id))
+        outbox.add_event(await bulk_emails.event_for(session, bulk, bulk.status))
+    else:
+        response.status_code = status.HTTP_200_OK
+    return await service.to_out(session, bulk)
+
+
+@router.get("/", response_model=BulkEmailList)
+async def list_bulk_emails(session: SessionDep, principal: AuthDep, page: PageDep) -> BulkEmailList:
+    stmt = select(BulkEmail).where(BulkEmail.organization_id == principal.organization_id).order_by(BulkEmail.id.desc())
+    rows, has_more = await fetch_page(session, stmt, page)
+    return BulkEmailList(data=[await service.to_out(session, b) for b in rows], has_more=has_more)
+
+
+@router.get("/{bulk_email_id}/", response_model=BulkEmailOut)
+async def get_bulk_email(bulk_email_id: int, session: SessionDep, principal: AuthDep) -> BulkEmailOut:
+    bulk = await get_owned(session, BulkEmail, bulk_email_id, principal.organization_id, what="bulk email")
+    return await service.to_out(session, bulk)
+
+
+@router.put("/{bulk_email_id}/", response_model=BulkEmailOut)
+async def change_bulk_email_status(
+    bulk_email_id: int, payload: BulkEmailStatusIn, session: SessionDep, principal: AuthDep, outbox: OutboxDep
+) -> BulkEmailOut:
+    """Pause, resume or cancel."""
+    bulk = await get_owned(session, BulkEmail, bulk_email_id, principal.organization_id, what="bulk email")
+    new_status = await service.change_status(session, bulk, payload.status)
+    await session.refresh(bulk)
+    outbox.add_event(await bulk_emails.event_for(session, bulk, new_status))
+    if payload.status == "resuming":
+        outbox.add(DISPATCH_QUEUE, DispatchBulkEmail(bulk_email_id=bulk.id, organization_id=bulk.organization_id))
+    return await service.to_out(session, bulk)
+
+
+@router.post("/{bulk_email_id}/retry_failed/", response_model=BulkEmailOut)
+async def retry_failed_recipients(
+    bulk_email_id: int, session: SessionDep, principal: AuthDep, outbox: OutboxDep, payload: RetryIn | None = None
+) -> BulkEmailOut:
+    """Send again to the recipients that failed (never to hard bounces; to unknown ones only if asked)."""
+    bulk = await get_owned(session, BulkEmail, bulk_email_id, principal.organization_id, what="bulk email")
+    n = await service.retry_failed(session, bulk, (payload or RetryIn()).include_unknown)
+    if n == 0:
+        raise BadRequest(f"Bulk email {bulk.id} has no failed recipients to retry.")
+    await session.refresh(bulk)
+    outbox.add(DISPATCH_QUEUE, DispatchBulkEmail(bulk_email_id=bulk.id, organization_id=bulk.organization_id))
+    return await service.to_out(session, bulk)
+
+
+@router.get("/{bulk_email_id}/recipients/", response_model=RecipientList)
+async def list_recipients(
+    bulk_email_id: int,
+    session: SessionDep,
+    principal: AuthDep,
+    page: PageDep,
+    state: Annotated[RecipientState | None, Query()] = None,
+) -> RecipientList:
+    """The per-recipient delivery report."""
+    bulk = await get_owned(session, BulkEmail, bulk_email_id, principal.organization_id, what="bulk email")
+    stmt = select(Recipient).where(Recipient.bulk_email_id == bulk.id).order_by(Recipient.id)
+    if state is not None:
+        stmt = stmt.where(Recipient.state == state)
+    rows, has_more = await fetch_page(session, stmt, page)
+    return RecipientList(
+        data=[
+            RecipientOut(
+                id=r.id,
+                lead_id=r.lead_id,
+                contact_id=r.contact_id,
+                email=r.email,
+                state=r.state.value,
+                skip_reason=r.skip_reason,
+                attempts=r.attempts,
+                next_attempt_at=r.next_attempt_at,
+                message_id=r.message_id,
+                smtp_reply=r.smtp_reply,
+                sent_at=r.sent_at,
+            )
+            for r in rows
+        ],
+        has_more=has_more,
+    )

@@ -1,0 +1,110 @@
+"""Bulk email payloads: Close's BulkEmailAction fields plus our ledger counts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from bulkmail.shared.contracts import BulkEmailCounts
+from bulkmail.shared.models import ContactPreference
+
+
+class BulkEmailIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: Annotated[str, StringConstraints(max_length=10_000)] | None = None
+    saved_search_id: int | None = None
+    template_id: int
+    email_account_id: int
+    contact_preference: ContactPreference = ContactPreference.lead
+    send_done_email: bool = True
+    exclude_already_emailed: bool = True
+
+    @model_validator(mode="after")
+    def _one_audience(self) -> BulkEmailIn:
+        if (self.query is None or not self.query.strip()) == (self.saved_search_id is None):
+            raise ValueError("give exactly one of 'query' or 'saved_search_id'")
+        return self
+
+
+class PreviewIn(BulkEmailIn):
+    samples: Annotated[int, Field(ge=0, le=100)] = 3
+
+
+class BulkEmailStatusIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["paused", "resuming", "cancelled"]
+
+
+class RetryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Recipients whose outcome is unknown may already have the email: resend them only on request.
+    include_unknown: bool = False
+
+
+class BulkEmailOut(BaseModel):
+    id: int
+    status: str
+    contact_preference: str
+    template_id: int
+    email_account_id: int
+    saved_search_id: int | None
+    query: str
+    n_leads: int
+    n_leads_processed: int
+    n_objects: int
+    n_objects_processed: int
+    n_duplicates: int
+    send_done_email: bool
+    exclude_already_emailed: bool
+    counts: BulkEmailCounts
+    skipped: dict[str, int]
+    error: str
+    date_created: datetime
+    date_updated: datetime
+    date_done: datetime | None
+
+
+class BulkEmailList(BaseModel):
+    data: list[BulkEmailOut]
+    has_more: bool
+
+
+class RecipientOut(BaseModel):
+    id: int
+    lead_id: int
+    contact_id: int | None
+    email: str
+    state: str
+    skip_reason: str | None
+    attempts: int
+    next_attempt_at: datetime | None
+    message_id: str
+    smtp_reply: str
+    sent_at: datetime | None
+
+
+class RecipientList(BaseModel):
+    data: list[RecipientOut]
+    has_more: bool
+
+
+class RenderedSample(BaseModel):
+    lead_id: int
+    contact_id: int | None
+    email: str
+    subject: str
+    body: str
+    body_text: str
+    empty_tags: list[str]
+    unknown_tags: list[str]
+
+
+class PreviewOut(BaseModel):
+    n_leads: int
+    n_leads_display: str
+    recipients: int
+    excluded: dict[str, int]
+    warnings: list[str]
+    samples: list[RenderedSample]

@@ -1,0 +1,365 @@
+"""Bulk emails in the query-api: the audience, the pre-send audit, the snapshot, and user control."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bulkmail.query_api.auth import Principal
+from bulkmail.query_api.bulk_emails.schemas import BulkEmailIn, BulkEmailOut, PreviewIn, PreviewOut, RenderedSample
+from bulkmail.query_api.errors import BadRequest, Conflict
+from bulkmail.query_api.ownership import get_owned
+from bulkmail.query_api.search import CompiledSearch, compile_search, load_search_context
+from bulkmail.shared import bulk_emails
+from bulkmail.shared.audience import Candidate, choose_candidates, exclusion
+from bulkmail.shared.logging import correlation_id
+from bulkmail.shared.models import (
+    BulkEmail,
+    BulkEmailStatus,
+    Contact,
+    ContactEmail,
+    EmailAccount,
+    EmailActivity,
+    EmailTemplate,
+    Recipient,
+    RecipientState,
+    SavedSearch,
+    SkipReason,
+    Suppression,
+)
+from bulkmail.shared.providers import limits_for_account
+from bulkmail.shared.render_data import RecipientRef, load_render_contexts, sender_context
+from bulkmail.shared.settings import Settings
+from bulkmail.shared.templating import CompiledTemplate, TemplateError, compile_template
+
+S = BulkEmailStatus
+RESUME_WINDOW = timedelta(days=7)  # as Close: a bulk email paused longer cannot be resumed
+AUDIT_BATCH = 5_000
+
+
+@dataclass
+class Audience:
+    query: str
+    compiled: CompiledSearch
+    template: EmailTemplate
+    compiled_template: CompiledTemplate
+    account: EmailAccount
+    n_leads: int
+
+
+async def resolve_audience(session: AsyncSession, principal: Principal, payload: BulkEmailIn) -> Audience:
+    org = principal.organization_id
+    template = await get_owned(session, EmailTemplate, payload.template_id, org, what="email template")
+    account = await get_owned(session, EmailAccount, payload.email_account_id, org, what="email account")
+    try:
+        compiled_template = compile_template(template.subject, template.body, template.body_text)
+    except TemplateError as exc:
+        raise BadRequest(f"Template {template.name!r} cannot be used: {exc}") from None
+    if payload.saved_search_id is not None:
+        view = await get_owned(session, SavedSearch, payload.saved_search_id, org, what="Smart View")
+        query = view.query
+    else:
+        query = payload.query or ""
+    ctx = await load_search_context(session, organization_id=org, user_id=principal.user_id)
+    compiled = compile_search(query, ctx)  # QueryError → 400 through the app's handler
+    n_leads = int(await session.scalar(compiled.count()) or 0)
+    return Audience(query, compiled, template, compiled_template, account, n_leads)
+
+
+def _too_many(n_leads: int, limit: int) -> str:
+    return (
+        f"The query matches {n_leads:,} leads; one bulk email can go to at most {limit:,}. "
+        f"Add limit: to the query (e.g. limit:{limit // 2}) and send the rest in a second bulk email "
+        f"(e.g. with slice:1/2 and slice:2/2)."
+    )
+
+
+async def create(
+    session: AsyncSession, settings: Settings, principal: Principal, payload: BulkEmailIn, idempotency_key: str | None
+) -> tuple[BulkEmail, bool]:
+    """The bulk email and whether it is new (a retried request returns the first one)."""
+    if idempotency_key:
+        existing = await _by_idempotency_key(session, principal.organization_id, idempotency_key)
+        if existing is not None:
+            return existing, False
+    audience = await resolve_audience(session, principal, payload)
+    if audience.n_leads > settings.max_bulk_email_leads:
+        raise BadRequest(_too_many(audience.n_leads, settings.max_bulk_email_leads))
+    if audience.n_leads == 0:
+        raise BadRequest("The query matches no leads; nothing to send.")
+    bulk = BulkEmail(
+        organization_id=principal.organization_id,
+        user_id=principal.user_id,
+        template_id=audience.template.id,
+        email_account_id=audience.account.id,
+        saved_search_id=payload.saved_search_id,
+        query=audience.query,
+        contact_preference=payload.contact_preference,
+        send_done_email=payload.send_done_email,
+        exclude_already_emailed=payload.exclude_already_emailed,
+        status=S.created,
+        idempotency_key=idempotency_key,
+        correlation_id=correlation_id.get(),
+    )
+    try:
+        async with session.begin_nested():
+            session.add(bulk)
+            await session.flush()
+    except IntegrityError:
+        # The same key raced in from a concurrent retry: that one wins.
+        existing = await _by_idempotency_key(session, principal.organization_id, idempotency_key or "")
+        if existing is None:
+            raise
+        return existing, False
+    # The snapshot: the matching lead ids frozen now, in one INSERT ... SELECT.
+    await session.execute(audience.compiled.snapshot_insert(bulk.id, settings.max_bulk_email_leads))
+    bulk.n_leads = min(audience.n_leads, settings.max_bulk_email_leads)
+    await session.flush()
+    return bulk, True
+
+
+async def _by_idempotency_key(session: AsyncSession, organization_id: int, key: str) -> BulkEmail | None:
+    return await session.scalar(
+        select(BulkEmail).where(BulkEmail.organization_id == organization_id, BulkEmail.idempotency_key == key)
+    )
+
+
+async def to_out(session: AsyncSession, bulk: BulkEmail) -> BulkEmailOut:
+    return BulkEmailOut(
+        id=bulk.id,
+        status=bulk.status.value,
+        contact_preference=bulk.contact_preference.value,
+        template_id=bulk.template_id,
+        email_account_id=bulk.email_account_id,
+        saved_search_id=bulk.saved_search_id,
+        query=bulk.query,
+        n_leads=bulk.n_leads,
+        n_leads_processed=bulk.n_leads_processed,
+        n_objects=bulk.n_objects,
+        n_objects_processed=bulk.n_objects_processed,
+        n_duplicates=bulk.n_duplicates,
+        send_done_email=bulk.send_done_email,
+        exclude_already_emailed=bulk.exclude_already_emailed,
+        counts=await bulk_emails.recipient_counts(session, bulk.id),
+        skipped=await bulk_emails.skip_reasons(session, bulk.id),
+        error=bulk.error,
+        date_created=bulk.created_at,
+        date_updated=bulk.updated_at,
+        date_done=bulk.done_at,
+    )
+
+
+async def change_status(session: AsyncSession, bulk: BulkEmail, to: str) -> BulkEmailStatus:
+    now = datetime.now(UTC)
+    if to == "paused":
+        if not await bulk_emails.transition(
+            session, bulk.id, [S.created, S.loading, S.processing, S.resuming], S.paused, paused_at=now
+        ):
+            raise Conflict(f"Bulk email {bulk.id} is {bulk.status.value}; only a sending bulk email can be paused.")
+        return S.paused
+    if to == "resuming":
+        if bulk.status != S.paused:
+            raise Conflict(f"Bulk email {bulk.id} is {bulk.status.value}, not paused.")
+        if bulk.paused_at is not None and now - bulk.paused_at > RESUME_WINDOW:
+            raise Conflict(
+                f"Bulk email {bulk.id} was paused more than 7 days ago and cannot be resumed; create a new one."
+            )
+        # A bulk paused before its recipients were loaded goes back to loading; the dispatcher knows.
+        loaded = await session.scalar(
+            select(func.count()).select_from(Recipient).where(Recipient.bulk_email_id == bulk.id)
+        )
+        target = S.resuming if loaded else S.created
+        await bulk_emails.transition(session, bulk.id, [S.paused], target, paused_at=None)
+        return S.resuming
+    if not await bulk_emails.transition(session, bulk.id, bulk_emails.ACTIVE_STATUSES, S.cancelled, done_at=now):
+        raise Conflict(f"Bulk email {bulk.id} is already {bulk.status.value}.")
+    await session.execute(
+        update(Recipient)
+        .where(
+            Recipient.bulk_email_id == bulk.id, Recipient.state.in_([RecipientState.pending, RecipientState.deferred])
+        )
+        .values(state=RecipientState.skipped, skip_reason=SkipReason.cancelled.value, next_attempt_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return S.cancelled
+
+
+async def retry_failed(session: AsyncSession, bulk: BulkEmail, include_unknown: bool) -> int:
+    """Queue the failed recipients (and, if asked, the unknown ones) again; returns how many."""
+    if bulk.status not in (S.done, S.processing, S.paused):
+        raise Conflict(f"Bulk email {bulk.id} is {bulk.status.value}; retry applies to sent bulk emails.")
+    states = [RecipientState.failed] + ([RecipientState.unknown] if include_unknown else [])
+    suppressed = select(Suppression.email_normalized).where(Suppression.organization_id == bulk.organization_id)
+    result = await session.execute(
+        update(Recipient)
+        .where(
+            Recipient.bulk_email_id == bulk.id,
+            Recipient.state.in_(states),
+            Recipient.email_normalized.not_in(suppressed),  # hard bounces stay failed
+        )
+        .values(state=RecipientState.deferred, next_attempt_at=datetime.now(UTC), attempts=0, chunk_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    n = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    if n:
+        await session.execute(
+            update(BulkEmail)
+            .where(BulkEmail.id == bulk.id)
+            .values(n_objects_processed=BulkEmail.n_objects_processed - n, done_email_sent_at=None, done_at=None)
+        )
+        if bulk.status == S.done:
+            await bulk_emails.transition(session, bulk.id, [S.done], S.processing)
+    return n
+
+
+# -- the pre-send audit ------------------------------------------------------------------------
+
+
+async def preview(session: AsyncSession, settings: Settings, principal: Principal, payload: PreviewIn) -> PreviewOut:
+    audience = await resolve_audience(session, principal, payload)
+    limit = settings.max_bulk_email_leads
+    warnings: list[str] = []
+    if audience.n_leads > limit:
+        warnings.append(_too_many(audience.n_leads, limit))
+    n_audited = min(audience.n_leads, limit)
+    excluded = {
+        reason.value: 0
+        for reason in (
+            SkipReason.no_email,
+            SkipReason.unsubscribed,
+            SkipReason.suppressed,
+            SkipReason.already_received_template,
+        )
+    }
+    excluded["duplicate_address"] = 0
+    recipients: list[Candidate] = []
+    seen: set[str] = set()
+    org = principal.organization_id
+    ids_stmt = audience.compiled.ids().limit(n_audited) if audience.compiled.limit is None else audience.compiled.ids()
+    lead_ids = list(await session.scalars(ids_stmt))[:n_audited]
+    for start in range(0, len(lead_ids), AUDIT_BATCH):
+        batch = lead_ids[start : start + AUDIT_BATCH]
+        by_lead = await _candidates(session, org, batch)
+        addresses = {c.email_normalized for rows in by_lead.values() for c in rows}
+        suppressed = (
+            dict(
+                (
+                    await session.execute(
+                        select(Suppression.email_normalized, Suppression.reason).where(
+                            Suppression.organization_id == org, Suppression.email_normalized.in_(addresses)
+                        )
+                    )
+                ).all()
+            )
+            if addresses
+            else {}
+        )
+        already: set[int] = set()
+        if payload.exclude_already_emailed:
+            already = set(
+                await session.scalars(
+                    select(EmailActivity.lead_id)
+                    .where(
+                        EmailActivity.organization_id == org,
+                        EmailActivity.template_id == audience.template.id,
+                        EmailActivity.lead_id.in_(batch),
+                    )
+                    .distinct()
+                )
+            )
+        for lead_id in batch:
+            chosen = choose_candidates(by_lead.get(lead_id, []), payload.contact_preference)
+            if not chosen:
+                excluded[SkipReason.no_email.value] += 1
+            for c in chosen:
+                if c.email_normalized in seen:
+                    excluded["duplicate_address"] += 1
+                    continue
+                seen.add(c.email_normalized)
+                reason = exclusion(
+                    c, already_received=lead_id in already, suppressed_reason=suppressed.get(c.email_normalized)
+                )
+                if reason is None:
+                    recipients.append(c)
+                else:
+                    excluded[reason.value] += 1
+    warnings += _provider_warnings(audience.account, len(recipients))
+    samples = await _samples(session, principal, audience, recipients[: payload.samples])
+    return PreviewOut(
+        n_leads=audience.n_leads,
+        n_leads_display=f"~{audience.n_leads:,}",
+        recipients=len(recipients),
+        excluded=excluded,
+        warnings=warnings,
+        samples=samples,
+    )
+
+
+async def _candidates(session: AsyncSession, organization_id: int, lead_ids: list[int]) -> dict[int, list[Candidate]]:
+    by_lead: dict[int, list[Candidate]] = {}
+    for lead_id, contact_id, email, normalized, unsubscribed in await session.execute(
+        select(
+            ContactEmail.lead_id,
+            ContactEmail.contact_id,
+            ContactEmail.email,
+            ContactEmail.email_normalized,
+            ContactEmail.is_unsubscribed,
+        )
+        .join(Contact, Contact.id == ContactEmail.contact_id)
+        .where(ContactEmail.lead_id.in_(lead_ids), ContactEmail.organization_id == organization_id)
+        .order_by(ContactEmail.lead_id, Contact.position, Contact.id, ContactEmail.position, ContactEmail.id)
+    ):
+        by_lead.setdefault(lead_id, []).append(Candidate(lead_id, contact_id, email, normalized, unsubscribed))
+    return by_lead
+
+
+def _provider_warnings(account: EmailAccount, n_recipients: int) -> list[str]:
+    warnings = []
+    limits = limits_for_account(account)
+    per_day, per_hour, per_minute = limits.per_day, limits.per_hour, limits.per_minute
+    if per_day and n_recipients > per_day:
+        warnings.append(
+            f"{n_recipients:,} recipients exceed this account's limit of {per_day:,} emails per 24 hours; "
+            f"the send will take about {-(-n_recipients // per_day)} days."
+        )
+    rates = [r for r in (per_minute and per_minute * 60, per_hour, per_day and per_day / 24) if r]
+    if rates and n_recipients:
+        hours = n_recipients / min(rates)
+        if hours >= 1:
+            warnings.append(f"At this account's rate limits the send will take about {hours:,.1f} hours.")
+    return warnings
+
+
+async def _samples(
+    session: AsyncSession, principal: Principal, audience: Audience, chosen: list[Candidate]
+) -> list[RenderedSample]:
+    if not chosen:
+        return []
+    user, organization = await sender_context(session, principal.organization_id, principal.user_id)
+    contexts = await load_render_contexts(
+        session,
+        principal.organization_id,
+        [RecipientRef(c.lead_id, c.contact_id, c.email) for c in chosen],
+        user,
+        organization,
+    )
+    out = []
+    for c, ctx in zip(chosen, contexts, strict=True):
+        rendered = audience.compiled_template.render(ctx)
+        out.append(
+            RenderedSample(
+                lead_id=c.lead_id,
+                contact_id=c.contact_id,
+                email=c.email,
+                subject=rendered.subject,
+                body=rendered.html,
+                body_text=rendered.text,
+                empty_tags=rendered.empty_tags,
+                unknown_tags=rendered.unknown_tags,
+            )
+        )
+    return out

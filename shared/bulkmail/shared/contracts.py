@@ -1,0 +1,108 @@
+"""Message contracts between the services and to the outside world (AMQP).
+
+Messages carry ids, never whole rows: the receiver reads the current state from the database.
+Each contract is versioned (``v``); a change that breaks readers gets a new version number.
+``docs/asyncapi.yaml`` is generated from these models (``make asyncapi``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Work queues (one consumer group each).
+DISPATCH_QUEUE = "dispatch"  # → dispatcher: build a bulk email's recipients, pump its chunks
+SEND_QUEUE = "send"  # → mailer: send one chunk of recipients
+NOTIFY_QUEUE = "notify"  # → mailer: the "bulk email done" / error email to the user
+SENT_COPY_QUEUE = "sent_copy"  # → mailer: IMAP APPEND of sent messages, apart from sending
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class DispatchBulkEmail(Contract):
+    """Build the recipients of a bulk email, or queue more of its chunks (a "pump")."""
+
+    v: Literal[1] = 1
+    bulk_email_id: int
+    organization_id: int
+
+
+class SendChunk(Contract):
+    v: Literal[1] = 1
+    bulk_email_id: int
+    organization_id: int
+    chunk_id: int
+
+
+class NotifyBulkEmailDone(Contract):
+    v: Literal[1] = 1
+    bulk_email_id: int
+    organization_id: int
+
+
+class SentCopy(Contract):
+    v: Literal[1] = 1
+    organization_id: int
+    bulk_email_id: int
+    recipient_ids: list[int]
+
+
+# Events on the topic exchange, routing key = ``type``.
+BulkEmailEventType = Literal[
+    "bulk_email.created",
+    "bulk_email.processing",
+    "bulk_email.paused",
+    "bulk_email.resumed",
+    "bulk_email.cancelled",
+    "bulk_email.done",
+    "bulk_email.error",
+]
+
+
+class BulkEmailCounts(Contract):
+    pending: int = 0
+    sending: int = 0
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    deferred: int = 0
+    unknown: int = 0
+
+
+class BulkEmailEvent(Contract):
+    v: Literal[1] = 1
+    type: BulkEmailEventType
+    organization_id: int
+    bulk_email_id: int
+    status: str
+    n_leads: int = 0
+    counts: BulkEmailCounts = Field(default_factory=BulkEmailCounts)
+    detail: str = ""
+    occurred_at: datetime
+
+
+class EmailEvent(Contract):
+    """One recipient's outcome. Carries no address: subscribers look it up by id if entitled."""
+
+    v: Literal[1] = 1
+    type: Literal["email.sent", "email.failed"]
+    organization_id: int
+    bulk_email_id: int
+    recipient_id: int
+    lead_id: int
+    message_id: str = ""
+    reason: str = ""
+    occurred_at: datetime
+
+
+EVENT_CONTRACTS: dict[str, type[Contract]] = {"bulk_email.*": BulkEmailEvent, "email.*": EmailEvent}
+QUEUE_CONTRACTS: dict[str, type[Contract]] = {
+    DISPATCH_QUEUE: DispatchBulkEmail,
+    SEND_QUEUE: SendChunk,
+    NOTIFY_QUEUE: NotifyBulkEmailDone,
+    SENT_COPY_QUEUE: SentCopy,
+}

@@ -1,0 +1,116 @@
+"""The shape every background service shares: start, consume, stop gracefully, prove it is alive.
+
+A worker owns its database and broker clients. SIGTERM stops new deliveries and lets the
+ones in progress finish (their acks come only after their commits). A heartbeat file lets
+``bulkmail <service> --check`` (a Kubernetes exec probe) tell a live worker from a stuck one.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+from bulkmail.shared.broker import Broker, create_broker
+from bulkmail.shared.db import Database
+from bulkmail.shared.logging import get_logger
+from bulkmail.shared.settings import Settings
+
+log = get_logger(__name__)
+
+HEARTBEAT_INTERVAL_S = 5.0
+HEARTBEAT_STALE_S = 60.0
+
+
+def heartbeat_path(settings: Settings, service: str) -> Path:
+    return settings.data_dir / f"{service}.heartbeat"
+
+
+def check_heartbeat(settings: Settings, service: str) -> bool:
+    path = heartbeat_path(settings, service)
+    try:
+        return time.time() - path.stat().st_mtime < HEARTBEAT_STALE_S
+    except FileNotFoundError:
+        return False
+
+
+class Worker(abc.ABC):
+    """Subclasses implement ``start`` (subscribe, spawn loops); the runtime handles the rest."""
+
+    service = "worker"
+
+    def __init__(self, settings: Settings, database: Database | None = None, broker: Broker | None = None) -> None:
+        self.settings = settings
+        self._owns_db = database is None
+        self._owns_broker = broker is None
+        self.database = database or Database(settings)
+        self.broker = broker or create_broker(settings)
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Subscribe the service's queues and spawn its loops."""
+
+    async def on_stop(self) -> None:
+        return None
+
+    def spawn(self, coro: object, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))  # type: ignore[arg-type]
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def sleep_or_stop(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT (or ``stop()``), then shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (NotImplementedError, RuntimeError):
+                pass
+        await self.open()
+        try:
+            await self._stopping.wait()
+        finally:
+            await self.close()
+
+    async def open(self) -> None:
+        if self._owns_broker:
+            await self.broker.connect()
+        await self.start()
+        self.spawn(self._heartbeat(), f"{self.service}-heartbeat")
+        log.info("worker started", service=self.service)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        self._stopping.set()
+        log.info("worker stopping", service=self.service)
+        if self._owns_broker:
+            # Stops deliveries, lets the handlers in progress finish (and ack), then disconnects.
+            await self.broker.close()
+        await self.on_stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._owns_db:
+            await self.database.dispose()
+        log.info("worker stopped", service=self.service)
+
+    async def _heartbeat(self) -> None:
+        path = heartbeat_path(self.settings, self.service)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while not self.stopping:
+            path.touch()
+            await self.sleep_or_stop(HEARTBEAT_INTERVAL_S)
