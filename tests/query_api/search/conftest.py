@@ -56,6 +56,8 @@ class Dataset:
     mary: int
     ids: dict[str, int]  # label → lead id
     custom_fields: dict[str, CustomFieldRef]
+    statuses: dict[str, int]
+    templates: dict[str, int]
 
     def label_of(self, lead_id: int) -> str:
         return {v: k for k, v in self.ids.items()}[lead_id]
@@ -69,6 +71,8 @@ class Dataset:
             "dialect": dialect,
             "custom_fields": self.custom_fields,
             "saved_searches": resolver_from(SMART_VIEWS),
+            "statuses": self.statuses,
+            "templates": self.templates,
         }
         values.update(overrides)
         return SearchContext(**values)  # type: ignore[arg-type]
@@ -148,7 +152,7 @@ async def _build(database: Database) -> Dataset:
         contact("acme", "John Smith", "CEO", ("John.Smith@Acme.com",), ("+1 415-555-0100",))
         contact("bruce", "Bruce Wayne", "Owner", ("bruce@wayneenterprises.com",))
         contact("globex", "Jane Doe", "VP Sales", ("jane@example.com",), ("+44 20 7946 0000",))
-        umbrella_ceo = contact("umbrella", "Albert Wesker", "CEO")
+        contact("umbrella", "Albert Wesker", "CEO")  # a CEO without an email
         contact("umbrella", "Alice Jones", "Engineer", ("alice@umbrella.example",), ("(212) 555-0199",))
         stark_tony = contact("stark", "Tony Stark", "Chief Executive", ("tony@stark.example",))
         await s.flush()
@@ -331,7 +335,9 @@ async def _build(database: Database) -> Dataset:
         await s.flush()
         await refresh_lead_counters(s, [*L.values(), other_lead.id])
         refs = {f.name.lower(): CustomFieldRef(f.id, f.name, f.type) for f in fields.values()}
-        return Dataset(org.id, other.id, me.id, mary.id, L, refs)
+        status_ids = {label.lower(): row.id for label, row in statuses.items()}
+        template_ids = {"intro": intro.id, "follow up": follow.id}
+        return Dataset(org.id, other.id, me.id, mary.id, L, refs, status_ids, template_ids)
 
 
 @pytest.fixture(scope="session")

@@ -231,3 +231,16 @@ async def test_today_is_the_requesting_users_today(database, dataset, backend):
         yesterday = (await session.scalars(compile_search("created:yesterday", ctx).ids())).all()
     assert today == []
     assert sorted(dataset.label_of(i) for i in yesterday) == ["globex", "initech"]
+
+
+async def test_names_resolve_in_sql_when_the_catalogue_is_not_loaded(database, dataset, backend):
+    # The explain command compiles without a catalogue: statuses, templates and custom fields are
+    # then looked up by name inside the statement, with the same results.
+    dialect = "sqlite" if backend == "sqlite" else "postgresql"
+    open_ctx = dataset.context(dialect, statuses=None, templates=None, custom_fields=None)
+    query = 'status in (potential, "bad fit") not emailed_template:intro "custom.lead source":*'
+    async with database.session() as session:
+        via_sql = (await session.scalars(compile_search(query, open_ctx).ids())).all()
+        via_catalogue = (await session.scalars(compile_search(query, dataset.context(dialect)).ids())).all()
+    assert sorted(dataset.label_of(i) for i in via_sql) == ["globex"]
+    assert via_sql == via_catalogue

@@ -58,6 +58,7 @@ class CompiledSearch:
     where: Cond
     order_by: tuple[Column, ...]
     limit: int | None
+    sorted: bool = False  # the query had a `sort:`
 
     def ids(self) -> Select[Any]:
         """Matching lead ids in the query's order, capped by `limit:`."""
@@ -80,7 +81,10 @@ class CompiledSearch:
     def snapshot_insert(self, bulk_email_id: int, max_leads: int | None = None) -> Insert:
         """`INSERT INTO bulk_email_leads SELECT ...`: the snapshot as one statement."""
         cap = min(x for x in (self.limit, max_leads) if x is not None) if (self.limit or max_leads) else None
-        rows = select(literal(bulk_email_id), Lead.id).where(self.where).order_by(*self.order_by)
+        # Without a `sort:` the snapshot takes ids in id order: deterministic, and PostgreSQL can
+        # read them in order from the search indexes and stop at the cap.
+        order = self.order_by if self.sorted else (Lead.id.asc(),)
+        rows = select(literal(bulk_email_id), Lead.id).where(self.where).order_by(*order)
         if cap is not None:
             rows = rows.limit(cap)
         return insert(BulkEmailLead).from_select(["bulk_email_id", "lead_id"], rows)
@@ -97,7 +101,7 @@ def compile_search(query: ast.Query | str, ctx: SearchContext) -> CompiledSearch
         part, parts = parsed.slice
         conditions.append(Lead.id % parts == part - 1)
     order = _order_by(env, parsed.sort)
-    return CompiledSearch(and_(*conditions), order, parsed.limit)
+    return CompiledSearch(and_(*conditions), order, parsed.limit, sorted=bool(parsed.sort))
 
 
 # --- the filter ------------------------------------------------------------------------------------

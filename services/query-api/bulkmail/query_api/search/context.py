@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bulkmail.shared.models import CustomField, CustomFieldType, SavedSearch, User
+from bulkmail.shared.models import CustomField, CustomFieldType, EmailTemplate, LeadStatus, SavedSearch, User
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,12 @@ class SearchContext:
     custom_fields: Mapping[str, CustomFieldRef] | None = None
     # Smart View name → its query text, or None when there is no such Smart View.
     saved_searches: SavedSearchResolver = lambda _name: None
+    # Normalised status label ("bad fit") → id, and lower-cased template name → id. Resolved
+    # here, the planner sees constants (and their statistics) instead of sub-queries, and a
+    # misspelt template in `not emailed_template:` is refused rather than silently matching
+    # every lead. None: resolved by name in SQL (the explain command without a database).
+    statuses: Mapping[str, int] | None = None
+    templates: Mapping[str, int] | None = None
 
 
 def resolver_from(mapping: Mapping[str, str]) -> SavedSearchResolver:
@@ -77,6 +83,18 @@ async def load_search_context(
             select(SavedSearch.name, SavedSearch.query).where(SavedSearch.organization_id == organization_id)
         )
     }
+    statuses = {
+        " ".join(label.replace("_", " ").lower().split()): id_
+        for id_, label in await session.execute(
+            select(LeadStatus.id, LeadStatus.label).where(LeadStatus.organization_id == organization_id)
+        )
+    }
+    templates = {
+        " ".join(name.lower().split()): id_
+        for id_, name in await session.execute(
+            select(EmailTemplate.id, EmailTemplate.name).where(EmailTemplate.organization_id == organization_id)
+        )
+    }
     bind = session.get_bind()
     return SearchContext(
         organization_id=organization_id,
@@ -86,4 +104,6 @@ async def load_search_context(
         dialect=bind.dialect.name,
         custom_fields=custom_fields,
         saved_searches=resolver_from(saved),
+        statuses=statuses,
+        templates=templates,
     )

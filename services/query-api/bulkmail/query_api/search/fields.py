@@ -391,9 +391,16 @@ class StatusField(Handler):
         if any(v.kind is ast.ValueKind.star for v in items):
             return col.is_not(None)
         labels = [status_label(require_text(env, name, v)) for v in items]
-        label = func.lower(func.replace(LeadStatus.label, "_", " "))
-        ids = select(LeadStatus.id).where(LeadStatus.organization_id == env.org, label.in_(labels))
-        return and_(col.is_not(None), col.in_(ids))
+        known = env.ctx.statuses
+        if known is None:
+            label = func.lower(func.replace(LeadStatus.label, "_", " "))
+            ids = select(LeadStatus.id).where(LeadStatus.organization_id == env.org, label.in_(labels))
+            return and_(col.is_not(None), col.in_(ids))
+        for value, label in zip(items, labels, strict=True):
+            if label not in known:
+                raise unknown_name(env, "lead status", value.text, value.offset, sorted(known), "invalid_value")
+        ids_ = sorted({known[label] for label in labels})
+        return and_(col.is_not(None), col == ids_[0] if len(ids_) == 1 else col.in_(ids_))
 
 
 @dataclass(frozen=True)
@@ -411,10 +418,18 @@ class TemplateField(Handler):
         if any(v.kind is ast.ValueKind.star for v in items):
             return col.is_not(None)
         names = [values.normalise_words(require_text(env, name, v)) for v in items]
-        ids = select(EmailTemplate.id).where(
-            EmailTemplate.organization_id == env.org, func.lower(EmailTemplate.name).in_(names)
-        )
-        return col.in_(ids)
+        known = env.ctx.templates
+        if known is None:
+            ids = select(EmailTemplate.id).where(
+                EmailTemplate.organization_id == env.org, func.lower(EmailTemplate.name).in_(names)
+            )
+            return col.in_(ids)
+        for value, template in zip(items, names, strict=True):
+            if template not in known:
+                # Refused, not "matches nothing": a misspelt `not emailed_template:` would resend.
+                raise unknown_name(env, "email template", value.text, value.offset, sorted(known), "invalid_value")
+        ids_ = sorted({known[t] for t in names})
+        return col == ids_[0] if len(ids_) == 1 else col.in_(ids_)
 
 
 # --- related objects ----------------------------------------------------------------------------

@@ -57,9 +57,7 @@ def upgrade() -> None:
     if postgres:
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         # The expression must match the compiler's `' ' || leads.search_text` exactly.
-        op.execute(
-            "CREATE INDEX ix_leads_search_text_trgm ON leads USING gin ((' ' || search_text) gin_trgm_ops)"
-        )
+        op.execute("CREATE INDEX ix_leads_search_text_trgm ON leads USING gin ((' ' || search_text) gin_trgm_ops)")
 
 
 def downgrade() -> None:
