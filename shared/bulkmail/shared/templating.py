@@ -40,7 +40,7 @@ from decimal import Decimal
 from typing import Any, NoReturn
 
 from jinja2 import Template, Undefined, nodes
-from jinja2.exceptions import SecurityError, TemplateSyntaxError
+from jinja2.exceptions import SecurityError, TemplateRuntimeError, TemplateSyntaxError, UndefinedError
 from jinja2.lexer import Token, TokenStream
 from jinja2.parser import Parser
 from jinja2.runtime import Context, Macro
@@ -176,13 +176,13 @@ class _Missing(Undefined):
         hint: str | None = None,
         obj: Any = None,
         name: str | None = None,
-        exc: type[Exception] = SecurityError,
+        exc: type[TemplateRuntimeError] = UndefinedError,
         *,
         tag: str | None = None,
         known: bool = False,
     ) -> None:
-        super().__init__(hint, obj, name, exc)  # type: ignore[arg-type]
         self._tag = tag or name or "?"
+        super().__init__(hint or f"{self._tag} is empty or undefined", obj, name, exc)
         self._known = known
 
     def __str__(self) -> str:
