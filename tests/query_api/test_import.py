@@ -8,6 +8,7 @@ from bulkmail.query_api.app import create_app
 from bulkmail.query_api.imports import service
 from bulkmail.query_api.imports.endpoints import router as import_router
 from bulkmail.shared.counters import refresh_lead_counters
+from bulkmail.shared.db import Database
 from bulkmail.shared.models import ContactEmail, CustomField, Lead, LeadCustomValue
 
 IMPORT = "/api/v1/lead/import"
@@ -23,10 +24,16 @@ def import_app(settings, database, broker):
     return app
 
 
+class Importer(httpx.AsyncClient):
+    """An API client for a fresh organisation of its own."""
+
+    organization_id: int
+
+
 @pytest.fixture
 async def client(import_app, make_tenant):
     tenant = await make_tenant("Importer")
-    async with httpx.AsyncClient(
+    async with Importer(
         transport=httpx.ASGITransport(app=import_app),
         base_url="http://testserver",
         headers={"Authorization": f"Bearer {tenant.api_key}"},
@@ -35,7 +42,7 @@ async def client(import_app, make_tenant):
         yield c
 
 
-def _ndjson(*leads):
+def _ndjson(*leads: object) -> bytes:
     return "\n".join(json.dumps(lead) for lead in leads).encode()
 
 
@@ -60,7 +67,7 @@ LEAD = {
 }
 
 
-async def _leads(database, org):
+async def _leads(database: Database, org: int) -> list[Lead]:
     async with database.session() as session:
         return list(await session.scalars(select(Lead).where(Lead.organization_id == org).order_by(Lead.id)))
 

@@ -13,6 +13,7 @@ from bulkmail.shared.bulk_load import (
     LeadLoader,
     PhoneIn,
 )
+from bulkmail.shared.db import Database
 from bulkmail.shared.models import (
     Contact,
     ContactEmail,
@@ -26,7 +27,7 @@ from bulkmail.shared.models import (
 WHEN = datetime(2025, 5, 1, 12, tzinfo=UTC)
 
 
-async def _org(database, name="Bulk load"):
+async def _org(database: Database, name: str = "Bulk load") -> int:
     async with database.session() as session:
         org = Organization(name=name)
         session.add(org)
@@ -34,7 +35,7 @@ async def _org(database, name="Bulk load"):
         return org.id
 
 
-def _lead(i):
+def _lead(i: int) -> LeadIn:
     return LeadIn(
         name=f"Lead {i}",
         created_at=WHEN,

@@ -1,8 +1,10 @@
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, select
 
 from bulkmail.shared.counters import refresh_lead_counters
+from bulkmail.shared.db import Database
 from bulkmail.shared.models import (
     Contact,
     ContactEmail,
@@ -34,7 +36,7 @@ DERIVED = [
 ]
 
 
-async def _derived(database, org_id):
+async def _derived(database: Database, org_id: int) -> list[tuple[Any, ...]]:
     async with database.session() as session:
         rows = await session.execute(select(Lead.id, *DERIVED).where(Lead.organization_id == org_id).order_by(Lead.id))
         return [tuple(row) for row in rows]
@@ -55,9 +57,12 @@ async def test_seed_builds_a_realistic_crm(database):
     org = report.organization_id
     async with database.session() as session:
 
-        async def count(model, *where):
-            return await session.scalar(
-                select(func.count()).select_from(model).where(model.organization_id == org, *where)
+        async def count(model: Any, *where: Any) -> int:
+            return int(
+                await session.scalar(
+                    select(func.count()).select_from(model).where(model.organization_id == org, *where)
+                )
+                or 0
             )
 
         assert await count(User) >= 3
@@ -99,7 +104,7 @@ async def test_seed_builds_a_realistic_crm(database):
 
 
 async def test_the_same_seed_gives_the_same_crm(database):
-    def content(rows):
+    def content(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         return [row[1:] for row in rows]  # everything but the ids
 
     first = await seed(database, leads=40, now=NOW, random_seed=7)
