@@ -168,3 +168,8 @@ async def test_importing_needs_an_api_key(import_app):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=import_app), base_url="http://t") as anonymous:
         response = await anonymous.post(IMPORT, content=_ndjson({"name": "A"}), headers=NDJSON)
     assert response.status_code == 401
+
+
+def test_the_openapi_document_describes_both_body_formats(import_app):
+    body = import_app.openapi()["paths"][IMPORT]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/x-ndjson", "text/csv"}

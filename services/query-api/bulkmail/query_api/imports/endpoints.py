@@ -20,6 +20,16 @@ CSV_TYPES = {"text/csv", "application/csv"}
     "/import",
     response_model=ImportResult,
     responses={400: {"description": "A bad line: nothing was imported"}, 415: {"description": "Not NDJSON or CSV"}},
+    # The body is read as a stream, not parsed by FastAPI: describe it for the OpenAPI document.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string", "description": "one lead object per line"}},
+                "text/csv": {"schema": {"type": "string", "description": "header row, then one lead per row"}},
+            },
+        }
+    },
 )
 async def import_leads(request: Request, session: SessionDep, principal: AuthDep) -> ImportResult:
     """Import leads, one object per NDJSON line (the shape of ``POST /lead/``) or one per CSV row.
