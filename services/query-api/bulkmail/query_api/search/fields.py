@@ -393,8 +393,8 @@ class StatusField(Handler):
         labels = [status_label(require_text(env, name, v)) for v in items]
         known = env.ctx.statuses
         if known is None:
-            label = func.lower(func.replace(LeadStatus.label, "_", " "))
-            ids = select(LeadStatus.id).where(LeadStatus.organization_id == env.org, label.in_(labels))
+            stored = func.lower(func.replace(LeadStatus.label, "_", " "))
+            ids = select(LeadStatus.id).where(LeadStatus.organization_id == env.org, stored.in_(labels))
             return and_(col.is_not(None), col.in_(ids))
         for value, label in zip(items, labels, strict=True):
             if label not in known:
