@@ -15,6 +15,7 @@ from bulkmail.query_api.correlation import CorrelationIdMiddleware
 from bulkmail.query_api.email_accounts.endpoints import router as email_accounts_router
 from bulkmail.query_api.email_templates.endpoints import router as email_templates_router
 from bulkmail.query_api.errors import install_error_handlers
+from bulkmail.query_api.imports.endpoints import router as imports_router
 from bulkmail.query_api.leads.endpoints import router as leads_router
 from bulkmail.query_api.saved_searches.endpoints import router as saved_searches_router
 from bulkmail.query_api.statuses.endpoints import router as statuses_router
@@ -28,6 +29,7 @@ from bulkmail.shared.settings import Settings
 log = get_logger(__name__)
 
 API_ROUTERS: list[APIRouter] = [
+    imports_router,
     leads_router,
     contacts_router,
     statuses_router,

@@ -1,0 +1,81 @@
+# bulkmail: `make run` starts everything on an embedded default; `make test` runs the tests.
+# Every target installs what it needs first (a .venv made by uv from uv.lock).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo .venv-tools/bin/uv)
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## show this help
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+.venv-tools/bin/uv:
+	$(PYTHON) -m venv .venv-tools
+	.venv-tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: pyproject.toml uv.lock shared/pyproject.toml services/*/pyproject.toml | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+.PHONY: install
+install: $(VENV)/.installed ## create .venv with the project and its tools (uv, from uv.lock)
+
+.PHONY: run
+run: install ## start all three services on SQLite + in-process broker + capture SMTP, with demo data
+	$(BIN)/bulkmail run
+
+.PHONY: test
+test: install ## run the whole test suite (needs PostgreSQL and RabbitMQ on 127.0.0.1)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: install ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shared services bulkmail
+
+.PHONY: format
+format: install ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: migrate
+migrate: install ## bring the configured database up to date
+	$(BIN)/bulkmail migrate
+
+.PHONY: bench
+bench: bench-seed bench-search bench-message bench-send ## every benchmark (long: 1M leads, 100k sends)
+
+.PHONY: bench-seed
+bench-seed: install ## seed 1,000,000 leads into PostgreSQL; prints time and database size
+	$(BIN)/python benchmarks/bench_seed.py
+
+.PHONY: bench-search
+bench-search: install ## search language vs hand-written SQL on 1,000,000 leads (PostgreSQL)
+	$(BIN)/python benchmarks/bench_search.py
+
+.PHONY: bench-message
+bench-message: install ## message building: EmailMessage vs compat32 vs our skeleton
+	$(BIN)/python benchmarks/bench_message.py
+
+.PHONY: bench-send
+bench-send: install ## 100,000 recipients create→done into Postfix smtp-sink, beside a plain aiosmtplib baseline
+	$(BIN)/python benchmarks/bench_send.py
+
+.PHONY: k8s-validate
+k8s-validate: install ## render every kustomize overlay and validate it offline
+	$(BIN)/python scripts/k8s_validate.py
+
+.PHONY: asyncapi
+asyncapi: install ## regenerate docs/asyncapi.yaml from the message contracts
+	$(BIN)/python scripts/asyncapi.py > docs/asyncapi.yaml
+
+.PHONY: clean
+clean: ## remove the virtualenvs and caches (not the data directory)
+	rm -rf $(VENV) .venv-tools .pytest_cache .mypy_cache .ruff_cache
