@@ -4,9 +4,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from bulkmail.query_api.app import create_app
 from bulkmail.query_api.imports import service
-from bulkmail.query_api.imports.endpoints import router as import_router
 from bulkmail.shared.counters import refresh_lead_counters
 from bulkmail.shared.db import Database
 from bulkmail.shared.models import ContactEmail, CustomField, Lead, LeadCustomValue
@@ -16,14 +14,6 @@ NDJSON = {"Content-Type": "application/x-ndjson"}
 CSV = {"Content-Type": "text/csv"}
 
 
-@pytest.fixture(scope="module")
-def import_app(settings, database, broker):
-    app = create_app(settings, database=database, broker=broker)
-    if not any(getattr(route, "path", "") == IMPORT for route in app.routes):
-        app.include_router(import_router, prefix="/api/v1")  # until the app factory registers it
-    return app
-
-
 class Importer(httpx.AsyncClient):
     """An API client for a fresh organisation of its own."""
 
@@ -31,10 +21,10 @@ class Importer(httpx.AsyncClient):
 
 
 @pytest.fixture
-async def client(import_app, make_tenant):
+async def client(app, make_tenant):
     tenant = await make_tenant("Importer")
     async with Importer(
-        transport=httpx.ASGITransport(app=import_app),
+        transport=httpx.ASGITransport(app=app),
         base_url="http://testserver",
         headers={"Authorization": f"Bearer {tenant.api_key}"},
     ) as c:
@@ -164,12 +154,12 @@ async def test_other_content_types_are_refused(client):
     assert response.status_code == 415
 
 
-async def test_importing_needs_an_api_key(import_app):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=import_app), base_url="http://t") as anonymous:
+async def test_importing_needs_an_api_key(app):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as anonymous:
         response = await anonymous.post(IMPORT, content=_ndjson({"name": "A"}), headers=NDJSON)
     assert response.status_code == 401
 
 
-def test_the_openapi_document_describes_both_body_formats(import_app):
-    body = import_app.openapi()["paths"][IMPORT]["post"]["requestBody"]["content"]
+def test_the_openapi_document_describes_both_body_formats(app):
+    body = app.openapi()["paths"][IMPORT]["post"]["requestBody"]["content"]
     assert set(body) == {"application/x-ndjson", "text/csv"}
