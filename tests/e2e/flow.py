@@ -106,6 +106,22 @@ async def run_flow(client: httpx.AsyncClient, smtp_port: int, messages: list, or
     # A tag its default filled is not reported; one that came out empty is.
     assert globex["empty_tags"] == ["lead.custom.Industry"], globex
 
+    # Close's one-template preview, entry by entry.
+    first = await client.get(
+        f"/api/v1/email_template/{template['id']}/render/", params={"query": 'name:"Acme Anvils"', "entry": 0}
+    )
+    assert first.status_code == 200, first.text
+    assert first.json()["subject"] == "Hello Acme Anvils" and first.json()["email"] == "ada@acme.example", first.json()
+    second_contact = await client.get(
+        f"/api/v1/email_template/{template['id']}/render/",
+        params={"query": 'name:"Acme Anvils"', "entry": 1, "mode": "contact"},
+    )
+    assert second_contact.json()["email"] == "bob@acme.example"
+    beyond = await client.get(
+        f"/api/v1/email_template/{template['id']}/render/", params={"query": "status:potential", "entry": 99}
+    )
+    assert beyond.status_code == 404
+
     created = await client.post("/api/v1/bulk_action/email/", json=body, headers={"Idempotency-Key": "flow-1"})
     assert created.status_code == 201, created.text
     again = await client.post("/api/v1/bulk_action/email/", json=body, headers={"Idempotency-Key": "flow-1"})

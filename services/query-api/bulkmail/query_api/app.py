@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from bulkmail.query_api.activities.endpoints import router as activities_router
 from bulkmail.query_api.bulk_emails.endpoints import router as bulk_emails_router
+from bulkmail.query_api.bulk_emails.endpoints import template_router as template_preview_router
 from bulkmail.query_api.contacts.endpoints import router as contacts_router
 from bulkmail.query_api.correlation import CorrelationIdMiddleware
 from bulkmail.query_api.email_accounts.endpoints import router as email_accounts_router
@@ -38,6 +39,7 @@ API_ROUTERS: list[APIRouter] = [
     email_accounts_router,
     activities_router,
     bulk_emails_router,
+    template_preview_router,
 ]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
 from sqlalchemy import select
@@ -17,6 +17,7 @@ from bulkmail.query_api.bulk_emails.schemas import (
     PreviewOut,
     RecipientList,
     RecipientOut,
+    RenderedSample,
     RetryIn,
 )
 from bulkmail.query_api.deps import AuthDep, OutboxDep, SessionDep, SettingsDep
@@ -133,3 +134,19 @@ async def list_recipients(
         ],
         has_more=has_more,
     )
+
+
+template_router = APIRouter(prefix="/email_template", tags=["email_template"])
+
+
+@template_router.get("/{template_id}/render/", response_model=RenderedSample)
+async def render_template(
+    template_id: int,
+    session: SessionDep,
+    principal: AuthDep,
+    query: Annotated[str, Query(min_length=1, max_length=10_000)],
+    entry: Annotated[int, Query(ge=0, le=99)] = 0,
+    mode: Annotated[Literal["lead", "contact"], Query()] = "lead",
+) -> RenderedSample:
+    """Close's template preview: the template rendered for the ``entry``-th lead (or contact) of a search."""
+    return await service.render_entry(session, principal, template_id, query, entry, mode)

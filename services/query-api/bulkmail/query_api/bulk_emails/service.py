@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.auth import Principal
 from bulkmail.query_api.bulk_emails.schemas import BulkEmailIn, BulkEmailOut, PreviewIn, PreviewOut, RenderedSample
-from bulkmail.query_api.errors import BadRequest, Conflict
+from bulkmail.query_api.errors import BadRequest, Conflict, NotFound
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.search import CompiledSearch, compile_search, load_search_context
 from bulkmail.shared import bulk_emails
@@ -21,6 +21,7 @@ from bulkmail.shared.models import (
     BulkEmail,
     BulkEmailStatus,
     Contact,
+    ContactPreference,
     ContactEmail,
     EmailAccount,
     EmailActivity,
@@ -363,3 +364,46 @@ async def _samples(
             )
         )
     return out
+
+
+async def render_entry(
+    session: AsyncSession, principal: Principal, template_id: int, query: str, entry: int, mode: str
+) -> RenderedSample:
+    org = principal.organization_id
+    template = await get_owned(session, EmailTemplate, template_id, org, what="email template")
+    try:
+        compiled_template = compile_template(template.subject, template.body, template.body_text)
+    except TemplateError as exc:
+        raise BadRequest(f"Template {template.name!r} cannot be rendered: {exc}") from None
+    ctx = await load_search_context(session, organization_id=org, user_id=principal.user_id)
+    compiled = compile_search(query, ctx)
+    # Enough leads to reach the entry even when every lead has one contact (mode=contact).
+    lead_ids = list(await session.scalars(compiled.page(0, entry + 1 if mode == "lead" else 100)))
+    chosen: Candidate | None = None
+    if mode == "lead":
+        if entry < len(lead_ids):
+            rows = (await _candidates(session, org, [lead_ids[entry]])).get(lead_ids[entry], [])
+            chosen = rows[0] if rows else Candidate(lead_ids[entry], None, "", "", False)
+    else:
+        by_lead = await _candidates(session, org, lead_ids) if lead_ids else {}
+        contacts = [
+            c for lead_id in lead_ids for c in choose_candidates(by_lead.get(lead_id, []), ContactPreference.contact)
+        ]
+        chosen = contacts[entry] if entry < len(contacts) else None
+    if chosen is None:
+        raise NotFound(f"The search has no {mode} number {entry} (entries count from 0).")
+    user, organization = await sender_context(session, org, principal.user_id)
+    (render_ctx,) = await load_render_contexts(
+        session, org, [RecipientRef(chosen.lead_id, chosen.contact_id, chosen.email)], user, organization
+    )
+    rendered = compiled_template.render(render_ctx)
+    return RenderedSample(
+        lead_id=chosen.lead_id,
+        contact_id=chosen.contact_id,
+        email=chosen.email,
+        subject=rendered.subject,
+        body=rendered.html,
+        body_text=rendered.text,
+        empty_tags=rendered.empty_tags,
+        unknown_tags=rendered.unknown_tags,
+    )
