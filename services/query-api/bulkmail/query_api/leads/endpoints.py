@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
 from sqlalchemy import delete
 
 from bulkmail.query_api.deps import AuthDep, SessionDep
@@ -10,16 +12,27 @@ from bulkmail.query_api.leads import repository, service
 from bulkmail.query_api.leads.schemas import LeadIn, LeadList, LeadOut, LeadUpdate
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.pagination import PageDep, fetch_page
+from bulkmail.query_api.search import compile_search, load_search_context
 from bulkmail.shared.models import Lead
 
 router = APIRouter(prefix="/lead", tags=["lead"])
 
 
 @router.get("/", response_model=LeadList)
-async def list_leads(session: SessionDep, principal: AuthDep, page: PageDep) -> LeadList:
-    stmt = repository.leads_of(principal.organization_id).order_by(Lead.id)
-    leads, has_more = await fetch_page(session, stmt, page)
-    return LeadList(data=[service.to_out(lead) for lead in leads], has_more=has_more)
+async def list_leads(
+    session: SessionDep, principal: AuthDep, page: PageDep, query: Annotated[str | None, Query()] = None
+) -> LeadList:
+    if query is None or not query.strip():
+        stmt = repository.leads_of(principal.organization_id).order_by(Lead.id)
+        leads, has_more = await fetch_page(session, stmt, page)
+        return LeadList(data=[service.to_out(lead) for lead in leads], has_more=has_more)
+    # The search language: a bad query raises QueryError, answered 400 with its position.
+    ctx = await load_search_context(session, organization_id=principal.organization_id, user_id=principal.user_id)
+    compiled = compile_search(query, ctx)
+    ids = list((await session.scalars(compiled.page(page.skip, page.limit + 1))).all())
+    total = int(await session.scalar(compiled.count()) or 0)
+    leads = await repository.load_leads(session, principal.organization_id, ids[: page.limit])
+    return LeadList(data=[service.to_out(lead) for lead in leads], has_more=len(ids) > page.limit, total_results=total)
 
 
 @router.post("/", response_model=LeadOut, status_code=status.HTTP_201_CREATED)
