@@ -137,3 +137,17 @@ def test_explain_prints_tree_and_sql_or_the_positioned_error(capsys):
     assert explain_main(["--dialect", "sqlite", "sms(date > 1 day ago)"]) == 2
     err = capsys.readouterr().err
     assert "line 1, column 1" in err and "^" in err
+
+
+async def test_saving_a_smart_view_checks_its_query_and_refuses_cycles(database, dataset: Dataset):
+    from bulkmail.query_api.search import validate_saved_search
+
+    async with database.session() as session:
+        check = {"organization_id": dataset.organization_id, "user_id": dataset.me}
+        await validate_saved_search(session, name="Fresh", query='in:"Hot Leads" calls:0', **check)
+        with pytest.raises(QueryError) as caught:
+            await validate_saved_search(session, name="Hot Leads", query='in:"Hot And Called"', **check)
+        assert caught.value.kind == "smart_view_cycle"
+        with pytest.raises(QueryError) as caught:
+            await validate_saved_search(session, name="Fresh", query="calls > lots", **check)
+        assert (caught.value.kind, caught.value.column) == ("invalid_value", 9)

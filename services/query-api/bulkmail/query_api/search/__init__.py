@@ -19,6 +19,7 @@ from bulkmail.query_api.search.context import (
 from bulkmail.query_api.search.errors import QueryError
 from bulkmail.query_api.search.explain import explain
 from bulkmail.query_api.search.parser import parse_query
+from bulkmail.query_api.search.validation import validate_saved_search
 
 __all__ = [
     "CompiledSearch",
@@ -32,4 +33,5 @@ __all__ = [
     "parse_query",
     "resolver_from",
     "to_dict",
+    "validate_saved_search",
 ]
