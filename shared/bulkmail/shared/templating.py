@@ -483,6 +483,9 @@ _HIDDEN = re.compile(
 _TOKEN = re.compile(r"<(/?)([a-zA-Z][\w:-]*)((?:[^>\"']|\"[^\"]*\"|'[^']*')*)>|([^<]+|<)")
 _ATTR = re.compile(r"""\b(href|alt)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.I)
 _SPACE = re.compile(r"[ \t\r\n\f\v]+")  # HTML whitespace, not Unicode's (keeps NBSP)
+# Private-use characters, never in real HTML: a tag's place, and a link shown only if its
+# (tag-made) address is not empty, in text derived at compile time.
+_OPEN, _CLOSE, _LINK_START, _LINK_END = "\ue000", "\ue001", "\ue002", "\ue003"
 
 
 def _attrs(text: str) -> dict[str, str]:
@@ -506,8 +509,8 @@ class _TextWriter:
             self.out.append("\n" * self.newlines)
             self.newlines = 0
             self.at_line_start = True
-        if self.at_line_start and not self.pre:
-            text = text.lstrip(" ")
+        if (self.at_line_start or (self.out and self.out[-1].endswith(" "))) and not self.pre:
+            text = text.lstrip(" ")  # collapse spaces across tags, as a browser does
         if text:
             self.out.append(text)
             self.at_line_start = text.endswith("\n")
@@ -528,7 +531,8 @@ class _TextWriter:
             if not self.at_line_start:
                 self.write(" ")
         elif tag == "a":
-            self.links.append((_attrs(attrs).get("href", "").strip(), len(self.out)))
+            href = _SPACE.sub(" ", _attrs(attrs).get("href", "")).strip()
+            self.links.append((href, len(self.out)))
         elif tag == "img" and (alt := _attrs(attrs).get("alt")):
             self.text(alt)
 
@@ -541,7 +545,10 @@ class _TextWriter:
             href, start = self.links.pop()
             label = "".join(self.out[start:]).strip()
             # A link whose text already is its address needs no repeat; anchors mean nothing in text.
-            if href and not href.startswith(("#", "javascript:")) and href.removeprefix("mailto:") != label:
+            if _OPEN in href:
+                # A tag in the href: whether to show it is only known per recipient (`_finish_text`).
+                self.write(f"{_LINK_START} ({href}){_LINK_END}")
+            elif href and not href.startswith(("#", "javascript:")) and href.removeprefix("mailto:") != label:
                 self.write(f" ({href})" if label else href)
 
     def text(self, data: str) -> None:
@@ -565,7 +572,22 @@ def html_to_text(markup: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Deriving the text part at compile time
 
-_PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")  # private-use characters: never in real HTML
+_PLACEHOLDER = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
+_DEFERRED_LINK = re.compile(f"{_LINK_START} \\((.*?)\\){_LINK_END}", re.S)
+_SPACES = re.compile(r"  +")
+_EDGE_SPACES = re.compile(r"(?m)^ | $")
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+def _finish_text(text: str) -> str:
+    """Tidy a derived text part after the tags are in: an empty tag leaves no double space,
+    no space at a line's edge, no blank-line run, no empty "()" after a link."""
+    if _LINK_START in text:
+        text = _DEFERRED_LINK.sub(
+            lambda m: f" ({m[1].strip()})" if m[1].strip() and not m[1].startswith(("#", "javascript:")) else "",
+            text,
+        )
+    return _BLANK_LINES.sub("\n\n", _EDGE_SPACES.sub("", _SPACES.sub(" ", text))).strip("\n")
 
 
 def _as_text(value: Any) -> str:
@@ -594,9 +616,14 @@ def _derive_text_template(tree: nodes.Template) -> Template | None:
         for child in output.nodes:
             if isinstance(child, nodes.TemplateData):
                 html_parts.append(child.data)
-            else:
-                html_parts.append(f"\ue000{len(expressions)}\ue001")
+                continue
+            # The same tag gets the same placeholder, so `<a href="{{ x }}">{{ x }}</a>` is one.
+            index = next((i for i, e in enumerate(expressions) if e == child), len(expressions))
+            if index == len(expressions):
                 expressions.append(child)
+            html_parts.append(f"{_OPEN}{index}{_CLOSE}")
+    if "<pre" in "".join(html_parts).lower():  # spacing that must be kept: convert per render
+        return None
     pieces = _PLACEHOLDER.split(html_to_text("".join(html_parts)))
     out: list[nodes.Expr] = []
     for i, piece in enumerate(pieces):
@@ -640,6 +667,7 @@ class CompiledTemplate:
     body: Template
     # Written by the author, or derived from the body at compile time; None: derived per render.
     body_text: Template | None
+    text_is_derived: bool = False
 
     def render(self, ctx: RenderContext) -> RenderResult:
         report: dict[str, bool] = {}
@@ -649,7 +677,11 @@ class CompiledTemplate:
             # A subject is one header line: newlines from data or template become spaces.
             subject = " ".join(_run(self.subject, "subject", variables).split())
             html = _run(self.body, "body", variables)
-            text = html_to_text(html) if self.body_text is None else _run(self.body_text, "body_text", variables)
+            if self.body_text is None:
+                text = html_to_text(html)
+            else:
+                text = _run(self.body_text, "body_text", variables)
+                text = _finish_text(text) if self.text_is_derived else text
         finally:
             _REPORT.reset(token)
         return RenderResult(
@@ -668,4 +700,9 @@ def compile_template(subject: str, body: str, body_text: str = "") -> CompiledTe
         text_template: Template | None = _compile_part("body_text", body_text)[0]
     else:
         text_template = _derive_text_template(body_tree)
-    return CompiledTemplate(subject=_compile_part("subject", subject)[0], body=body_template, body_text=text_template)
+    return CompiledTemplate(
+        subject=_compile_part("subject", subject)[0],
+        body=body_template,
+        body_text=text_template,
+        text_is_derived=not body_text.strip() and text_template is not None,
+    )
