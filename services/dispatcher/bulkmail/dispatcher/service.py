@@ -10,7 +10,7 @@ from bulkmail.shared import bulk_emails
 from bulkmail.shared.broker import Broker
 from bulkmail.shared.contracts import NOTIFY_QUEUE, SEND_QUEUE
 from bulkmail.shared.db import Database
-from bulkmail.shared.logging import get_logger
+from bulkmail.shared.logging import correlation_id, get_logger
 from bulkmail.shared.models import BulkEmail, BulkEmailStatus, Recipient, RecipientState
 from bulkmail.shared.settings import Settings
 
@@ -51,6 +51,9 @@ class Dispatcher:
             if bulk is None:
                 log.warning("bulk email not found", bulk_email_id=bulk_email_id)
                 return
+            # Everything done for this bulk email carries the id of the request that created it,
+            # in logs and in the headers of the messages published below.
+            correlation_id.set(bulk.correlation_id or correlation_id.get())
             status = bulk.status
             if status == S.created:
                 await bulk_emails.transition(session, bulk.id, [S.created], S.loading)

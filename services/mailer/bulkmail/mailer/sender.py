@@ -120,6 +120,7 @@ class ChunkSender:
             else:
                 await self._send_chunk(prepared, chunk_id)
         await self._finish_chunk(chunk_id)
+        log.info("chunk finished", bulk_email_id=message.bulk_email_id, chunk_id=chunk_id)
         await self.broker.send(
             DISPATCH_QUEUE,
             DispatchBulkEmail(bulk_email_id=message.bulk_email_id, organization_id=message.organization_id),
