@@ -376,6 +376,21 @@ def _dovecot_fixture(name: str, **kwargs: object) -> Iterator[Dovecot]:
 
 
 @pytest.fixture
+def smtp_sink() -> Iterator[Callable[..., SmtpSink]]:
+    """``smtp_sink("-r", "RCPT")`` → a running smtp-sink with those fault options, stopped after the test."""
+    sinks: list[SmtpSink] = []
+
+    def make(*options: str, dump_dir: Path | None = None) -> SmtpSink:
+        sink = start_smtp_sink(*options, dump_dir=dump_dir)
+        sinks.append(sink)
+        return sink
+
+    yield make
+    for sink in sinks:
+        sink.stop()
+
+
+@pytest.fixture
 def unused_port() -> int:
     """A loopback port nothing listens on (for "server down" tests)."""
     return free_port()
