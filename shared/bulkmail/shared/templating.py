@@ -575,7 +575,6 @@ def html_to_text(markup: str) -> str:
 _PLACEHOLDER = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
 _DEFERRED_LINK = re.compile(f"{_LINK_START} \\((.*?)\\){_LINK_END}", re.S)
 _SPACES = re.compile(r"  +")
-_EDGE_SPACES = re.compile(r"(?m)^ | $")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
@@ -587,7 +586,13 @@ def _finish_text(text: str) -> str:
             lambda m: f" ({m[1].strip()})" if m[1].strip() and not m[1].startswith(("#", "javascript:")) else "",
             text,
         )
-    return _BLANK_LINES.sub("\n\n", _EDGE_SPACES.sub("", _SPACES.sub(" ", text))).strip("\n")
+    # Plain `in` checks and str.replace first: a regex scan of every position costs ~20 µs.
+    if "  " in text:
+        text = _SPACES.sub(" ", text)
+    text = text.replace(" \n", "\n").replace("\n ", "\n").strip(" ")
+    if "\n\n\n" in text:
+        text = _BLANK_LINES.sub("\n\n", text)
+    return text.strip("\n")
 
 
 def _as_text(value: Any) -> str:
