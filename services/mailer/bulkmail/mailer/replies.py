@@ -59,6 +59,7 @@ class ReplyVerdict:
     code: int | None = None
     enhanced: str | None = None
     lower_concurrency: bool = False  # M365 432 4.3.2: too many connections for this mailbox
+    text: str = ""  # the server's own reply text, for the ledger and the user
 
 
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -154,6 +155,7 @@ def classify(code: int, message: str, *, stage: Stage | None = None) -> ReplyVer
             code,
             enhanced,
             lower_concurrency=reason == "too many connections for this mailbox",
+            text=text,
         )
 
     if 200 <= code < 400:
