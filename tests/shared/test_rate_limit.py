@@ -18,6 +18,7 @@ from bulkmail.shared.rate_limit import (
     SendSlot,
     acquire_connection,
     day_window_frees_at,
+    describe_resume,
     eta,
     release_connection,
     release_send_slot,
@@ -105,6 +106,16 @@ async def test_a_released_reservation_gives_its_slot_back(database: Database) ->
     assert not (await reserve_send_slot(database.sessionmaker, account, limits, T0)).ok
     await release_send_slot(database.sessionmaker, first)
     assert (await reserve_send_slot(database.sessionmaker, account, limits, T0)).ok
+
+
+def test_resume_time_in_the_users_words() -> None:
+    now = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)
+    assert describe_resume(now + timedelta(hours=11, minutes=12), now) == "resumes tomorrow at 09:12"
+    assert describe_resume(now + timedelta(minutes=30), now) == "resumes today at 22:30"
+    # In Berlin it is already 23:00, and 23:30 UTC is half past midnight: "tomorrow" there.
+    assert describe_resume(now + timedelta(hours=1, minutes=30), now, "Europe/Berlin") == "resumes tomorrow at 00:30"
+    assert describe_resume(now + timedelta(days=3), now) == "resumes on Tue 01 Dec at 22:00"
+    assert describe_resume(now, now) == "sending now"
 
 
 def test_schedule_honours_every_limit() -> None:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import ForeignKey, Index, Integer, String, and_, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -33,6 +34,7 @@ __all__ = [
     "SmtpConnectionLease",
     "acquire_connection",
     "day_window_frees_at",
+    "describe_resume",
     "eta",
     "release_connection",
     "release_send_slot",
@@ -239,6 +241,17 @@ async def eta(
         return now
     history = await _history(session_factory, account_id, now - max(HISTORY, limits.day))
     return schedule_after(history, limits, remaining, now)
+
+
+def describe_resume(at: datetime, now: datetime, tz: str = "UTC") -> str:
+    """The user's words for an ETA in their time zone: "resumes tomorrow at 09:12"."""
+    zone = ZoneInfo(tz)
+    local, today = at.astimezone(zone), now.astimezone(zone).date()
+    if at <= now:
+        return "sending now"
+    days = (local.date() - today).days
+    when = {0: "today", 1: "tomorrow"}.get(days, f"on {local:%a %d %b}")
+    return f"resumes {when} at {local:%H:%M}"
 
 
 def schedule_after(history: Sequence[datetime], limits: AccountLimits, remaining: int, now: datetime) -> datetime:
