@@ -11,15 +11,16 @@ from collections import Counter
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from bulkmail.capture import CaptureServer
+from bulkmail.mailer.sender import CLAIM_PER_CONNECTION
 from bulkmail.query_api.app import create_app
 from bulkmail.shared.broker.rabbitmq import RabbitMQBroker
 from bulkmail.shared.db import Database
 from bulkmail.shared.models import BulkEmail, Recipient, RecipientState
-from bulkmail.shared.organizations import create_organization
 from tests.conftest import free_port
+from tests.data import add_audience
 from tests.e2e.processes import Service, service_env
 
 pytestmark = pytest.mark.slow
@@ -28,8 +29,8 @@ N_LEADS = 10_000
 SMTP_CONNECTIONS = 10
 MAILER_PREFETCH = 4  # chunks a mailer works on at once (MailerWorker's default)
 # What one mailer can have handed to SMTP without a recorded outcome: its chunks in progress,
-# each claiming twice its connection count at a time.
-IN_FLIGHT_BOUND = MAILER_PREFETCH * SMTP_CONNECTIONS * 2
+# each claiming a few recipients per connection at a time.
+IN_FLIGHT_BOUND = MAILER_PREFETCH * SMTP_CONNECTIONS * CLAIM_PER_CONNECTION
 
 
 @pytest.fixture
@@ -42,37 +43,6 @@ def crash_settings(settings_for, amqp_url):
         chunk_timeout_s=20.0,
         public_url="https://bulkmail.example.test",
     )
-
-
-async def _crm_with_leads(database: Database, n: int) -> tuple[int, str]:
-    async with database.session() as session:
-        org = await create_organization(session, f"Crash {uuid.uuid4().hex[:6]}", user_email="owner@crash.example")
-        params = {"org": org.organization_id, "n": n}
-        await session.execute(
-            text(
-                "INSERT INTO leads (organization_id, name, description, url, search_text, num_contacts,"
-                " num_email_addresses, created_at, updated_at)"
-                " SELECT :org, 'Lead ' || g, '', '', 'lead ' || g, 1, 1, now(), now() FROM generate_series(1, :n) g"
-            ),
-            params,
-        )
-        await session.execute(
-            text(
-                "INSERT INTO contacts (organization_id, lead_id, position, name, title)"
-                " SELECT :org, id, 0, 'Person ' || id, '' FROM leads WHERE organization_id = :org"
-            ),
-            {"org": org.organization_id},
-        )
-        await session.execute(
-            text(
-                "INSERT INTO contact_emails (organization_id, contact_id, lead_id, position, email,"
-                " email_normalized, type, is_unsubscribed)"
-                " SELECT :org, id, lead_id, 0, 'p' || lead_id || '@crash.example', 'p' || lead_id || '@crash.example',"
-                " 'office', false FROM contacts WHERE organization_id = :org"
-            ),
-            {"org": org.organization_id},
-        )
-    return org.organization_id, org.api_key
 
 
 async def _states(database: Database, bulk_id: int) -> Counter[str]:
@@ -163,7 +133,7 @@ async def test_kill_9_mid_send_loses_nothing_and_doubles_nothing(victim, crash_s
     services = {name: Service(name, env, tmp_path) for name in ("dispatcher", "mailer")}
     capture = CaptureServer(port=free_port()).start()
     try:
-        _, api_key = await _crm_with_leads(database, N_LEADS)
+        _, api_key = await add_audience(database, N_LEADS)
         for service in services.values():
             service.start()
         bulk_id = await _start_send(crash_settings, database, broker, api_key, capture.port)

@@ -49,8 +49,8 @@ class Settings(BaseSettings):
     max_bulk_email_leads: int = 100_000
     # Dispatching: recipients per chunk, chunks of one bulk email queued at once (so a huge send
     # cannot bury a small one), and when an unfinished chunk counts as lost and is queued again.
-    chunk_size: int = 100
-    chunks_in_flight: int = 4
+    chunk_size: int = 200
+    chunks_in_flight: int = 8
     chunk_timeout_s: float = 300.0
     sweep_interval_s: float = 2.0
     # Mailer: SMTP transactions in progress at once per account (capped by the account's own limit).

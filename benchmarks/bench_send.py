@@ -1,0 +1,220 @@
+"""bench-send: 100,000 recipients from create to done on PostgreSQL + RabbitMQ into Postfix's
+smtp-sink, beside a baseline measured in the same run: a plain aiosmtplib client sending
+pre-built messages to the same sink over the same number of connections.
+
+    make bench-send                    # 100,000 recipients, 2 mailer processes
+    .venv/bin/python benchmarks/bench_send.py --recipients 20000 --mailers 1
+
+Prints the times, the rates, the ratio to the baseline and the mailers' peak memory (RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiosmtplib
+import asyncpg
+import httpx
+from sqlalchemy import func, select
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bulkmail.mailer.message import MessageSkeleton  # noqa: E402
+from bulkmail.query_api.app import create_app  # noqa: E402
+from bulkmail.shared.broker.rabbitmq import RabbitMQBroker  # noqa: E402
+from bulkmail.shared.db import Database  # noqa: E402
+from bulkmail.shared.migrate import upgrade_async  # noqa: E402
+from bulkmail.shared.models import BulkEmail, Recipient, RecipientState  # noqa: E402
+from bulkmail.shared.settings import Settings  # noqa: E402
+from tests.data import add_audience  # noqa: E402
+from tests.e2e.processes import Service, service_env  # noqa: E402
+from tests.mail_servers import start_smtp_sink  # noqa: E402
+
+PG_ADMIN = os.environ.get("BULKMAIL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_URL = os.environ.get("BULKMAIL_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+KEY = "u3Vq0fK9xU1M2a6bq8d6u0xk7zH2r3s4t5v6w7x8y9A="
+BODY = (
+    "<p>Hi {{ contact.first_name }},</p>" + "<p>We help teams like {{ lead.display_name }} send better email.</p>" * 30
+)
+
+
+async def baseline(port: int, connections: int, n: int) -> float:
+    """msg/s of a plain aiosmtplib client sending pre-built ~3 KB messages."""
+    skeleton = MessageSkeleton(sender_address="bench@bench.example", sender_name="Bench")
+    messages = [
+        skeleton.build(
+            to_address=f"p{i}@bench.example",
+            subject="Hello",
+            message_id=f"<b{i}@bench.example>",
+            text="x" * 1500,
+            html="<p>" + "x" * 1500 + "</p>",
+        )
+        for i in range(n)
+    ]
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        await client.connect()
+        while not queue.empty():
+            i = queue.get_nowait()
+            await client.sendmail("bench@bench.example", [f"p{i}@bench.example"], messages[i])
+        await client.quit()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return n / (time.perf_counter() - started)
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+async def system_run(args: argparse.Namespace, sink_port: int, workdir: Path) -> dict[str, float]:
+    dbname = f"bulkmail_bench_send_{uuid.uuid4().hex[:6]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{dbname}"')
+    url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{dbname}"
+    settings = Settings(
+        database_url=url,
+        amqp_url=AMQP_URL,
+        broker_namespace=f"bench-{uuid.uuid4().hex[:6]}",
+        secret_key=KEY,
+        data_dir=workdir,
+        public_url="https://bulkmail.example.test",
+        sweep_interval_s=0.5,
+    )
+    await upgrade_async(settings)
+    database = Database(settings)
+    broker = RabbitMQBroker(AMQP_URL, settings.broker_namespace)
+    services: list[Service] = []
+    try:
+        _, api_key = await add_audience(database, args.recipients, domain="bench.example")
+        await broker.connect()
+        env = service_env(settings)
+        services = [Service("dispatcher", env, workdir).start()]
+        services += [Service(f"mailer", env, workdir) for _ in range(args.mailers)]
+        for i, s in enumerate(services[1:]):
+            s.log_path = workdir / f"mailer-{i}.log"
+            s.start()
+        await asyncio.sleep(2)  # processes up and consuming
+        app = create_app(settings, database=database, broker=broker)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://b", headers={"Authorization": f"Bearer {api_key}"}
+        ) as client:
+            template = (
+                await client.post(
+                    "/api/v1/email_template/",
+                    json={"name": "Bench", "subject": "Hello {{ lead.display_name }}", "body": BODY},
+                )
+            ).json()
+            account = (
+                await client.post(
+                    "/api/v1/email_account/",
+                    json={
+                        "email": "bench@bench.example",
+                        "smtp_host": "127.0.0.1",
+                        "smtp_port": sink_port,
+                        "smtp_security": "none",
+                        "max_connections": args.connections,
+                    },
+                )
+            ).json()
+            started = time.perf_counter()
+            created = await client.post(
+                "/api/v1/bulk_action/email/",
+                json={
+                    "query": "*",
+                    "template_id": template["id"],
+                    "email_account_id": account["id"],
+                    "send_done_email": False,
+                },
+            )
+            assert created.status_code == 201, created.text
+            bulk_id = created.json()["id"]
+        created_s = time.perf_counter() - started
+        peak = 0.0
+        deadline = time.monotonic() + args.timeout
+        status = ""
+        while time.monotonic() < deadline:
+            peak = max(peak, *(rss_mb(s.proc.pid) for s in services[1:] if s.proc))
+            async with database.session() as session:
+                status = await session.scalar(select(BulkEmail.status).where(BulkEmail.id == bulk_id))
+            if status in ("done", "error", "cancelled"):
+                break
+            await asyncio.sleep(0.25)
+        elapsed = time.perf_counter() - started
+        async with database.session() as session:
+            sent = await session.scalar(
+                select(func.count())
+                .select_from(Recipient)
+                .where(Recipient.bulk_email_id == bulk_id, Recipient.state == RecipientState.sent)
+            )
+        if status != "done":
+            raise SystemExit(f"bulk email not done after {args.timeout} s: {status}, {sent} sent")
+        return {"elapsed": elapsed, "create": created_s, "sent": float(sent or 0), "peak_rss_mb": peak}
+    finally:
+        for s in services:
+            if s.proc and s.proc.poll() is None:
+                s.stop()
+        await broker.close()
+        await database.dispose()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        await admin.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipients", type=int, default=100_000)
+    parser.add_argument("--mailers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=10, help="SMTP connections (per mailer, and the baseline's)")
+    parser.add_argument("--baseline-messages", type=int, default=30_000)
+    parser.add_argument("--baseline-runs", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+    sink = start_smtp_sink()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-send-") as tmp:
+            rates = [
+                await baseline(sink.port, args.connections, args.baseline_messages) for _ in range(args.baseline_runs)
+            ]
+            result = await system_run(args, sink.port, Path(tmp))
+            rates += [
+                await baseline(sink.port, args.connections, args.baseline_messages) for _ in range(args.baseline_runs)
+            ]
+    finally:
+        sink.stop()
+    base = statistics.median(rates)
+    rate = result["sent"] / result["elapsed"]
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"baseline (aiosmtplib, {args.connections} connections, pre-built messages): "
+        f"median {base:,.0f} msg/s over {len(rates)} runs (min {min(rates):,.0f}, max {max(rates):,.0f})"
+    )
+    print(
+        f"bulkmail: {int(result['sent']):,} recipients create→done in {result['elapsed']:.1f} s "
+        f"(create + snapshot {result['create']:.2f} s) = {rate:,.0f} msg/s with {args.mailers} mailer process(es)"
+    )
+    print(f"ratio to baseline: {rate / base:.0%}")
+    print(f"mailer peak RSS: {result['peak_rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
