@@ -31,6 +31,7 @@ T = TypeVar("T")
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]", re.I)
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]", re.I)
 _TRYCREATE = re.compile(rb"\[TRYCREATE\]", re.I)
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class CopyState(enum.StrEnum):
@@ -227,6 +228,8 @@ async def append_sent_copy(
     """
     if sent_at.tzinfo is None:
         raise ValueError("sent_at must be timezone-aware")
+    # IMAP wants CRLF line ends (Gmail refuses bare LF); serialisers often produce LF.
+    message = _BARE_LF.sub(b"\r\n", message)
     attempt = _Attempt(account, message, message_id, sent_at, folder_cache, check_existing)
     try:
         return await asyncio.wait_for(attempt.run(), timeout=account.total_timeout)
