@@ -137,3 +137,26 @@ async def test_openapi_document_lists_the_resources(tenant):
         "/api/v1/status/lead/",
     ):
         assert path in paths
+
+
+async def test_templates_and_smart_views_are_checked_on_save(tenant):
+    bad_template = await tenant.client.post(
+        "/api/v1/email_template/", json={"name": "Broken", "subject": "Hi", "body": "<p>\n{{ contact.name </p>"}
+    )
+    assert bad_template.status_code == 400
+    body = bad_template.json()
+    assert body["part"] == "body" and body["line"] == 2 and "line 2" in body["detail"]
+    sandboxed = await tenant.client.post(
+        "/api/v1/email_template/", json={"name": "Escape", "subject": "{{ ''.__class__.__mro__ }}", "body": "x"}
+    )
+    assert sandboxed.status_code == 400 and sandboxed.json()["part"] == "subject"
+
+    bad_view = await tenant.client.post("/api/v1/saved_search/", json={"name": "Bad", "query": "status:potential AND ("})
+    assert bad_view.status_code == 400
+    assert {"line", "column", "expected"} <= set(bad_view.json())
+    loop_a = await tenant.client.post("/api/v1/saved_search/", json={"name": "A", "query": "status:potential"})
+    assert loop_a.status_code == 201
+    loop_b = await tenant.client.post("/api/v1/saved_search/", json={"name": "B", "query": 'in:"A"'})
+    assert loop_b.status_code == 201
+    cycle = await tenant.client.put(f"/api/v1/saved_search/{loop_a.json()['id']}/", json={"query": 'in:"B"'})
+    assert cycle.status_code == 400 and "B" in cycle.json()["detail"]

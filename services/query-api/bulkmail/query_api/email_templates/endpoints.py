@@ -10,10 +10,11 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from sqlalchemy import delete, select
 
 from bulkmail.query_api.deps import AuthDep, SessionDep
-from bulkmail.query_api.errors import Conflict
+from bulkmail.query_api.errors import BadRequest, Conflict
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.pagination import ListResponse, PageDep, fetch_page
 from bulkmail.shared.models import EmailTemplate
+from bulkmail.shared.templating import TemplateError, compile_template
 
 router = APIRouter(prefix="/email_template", tags=["email_template"])
 
@@ -60,6 +61,19 @@ def to_out(t: EmailTemplate) -> EmailTemplateOut:
     )
 
 
+def _validate(subject: str, body: str, body_text: str) -> None:
+    """A template is saved only if every part compiles in the sandbox."""
+    try:
+        compile_template(subject, body, body_text)
+    except TemplateError as exc:
+        raise BadRequest(
+            f"The template's {exc.part} does not compile at line {exc.line}, column {exc.column}: {exc.message}",
+            part=exc.part,
+            line=exc.line,
+            column=exc.column,
+        ) from None
+
+
 async def _check_name_free(session: SessionDep, organization_id: int, name: str, own_id: int | None = None) -> None:
     other = await session.scalar(
         select(EmailTemplate.id).where(EmailTemplate.organization_id == organization_id, EmailTemplate.name == name)
@@ -78,6 +92,7 @@ async def list_templates(session: SessionDep, principal: AuthDep, page: PageDep)
 @router.post("/", response_model=EmailTemplateOut, status_code=status.HTTP_201_CREATED)
 async def create_template(payload: EmailTemplateIn, session: SessionDep, principal: AuthDep) -> EmailTemplateOut:
     await _check_name_free(session, principal.organization_id, payload.name)
+    _validate(payload.subject, payload.body, payload.body_text)
     row = EmailTemplate(organization_id=principal.organization_id, **payload.model_dump())
     session.add(row)
     await session.flush()
@@ -100,6 +115,9 @@ async def update_template(
     changes = payload.model_dump(exclude_none=True)
     if "name" in changes:
         await _check_name_free(session, principal.organization_id, changes["name"], row.id)
+    _validate(
+        changes.get("subject", row.subject), changes.get("body", row.body), changes.get("body_text", row.body_text)
+    )
     for key, value in changes.items():
         setattr(row, key, value)
     row.updated_at = datetime.now(UTC)

@@ -13,6 +13,7 @@ from bulkmail.query_api.deps import AuthDep, SessionDep
 from bulkmail.query_api.errors import Conflict
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.pagination import ListResponse, PageDep, fetch_page
+from bulkmail.query_api.search.validation import validate_saved_search
 from bulkmail.shared.models import SavedSearch
 
 router = APIRouter(prefix="/saved_search", tags=["saved_search"])
@@ -53,6 +54,13 @@ async def _check_name_free(session: SessionDep, organization_id: int, name: str,
         raise Conflict(f"A Smart View named {name!r} already exists.")
 
 
+async def _validate(session: SessionDep, principal: AuthDep, name: str, query: str) -> None:
+    """A Smart View is saved only if its query compiles (QueryError → 400 with the position)."""
+    await validate_saved_search(
+        session, organization_id=principal.organization_id, user_id=principal.user_id, name=name, query=query
+    )
+
+
 @router.get("/", response_model=ListResponse[SavedSearchOut])
 async def list_saved_searches(session: SessionDep, principal: AuthDep, page: PageDep) -> ListResponse[SavedSearchOut]:
     stmt = select(SavedSearch).where(SavedSearch.organization_id == principal.organization_id)
@@ -63,6 +71,7 @@ async def list_saved_searches(session: SessionDep, principal: AuthDep, page: Pag
 @router.post("/", response_model=SavedSearchOut, status_code=status.HTTP_201_CREATED)
 async def create_saved_search(payload: SavedSearchIn, session: SessionDep, principal: AuthDep) -> SavedSearchOut:
     await _check_name_free(session, principal.organization_id, payload.name)
+    await _validate(session, principal, payload.name, payload.query)
     row = SavedSearch(organization_id=principal.organization_id, name=payload.name, query=payload.query)
     session.add(row)
     await session.flush()
@@ -83,6 +92,8 @@ async def update_saved_search(
     if payload.name is not None:
         await _check_name_free(session, principal.organization_id, payload.name, row.id)
         row.name = payload.name
+    if payload.query is not None or payload.name is not None:
+        await _validate(session, principal, payload.name or row.name, payload.query or row.query)
     if payload.query is not None:
         row.query = payload.query
     row.updated_at = datetime.now(UTC)
