@@ -64,6 +64,26 @@ def _drop_privileges() -> list[str]:
     return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on 127.0.0.1:port (from /proc/net/tcp, state 0A = LISTEN)."""
+    wanted = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return {row[9] for row in rows if row[1] == wanted and row[3] == "0A"}
+
+
+def _owns_listener(pid: int, port: int) -> bool:
+    """Whether process ``pid`` itself holds the listening socket: not some other program."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return False
+    try:
+        links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    except OSError:
+        return False
+    return any(f"socket:[{inode}]" in links for inode in inodes)
+
+
 def _wait_listening(proc: subprocess.Popen[bytes], ports: list[int], what: str, log: Path | None) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -71,11 +91,11 @@ def _wait_listening(proc: subprocess.Popen[bytes], ports: list[int], what: str, 
             logs = [log, log.with_name("stderr.log")] if log else []
             detail = "".join(p.read_text(errors="replace")[-2000:] for p in logs if p.exists())
             raise RuntimeError(f"{what} exited with {proc.returncode} during start-up\n{detail}")
-        if all(port_is_listening(p) for p in ports):
+        if all(_owns_listener(proc.pid, p) for p in ports):
             return
         time.sleep(0.05)
     stop_process(proc)
-    raise RuntimeError(f"{what} did not listen on {ports} within {START_TIMEOUT}s")
+    raise RuntimeError(f"{what} (pid {proc.pid}) did not listen on {ports} within {START_TIMEOUT}s")
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
@@ -367,11 +387,13 @@ def server_dir(prefix: str) -> Path:
 
 def _dovecot_fixture(name: str, **kwargs: object) -> Iterator[Dovecot]:
     directory = server_dir(name)
-    server = start_dovecot(directory, **kwargs)  # type: ignore[arg-type]
     try:
-        yield server
+        server = start_dovecot(directory, **kwargs)  # type: ignore[arg-type]
+        try:
+            yield server
+        finally:
+            server.stop()
     finally:
-        server.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 
