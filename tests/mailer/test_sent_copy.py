@@ -127,6 +127,24 @@ async def test_implicit_tls_with_the_servers_certificate(dovecot: Dovecot) -> No
     assert copies(dovecot, "Sent", message_id) == 1
 
 
+async def test_starttls_upgrade_on_the_plain_port(dovecot: Dovecot) -> None:
+    assert dovecot.cafile
+    raw, message_id = make_message()
+    trusted = ssl.create_default_context(cafile=str(dovecot.cafile))
+    outcome = await append_sent_copy(
+        settings_for(dovecot, security="starttls", ssl_context=trusted), raw, message_id, SENT_AT, {}
+    )
+    assert outcome.state is CopyState.appended, outcome.detail
+    assert copies(dovecot, "Sent", message_id) == 1
+
+
+async def test_starttls_required_but_not_offered_never_falls_back_to_plaintext(dovecot_unflagged: Dovecot) -> None:
+    raw, message_id = make_message()
+    outcome = await append_sent_copy(settings_for(dovecot_unflagged, security="starttls"), raw, message_id, SENT_AT, {})
+    assert outcome.state is CopyState.failed
+    assert "does not offer STARTTLS" in outcome.detail
+
+
 async def test_the_accounts_folder_override_wins(dovecot: Dovecot) -> None:
     raw, message_id = make_message()
     outcome = await append_sent_copy(settings_for(dovecot, sent_folder="Drafts"), raw, message_id, SENT_AT, {})

@@ -48,7 +48,7 @@ class ImapSettings:
     port: int
     username: str
     password: str = field(default="", repr=False)
-    security: str = "tls"  # "tls" (implicit, 993) | "none"; aioimaplib has no STARTTLS
+    security: str = "tls"  # "tls" (implicit, 993) | "starttls" (143) | "none"
     oauth_token: str = field(default="", repr=False)  # SASL XOAUTH2 instead of LOGIN when set
     sent_folder: str = ""  # the user's override: wins over discovery
     sent_folder_discovered: str = ""  # what an earlier discovery stored on the account
@@ -151,9 +151,11 @@ class ImapSession:
 
     async def open(self) -> None:
         s = self.settings
-        if s.security not in ("tls", "none"):
-            raise ImapRefused(f"IMAP security {s.security!r} is not supported; use implicit TLS (port 993)")
+        if s.security not in ("tls", "starttls", "none"):
+            raise ImapRefused(f"unknown IMAP security {s.security!r}")
         await self.call(self.imap.wait_hello_from_server())
+        if s.security == "starttls":
+            await self._starttls()
         if s.oauth_token:
             response = await self.call(self.imap.xoauth2(s.username, s.oauth_token.encode()))
         else:
@@ -163,6 +165,25 @@ class ImapSession:
         # Post-login capabilities differ from the greeting's (Dovecot: 9 before, 38 after).
         await self.call(self.imap.protocol.capability())
         self.capabilities = {c.upper() for c in self.imap.protocol.capabilities}
+
+    async def _starttls(self) -> None:
+        """Upgrade the plaintext connection to TLS (aioimaplib has the command but no method for it)."""
+        protocol = self.imap.protocol
+        if not protocol.capabilities:
+            await self.call(protocol.capability())
+        if "STARTTLS" not in {c.upper() for c in protocol.capabilities}:
+            # Never fall back to plaintext: the password would cross the network in clear.
+            raise ImapRefused("the IMAP server does not offer STARTTLS")
+        loop = asyncio.get_running_loop()
+        response: Response = await self.call(protocol.execute(Command("STARTTLS", protocol.new_tag(), loop=loop)))
+        if response.result != "OK":
+            raise ImapRefused(f"STARTTLS refused: {_text(response)}")
+        context = self.settings.ssl_context or ssl.create_default_context()
+        protocol.transport = await self.call(
+            loop.start_tls(protocol.transport, protocol, context, server_hostname=self.settings.host)
+        )
+        # Capabilities before TLS must not be trusted (RFC 3501 §6.2.1): ask again.
+        await self.call(protocol.capability())
 
     async def list_lines(self, reference: str, pattern: str) -> list[bytes] | None:
         response = await self.call(self.imap.list(reference, pattern))
