@@ -202,6 +202,26 @@ async def test_dropped_before_the_server_got_it_is_appended_on_retry(
     assert copies(dovecot, "Sent", message_id) == 1
 
 
+def test_settings_from_an_email_account() -> None:
+    from bulkmail.shared.models import ConnectionSecurity, EmailAccount
+
+    account = EmailAccount(
+        email="rep@acme.test",
+        smtp_host="smtp.acme.test",
+        imap_host="imap.acme.test",
+        imap_port=143,
+        imap_security=ConnectionSecurity.starttls,
+        imap_username="",
+        sent_folder="",
+        sent_folder_discovered="Sent Items",
+    )
+    settings = ImapSettings.from_account(account, "secret")
+    assert (settings.host, settings.port, settings.security) == ("imap.acme.test", 143, "starttls")
+    assert settings.username == "rep@acme.test"  # no IMAP user name: the address
+    assert settings.sent_folder_discovered == "Sent Items"
+    assert "secret" not in repr(settings)
+
+
 async def test_server_down_fails_fast(unused_port: int) -> None:
     raw, message_id = make_message()
     down = ImapSettings(host=HOST, port=unused_port, username="a", password="b", security="none")
