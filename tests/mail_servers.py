@@ -463,7 +463,8 @@ class CuttingProxy:
     ``marker``, before the server sees it (nothing happened on the server).
     ``cut_when_client_sends(marker, before_server=False)``: forward it, let the server answer,
     and drop that answer (the server did the work; the client never hears of it).
-    Runs in the test's event loop.
+    ``stall_when_client_sends(marker)``: forward it, then keep the connection open but silent
+    (a hung server). Runs in the test's event loop.
     """
 
     def __init__(self, target_port: int) -> None:
@@ -472,10 +473,14 @@ class CuttingProxy:
         self.cuts = 0
         self._marker: bytes | None = None
         self._before_server = True
+        self._stall = False
         self._server: asyncio.base_events.Server | None = None
 
     def cut_when_client_sends(self, marker: bytes, *, before_server: bool) -> None:
-        self._marker, self._before_server = marker, before_server
+        self._marker, self._before_server, self._stall = marker, before_server, False
+
+    def stall_when_client_sends(self, marker: bytes) -> None:
+        self._marker, self._before_server, self._stall = marker, False, True
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._handle, HOST, 0)
@@ -515,6 +520,8 @@ class CuttingProxy:
         async def downstream() -> None:
             while not closed.is_set() and (data := await server_r.read(65536)):
                 if swallow.is_set():
+                    if self._stall:
+                        continue  # hung: the client hears nothing more, and nothing closes
                     close_all()  # the server answered; the client must not hear it
                     return
                 client_w.write(data)

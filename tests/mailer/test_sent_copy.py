@@ -222,6 +222,22 @@ def test_settings_from_an_email_account() -> None:
     assert "secret" not in repr(settings)
 
 
+async def test_server_hanging_mid_append_is_unknown_within_the_budget(
+    dovecot: Dovecot, cutting_proxy: ProxyFactory
+) -> None:
+    raw, message_id = make_message()
+    proxy = await cutting_proxy(dovecot.port)
+    proxy.stall_when_client_sends(message_id.encode())
+    settings = settings_for(dovecot, port=proxy.port, command_timeout=0.5, total_timeout=5.0)
+    started = time.monotonic()
+    outcome = await append_sent_copy(settings, raw, message_id, SENT_AT, {})
+    assert outcome.state is CopyState.unknown  # the server may well have stored it
+    assert time.monotonic() - started < 1.5  # one command timeout, no lingering LOGOUT
+    retry = await append_sent_copy(settings_for(dovecot), raw, message_id, SENT_AT, {}, check_existing=True)
+    assert retry.state is CopyState.appended and retry.found_existing
+    assert copies(dovecot, "Sent", message_id) == 1
+
+
 async def test_server_down_fails_fast(unused_port: int) -> None:
     raw, message_id = make_message()
     down = ImapSettings(host=HOST, port=unused_port, username="a", password="b", security="none")

@@ -119,6 +119,7 @@ class ImapSession:
         self.capabilities: set[str] = set()
         loop = asyncio.get_running_loop()
         self._lost: asyncio.Future[None] = loop.create_future()
+        self._timed_out = False
         ctx = None
         if settings.security == "tls":
             ctx = settings.ssl_context or ssl.create_default_context()
@@ -147,6 +148,7 @@ class ImapSession:
         await asyncio.gather(task, return_exceptions=True)
         if self._lost.done():
             raise ImapConnectionLost("the IMAP server closed the connection")
+        self._timed_out = True
         raise TimeoutError(f"no answer from the IMAP server within {self.settings.command_timeout}s")
 
     async def open(self) -> None:
@@ -196,7 +198,8 @@ class ImapSession:
         return list(response.lines) if response.result == "OK" else None
 
     async def close(self) -> None:
-        if not self._lost.done() and self.imap.get_state() in ("AUTH", "SELECTED"):
+        # After a timeout the abandoned command still blocks aioimaplib's queue: skip LOGOUT.
+        if not self._lost.done() and not self._timed_out and self.imap.get_state() in ("AUTH", "SELECTED"):
             try:
                 await asyncio.wait_for(self.call(self.imap.logout()), timeout=2)
             except (TimeoutError, ImapConnectionLost, aioimaplib.AioImapException, OSError):
