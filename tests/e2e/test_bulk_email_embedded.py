@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
 from bulkmail.capture import CaptureServer
 from bulkmail.dispatcher.worker import DispatcherWorker
 from bulkmail.mailer.worker import MailerWorker
 from bulkmail.query_api.app import create_app
+from bulkmail.shared.broker import Delivery
 from bulkmail.shared.broker.memory import MemoryBroker
+from bulkmail.shared.contracts import BulkEmailEvent
 from tests.conftest import free_port
 from tests.e2e.flow import run_flow
 
@@ -19,6 +23,12 @@ async def test_search_preview_send_and_done_email(settings, database, make_tenan
     tenant = await make_tenant("Flow Org", first_name="Sally", last_name="Seller", email="sally@seller.example")
     app = create_app(fast, database=database, broker=broker)
     workers = [DispatcherWorker(fast, database, broker), MailerWorker(fast, database, broker)]
+    events: list[Delivery] = []
+
+    async def on_event(delivery: Delivery) -> None:
+        events.append(delivery)
+
+    await broker.subscribe("#", on_event)
     with CaptureServer(port=free_port()) as capture:
         for w in workers:
             await w.open()
@@ -28,8 +38,32 @@ async def test_search_preview_send_and_done_email(settings, database, make_tenan
                 base_url="http://testserver",
                 headers={"Authorization": f"Bearer {tenant.api_key}"},
             ) as client:
-                await run_flow(client, capture.port, capture.messages, "Flow Org")
+                before = await _sent_metric(client)
+                done = await run_flow(client, capture.port, capture.messages, "Flow Org")
+                # Scraped after a real send, the counter moved exactly as the ledger did.
+                assert await _sent_metric(client) - before == done["counts"]["sent"] == 3
+            # The lifecycle, as other services see it on the topic exchange.
+            mine = [e for e in events if json.loads(e.body)["bulk_email_id"] == done["id"]]
+            kinds = [e.routing_key for e in mine]
+            assert kinds[:2] == ["bulk_email.created", "bulk_email.processing"]
+            assert kinds.count("email.sent") == 3 and kinds[-1] == "bulk_email.done"
+            final = BulkEmailEvent.model_validate_json(mine[-1].body)
+            assert final.counts.sent == 3 and final.status == "done"
         finally:
             await broker.close()
             for w in workers:
                 await w.close()
+
+
+async def _sent_metric(client: httpx.AsyncClient) -> float:
+    """Sum of bulkmail_emails_sent_total over accounts, from the /metrics exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = (await client.get("/metrics")).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "bulkmail_emails_sent"
+        for sample in family.samples
+        if sample.name == "bulkmail_emails_sent_total"
+    )

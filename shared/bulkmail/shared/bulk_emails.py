@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bulkmail.shared import metrics
 from bulkmail.shared.contracts import BulkEmailCounts, BulkEmailEvent, BulkEmailEventType
 from bulkmail.shared.models import BulkEmail, BulkEmailStatus, Recipient, RecipientState
 
@@ -49,7 +50,10 @@ async def transition(
         .values(status=to, updated_at=now, **values)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    moved = bool(result.rowcount)  # type: ignore[attr-defined]
+    if moved:
+        metrics.record_bulk_email_status(to.value)
+    return moved
 
 
 async def recipient_counts(session: AsyncSession, bulk_email_id: int) -> BulkEmailCounts:

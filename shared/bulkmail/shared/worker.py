@@ -13,6 +13,7 @@ import signal
 import time
 from pathlib import Path
 
+from bulkmail.shared import metrics
 from bulkmail.shared.broker import Broker, create_broker
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
@@ -36,10 +37,15 @@ def check_heartbeat(settings: Settings, service: str) -> bool:
         return False
 
 
+BACKLOG_INTERVAL_S = 15.0
+
+
 class Worker(abc.ABC):
     """Subclasses implement ``start`` (subscribe, spawn loops); the runtime handles the rest."""
 
     service = "worker"
+    # Work queues whose backlog this service reports as a metric (what autoscaling watches).
+    backlog_queues: tuple[str, ...] = ()
 
     def __init__(self, settings: Settings, database: Database | None = None, broker: Broker | None = None) -> None:
         self.settings = settings
@@ -89,6 +95,8 @@ class Worker(abc.ABC):
             await self.broker.connect()
         await self.start()
         self.spawn(self._heartbeat(), f"{self.service}-heartbeat")
+        if self.backlog_queues:
+            self.spawn(self._report_backlog(), f"{self.service}-backlog")
         log.info("worker started", service=self.service)
 
     def stop(self) -> None:
@@ -114,3 +122,12 @@ class Worker(abc.ABC):
         while not self.stopping:
             path.touch()
             await self.sleep_or_stop(HEARTBEAT_INTERVAL_S)
+
+    async def _report_backlog(self) -> None:
+        while not self.stopping:
+            for queue in self.backlog_queues:
+                try:
+                    metrics.set_queue_backlog(queue, await self.broker.queue_length(queue))
+                except Exception:
+                    log.warning("could not read a queue's length", queue=queue)
+            await self.sleep_or_stop(BACKLOG_INTERVAL_S)

@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bulkmail.shared import metrics
 from bulkmail.shared.audience import Candidate, choose_candidates, exclusion, no_email_key
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
@@ -145,6 +146,7 @@ async def _batch_rows(
         for c in candidates:
             if c.email_normalized in seen:
                 report.duplicates += 1
+                metrics.record_skipped("duplicate_address")
                 continue
             seen.add(c.email_normalized)
             reason = exclusion(
@@ -167,6 +169,7 @@ def _row(
         report.recipients += 1
     else:
         report.skipped[reason.value] = report.skipped.get(reason.value, 0) + 1
+        metrics.record_skipped(reason.value)
     return {
         "organization_id": bulk.organization_id,
         "bulk_email_id": bulk.id,

@@ -15,6 +15,7 @@ log = get_logger(__name__)
 
 class DispatcherWorker(Worker):
     service = "dispatcher"
+    backlog_queues = (DISPATCH_QUEUE,)
 
     def __init__(self, settings: Settings, database: Database | None = None, broker: Broker | None = None) -> None:
         super().__init__(settings, database, broker)

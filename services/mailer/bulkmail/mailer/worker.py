@@ -20,6 +20,7 @@ DONE_EMAIL_ATTEMPTS = 3
 
 class MailerWorker(Worker):
     service = "mailer"
+    backlog_queues = (SEND_QUEUE, NOTIFY_QUEUE)
 
     def __init__(
         self, settings: Settings, database: Database | None = None, broker: Broker | None = None, prefetch: int = 4

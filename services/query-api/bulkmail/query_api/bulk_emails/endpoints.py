@@ -24,7 +24,7 @@ from bulkmail.query_api.deps import AuthDep, OutboxDep, SessionDep, SettingsDep
 from bulkmail.query_api.errors import BadRequest
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.pagination import PageDep, fetch_page
-from bulkmail.shared import bulk_emails
+from bulkmail.shared import bulk_emails, metrics
 from bulkmail.shared.contracts import DISPATCH_QUEUE, DispatchBulkEmail
 from bulkmail.shared.models import BulkEmail, Recipient, RecipientState
 
@@ -53,6 +53,7 @@ async def create_bulk_email(
 ) -> BulkEmailOut:
     bulk, created = await service.create(session, settings, principal, payload, idempotency_key)
     if created:
+        metrics.record_bulk_email_status(bulk.status.value)
         outbox.add(DISPATCH_QUEUE, DispatchBulkEmail(bulk_email_id=bulk.id, organization_id=bulk.organization_id))
         outbox.add_event(await bulk_emails.event_for(session, bulk, bulk.status))
     else:
