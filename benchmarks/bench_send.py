@@ -110,7 +110,7 @@ async def system_run(args: argparse.Namespace, sink_port: int, workdir: Path) ->
         await broker.connect()
         env = service_env(settings)
         services = [Service("dispatcher", env, workdir).start()]
-        services += [Service(f"mailer", env, workdir) for _ in range(args.mailers)]
+        services += [Service("mailer", env, workdir) for _ in range(args.mailers)]
         for i, s in enumerate(services[1:]):
             s.log_path = workdir / f"mailer-{i}.log"
             s.start()

@@ -35,7 +35,7 @@ class CaptureHandler:
     max_kept: int = 100_000
     messages: list[Captured] = field(default_factory=list)
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
         item = Captured(str(envelope.mail_from), [str(r) for r in envelope.rcpt_tos], data, time.time())
         if len(self.messages) < self.max_kept:

@@ -82,7 +82,9 @@ def _query_api(settings: Settings, _args: argparse.Namespace) -> int:
 
     from bulkmail.query_api.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=25)
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=25
+    )
     return 0
 
 
@@ -128,7 +130,8 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
         rows = ", ".join(f"{table}={n:,}" for table, n in sorted(report.rows.items()))
         print(
             f"seeded {report.leads:,} leads into organisation {report.organization_id} in "
-            f"{report.elapsed_seconds:.1f} s (generate {report.generate_seconds:.1f} s, load {report.load_seconds:.1f} s)"
+            f"{report.elapsed_seconds:.1f} s "
+            f"(generate {report.generate_seconds:.1f} s, load {report.load_seconds:.1f} s)"
         )
         print(rows)
 

@@ -66,7 +66,7 @@ async def test_bad_query_and_bad_ids_are_clear_errors(setup):
 
 
 async def test_pause_resume_cancel_follow_the_rules(setup, database):
-    client, ids, broker = setup
+    client, ids, _ = setup
     bulk = (await client.post("/api/v1/bulk_action/email/", json={"query": "status:potential limit:2", **ids})).json()
     url = f"/api/v1/bulk_action/email/{bulk['id']}/"
     paused = await client.put(url, json={"status": "paused"})

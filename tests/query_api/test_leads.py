@@ -151,7 +151,9 @@ async def test_templates_and_smart_views_are_checked_on_save(tenant):
     )
     assert sandboxed.status_code == 400 and sandboxed.json()["part"] == "subject"
 
-    bad_view = await tenant.client.post("/api/v1/saved_search/", json={"name": "Bad", "query": "status:potential AND ("})
+    bad_view = await tenant.client.post(
+        "/api/v1/saved_search/", json={"name": "Bad", "query": "status:potential AND ("}
+    )
     assert bad_view.status_code == 400
     assert {"line", "column", "expected"} <= set(bad_view.json())
     loop_a = await tenant.client.post("/api/v1/saved_search/", json={"name": "A", "query": "status:potential"})

@@ -9,6 +9,7 @@ compute the same values while generating rows. The search language then reads co
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -58,13 +59,9 @@ async def refresh_lead_counters(session: AsyncSession, lead_ids: Sequence[int]) 
         return
     ids = list(lead_ids)
 
-    def count(model: type, *where: object) -> object:
-        return (
-            select(func.count())
-            .select_from(model)
-            .where(model.lead_id == Lead.id, *where)  # type: ignore[attr-defined]
-            .scalar_subquery()
-        )
+    def count(model: type) -> object:
+        lead_id: Any = model.lead_id  # type: ignore[attr-defined]
+        return select(func.count()).select_from(model).where(lead_id == Lead.id).scalar_subquery()
 
     await session.execute(
         update(Lead)

@@ -93,7 +93,9 @@ async def send_done_email(settings: Settings, database: Database, bulk_email_id:
             )
             sender = account.email
         name = template.name if template else f"template {bulk.template_id}"
-    subject, text, body_html = compose(bulk, name, counts.model_dump(), skipped, [tuple(f) for f in failures])
+    subject, text, body_html = compose(
+        bulk, name, counts.model_dump(), skipped, [(str(e), str(st), str(reply)) for e, st, reply in failures]
+    )
     message = MessageSkeleton(sender_address=sender, sender_name="bulkmail").build(
         to_address=user.email,
         to_name=user.name,
@@ -142,9 +144,8 @@ def compose(
         lines += ["", "Not delivered:"]
         lines += [f"- {email}: {state}: {reply}" for email, state, reply in failures]
         if len(failures) >= MAX_LISTED_FAILURES:
-            lines.append(
-                f"(first {MAX_LISTED_FAILURES}; the full report is at GET /api/v1/bulk_action/email/{bulk.id}/recipients/)"
-            )
+            report = f"GET /api/v1/bulk_action/email/{bulk.id}/recipients/?state=failed"
+            lines.append(f"(the first {MAX_LISTED_FAILURES}; the full report: {report})")
     text = "\n".join(lines) + "\n"
     body_html = "<pre>" + html.escape(text) + "</pre>"
     return subject, text, body_html

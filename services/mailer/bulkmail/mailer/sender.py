@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -252,7 +252,7 @@ class ChunkSender:
                     }
                 )
             # Core UPDATE with many parameter sets: one round trip for the whole batch.
-            table = Recipient.__table__
+            table: Table = Recipient.__table__  # type: ignore[assignment]
             await session.execute(
                 update(table)
                 .where(table.c.id == bindparam("rid"), or_(table.c.state == R.sending, table.c.state == R.unknown))
@@ -306,7 +306,7 @@ class ChunkSender:
             ],
         )
         per_lead = Counter(o.recipient.lead_id for o in sent)
-        leads = Lead.__table__
+        leads: Table = Lead.__table__  # type: ignore[assignment]
         await session.execute(
             update(leads)
             .where(leads.c.id == bindparam("lid"))

@@ -20,7 +20,7 @@ LEAD_LOAD_OPTIONS: tuple[Any, ...] = (
 )
 
 
-def leads_of(organization_id: int) -> Select[tuple[Lead]]:
+def leads_of(organization_id: int) -> Select[Lead]:
     return select(Lead).where(Lead.organization_id == organization_id).options(*LEAD_LOAD_OPTIONS)
 
 
