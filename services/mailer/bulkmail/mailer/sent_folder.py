@@ -90,7 +90,7 @@ def find_by_name(mailboxes: list[Mailbox]) -> Mailbox | None:
     return None
 
 
-def wire_name(mailbox: Mailbox | str, delimiter: str | None = None) -> str:
+def wire_name(mailbox: Mailbox | str) -> str:
     """A mailbox name ready for a command: modified UTF-7, quoted only when it must be.
 
     Quoting only when needed: one Office 365 report has quoted names with ``&-`` hang the server.
