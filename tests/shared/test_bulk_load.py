@@ -148,3 +148,29 @@ async def test_a_loader_that_commits_between_batches_tolerates_writers_in_betwee
         await conn.commit()
     assert other_id not in first + later
     assert len(set(first + later)) == 4
+
+
+async def test_deferred_indexes_are_rebuilt_exactly_after_a_load(pg_settings):
+    from sqlalchemy import text
+
+    from bulkmail.shared.bulk_load import COLUMNS, deferred_indexes
+
+    indexes = text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('leads', 'contact_emails')")
+    database = Database(pg_settings)
+    try:
+        org = await _org(database)
+        async with database.engine.connect() as conn:
+            before = set((await conn.execute(indexes)).all())
+            async with deferred_indexes(conn, COLUMNS):
+                during = {name for name, _ in (await conn.execute(indexes)).all()}
+                loader = LeadLoader(conn, org)
+                for i in range(3):
+                    await loader.add_lead(_lead(i))
+                await loader.flush()
+            after = set((await conn.execute(indexes)).all())
+            await conn.rollback()
+    finally:
+        await database.dispose()
+    assert "ix_leads_search_text_trgm" in {name for name, _ in before}
+    assert during == {"pk_leads", "pk_contact_emails"}  # constraints stay
+    assert after == before
