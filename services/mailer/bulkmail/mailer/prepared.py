@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bulkmail.mailer.message import MessageSkeleton
 from bulkmail.mailer.smtp_pool import SmtpSettings
 from bulkmail.shared.models import BulkEmail, EmailAccount, EmailTemplate
+from bulkmail.shared.providers import AccountLimits, Decision, limits_for_account, should_append_sent_copy
 from bulkmail.shared.render_data import sender_context
 from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
@@ -34,6 +35,9 @@ class PreparedBulkEmail:
     organization: OrganizationData
     message_id_domain: str
     message_id_secret: bytes
+    limits: AccountLimits
+    # Whether sent messages are copied to the account's IMAP Sent folder (the Gmail rules).
+    sent_copy: Decision
 
 
 async def prepare(session: AsyncSession, settings: Settings, box: SecretBox, bulk: BulkEmail) -> PreparedBulkEmail:
@@ -43,6 +47,7 @@ async def prepare(session: AsyncSession, settings: Settings, box: SecretBox, bul
         raise LookupError(f"bulk email {bulk.id}: its template or email account no longer exists")
     user, organization = await sender_context(session, bulk.organization_id, bulk.user_id)
     password = box.decrypt(account.smtp_password_encrypted) if account.smtp_password_encrypted else ""
+    secret = hmac.new(settings.encryption_keys()[0].encode(), b"bulkmail-message-id", hashlib.sha256).digest()
     domain = account.email.rpartition("@")[2] or "localhost"
     return PreparedBulkEmail(
         bulk_email_id=bulk.id,
@@ -52,7 +57,10 @@ async def prepare(session: AsyncSession, settings: Settings, box: SecretBox, bul
         account_email=account.email,
         account_version=account.updated_at or datetime.now(UTC),
         template=compile_template(template.subject, template.body, template.body_text),
-        skeleton=MessageSkeleton(sender_address=account.email, sender_name=account.name),
+        # A boundary fixed per bulk email: the Sent copy, rebuilt later, is byte for byte the message sent.
+        skeleton=MessageSkeleton(
+            sender_address=account.email, sender_name=account.name, boundary=f"=_bulkmail_{bulk.id}_{secret.hex()[:16]}"
+        ),
         smtp=SmtpSettings(
             host=account.smtp_host,
             port=account.smtp_port,
@@ -61,11 +69,17 @@ async def prepare(session: AsyncSession, settings: Settings, box: SecretBox, bul
             password=password,
             timeout=settings.smtp_timeout_s,
         ),
-        max_connections=max(1, min(account.max_connections, settings.smtp_concurrency)),
+        max_connections=max(1, min(limits_for_account(account).max_connections or 3, settings.smtp_concurrency)),
         user=user,
         organization=organization,
         message_id_domain=domain,
-        message_id_secret=hmac.new(
-            settings.encryption_keys()[0].encode(), b"bulkmail-message-id", hashlib.sha256
-        ).digest(),
+        message_id_secret=secret,
+        limits=_scaled(limits_for_account(account), settings.rate_window_scale),
+        sent_copy=should_append_sent_copy(account, bulk.n_leads, None),
     )
+
+
+def _scaled(limits: AccountLimits, scale: float) -> AccountLimits:
+    if scale == 1.0:
+        return limits
+    return replace(limits, minute=limits.minute * scale, hour=limits.hour * scale, day=limits.day * scale)

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, bindparam, or_, select, update
@@ -31,10 +31,17 @@ from bulkmail.mailer.replies import (
     pause_until,
     send_one,
 )
-from bulkmail.mailer.smtp_pool import SmtpPool
+from bulkmail.mailer.smtp_pool import NoConnectionSlot, SmtpPool
 from bulkmail.shared import bulk_emails, metrics
 from bulkmail.shared.broker import Broker
-from bulkmail.shared.contracts import DISPATCH_QUEUE, DispatchBulkEmail, EmailEvent, SendChunk
+from bulkmail.shared.contracts import (
+    DISPATCH_QUEUE,
+    SENT_COPY_QUEUE,
+    DispatchBulkEmail,
+    EmailEvent,
+    SendChunk,
+    SentCopy,
+)
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
 from bulkmail.shared.models import (
@@ -47,6 +54,7 @@ from bulkmail.shared.models import (
     RecipientState,
     Suppression,
 )
+from bulkmail.shared.rate_limit import reserve_send_slot
 from bulkmail.shared.render_data import RecipientRef, load_render_contexts
 from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
@@ -57,6 +65,8 @@ log = get_logger(__name__)
 R = RecipientState
 
 PREPARED_TTL_S = 30.0
+# How long a recipient waits when every connection the account allows is busy in other mailers.
+CONNECTION_WAIT = timedelta(seconds=2)
 # Recipients claimed at once per SMTP connection: large enough that the ledger's round trips
 # are shared by many messages, small enough that a crash leaves few in the "unknown" state.
 CLAIM_PER_CONNECTION = 4
@@ -78,6 +88,8 @@ class Outcome:
     verdict: ReplyVerdict
     message_id: str
     duration: float | None = None
+    # Not sent because the account's limits said "not yet": deferred, without counting an attempt.
+    held_back: timedelta | None = None
 
 
 class ChunkSender:
@@ -88,6 +100,7 @@ class ChunkSender:
         self.box = SecretBox.from_settings(settings)
         self._prepared: dict[int, tuple[float, PreparedBulkEmail]] = {}
         self._pools: dict[int, tuple[tuple[Any, ...], SmtpPool]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
         for _, pool in self._pools.values():
@@ -139,8 +152,15 @@ class ChunkSender:
             outcomes = await self._send_batch(prepared, pool, claimed)
             paused = await self._record(prepared, outcomes)
             await self._emit(prepared, outcomes)
+            await self._queue_sent_copies(prepared, outcomes)
             if paused is not None:
                 await self._defer_rest(chunk_id, paused, "email account paused")
+                return
+            waits = [o.held_back for o in outcomes if o.held_back is not None]
+            if waits:
+                # The account is at its limit: the rest of the chunk waits too, and the
+                # dispatcher queues it again when the wait is over.
+                await self._defer_rest(chunk_id, _now() + min(waits), "waiting for the account's sending limit")
                 return
 
     async def _claim(self, chunk_id: int, limit: int) -> list[Claimed]:
@@ -203,10 +223,20 @@ class ChunkSender:
             )
         except (TemplateRenderError, HeaderValueError) as exc:
             return Outcome(r, ReplyVerdict(Kind.failed, f"message could not be built: {exc}"), message_id)
+        if not prepared.limits.unlimited:
+            reservation = await reserve_send_slot(self.database.sessionmaker, prepared.account_id, prepared.limits)
+            if not reservation.ok:
+                metrics.record_rate_limit_wait(
+                    prepared.account_id, _limit_name(prepared), reservation.wait.total_seconds()
+                )
+                return _held_back(r, message_id, reservation.wait, "waiting for the account's sending limit")
         started = time.perf_counter()
         try:
             async with pool.connection() as smtp:
                 verdict = await send_one(smtp, prepared.account_email, r.email, data)
+        except NoConnectionSlot:
+            metrics.record_rate_limit_wait(prepared.account_id, "connections", CONNECTION_WAIT.total_seconds())
+            return _held_back(r, message_id, CONNECTION_WAIT, "waiting for a free connection of the account")
         except Exception as exc:  # connecting or logging in failed: nothing was handed over
             verdict = classify_exception(exc, body_sent=False)
         return Outcome(r, verdict, message_id, time.perf_counter() - started)
@@ -224,7 +254,10 @@ class ChunkSender:
             for o in outcomes:
                 v = o.verdict
                 state, next_at = R.failed, None
-                if v.kind == Kind.sent:
+                attempts = o.recipient.attempts
+                if o.held_back is not None:
+                    state, next_at, attempts = R.deferred, now + o.held_back, attempts - 1
+                elif v.kind == Kind.sent:
                     state = R.sent
                     sent.append(o)
                 elif v.kind == Kind.unknown:
@@ -239,7 +272,8 @@ class ChunkSender:
                     state = R.deferred
                     wait = next_attempt_delay(o.recipient.attempts)
                     next_at = now + max(wait, v.retry_after) if v.retry_after else now + wait
-                _count(prepared.account_id, o, state)
+                if o.held_back is None:
+                    _count(prepared.account_id, o, state)
                 rows.append(
                     {
                         "rid": o.recipient.id,
@@ -248,6 +282,8 @@ class ChunkSender:
                         "reply": _reply_text(v),
                         "mid": o.message_id,
                         "sent_at": now if state == R.sent else None,
+                        "attempts": attempts,
+                        "copy": (_copy_state(prepared) if state == R.sent else None),
                         "now": now,
                     }
                 )
@@ -262,6 +298,8 @@ class ChunkSender:
                     smtp_reply=bindparam("reply"),
                     message_id=bindparam("mid"),
                     sent_at=bindparam("sent_at"),
+                    attempts=bindparam("attempts"),
+                    sent_copy_state=bindparam("copy"),
                     updated_at=bindparam("now"),
                 ),
                 rows,
@@ -403,15 +441,49 @@ class ChunkSender:
         self._prepared[bulk.id] = (time.monotonic(), prepared)
         return prepared
 
+    async def _queue_sent_copies(self, prepared: PreparedBulkEmail, outcomes: list[Outcome]) -> None:
+        """Sent copies go on their own queue: IMAP never slows or blocks sending."""
+        if not prepared.sent_copy.append:
+            return
+        ids = [o.recipient.id for o in outcomes if o.verdict.kind == Kind.sent and o.held_back is None]
+        if ids:
+            await self.broker.send(
+                SENT_COPY_QUEUE,
+                SentCopy(
+                    organization_id=prepared.organization_id, bulk_email_id=prepared.bulk_email_id, recipient_ids=ids
+                ),
+            )
+
     def _pool(self, prepared: PreparedBulkEmail) -> SmtpPool:
         key = (prepared.smtp, prepared.max_connections)
         entry = self._pools.get(prepared.account_id)
         if entry is None or entry[0] != key:
             if entry is not None:
-                asyncio.get_running_loop().create_task(entry[1].close())
-            entry = (key, SmtpPool(prepared.smtp, prepared.max_connections))
+                self._closing.add(asyncio.get_running_loop().create_task(entry[1].close()))
+            pool = SmtpPool(
+                prepared.smtp,
+                prepared.max_connections,
+                account_id=prepared.account_id,
+                session_factory=self.database.sessionmaker,
+            )
+            entry = (key, pool)
             self._pools[prepared.account_id] = entry
         return entry[1]
+
+
+def _held_back(r: Claimed, message_id: str, wait: timedelta, why: str) -> Outcome:
+    return Outcome(r, ReplyVerdict(Kind.retry, why, retry_after=wait), message_id, held_back=wait)
+
+
+def _limit_name(prepared: PreparedBulkEmail) -> str:
+    limits = prepared.limits
+    if limits.min_delay > timedelta(0) and limits.per_minute is None:
+        return "min_delay"
+    return "per_minute" if limits.per_minute else "per_hour" if limits.per_hour else "per_day"
+
+
+def _copy_state(prepared: PreparedBulkEmail) -> str:
+    return "pending" if prepared.sent_copy.append else "skipped"
 
 
 def _count(account_id: int, o: Outcome, state: RecipientState) -> None:

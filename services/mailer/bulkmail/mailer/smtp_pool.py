@@ -1,19 +1,40 @@
 """Long-lived SMTP connections per email account, reused for many messages.
 
 Reconnecting and logging in for every message is what trips providers' login limits (Gmail's
-``454 4.7.0 Too many login attempts``), so each account keeps a few open connections.
+``454 4.7.0 Too many login attempts``), so each account keeps a few open connections. How many
+an account may have open across *all* mailer processes is held by leases in the database
+(``rate_limit.acquire_connection``): a connection is opened only with a lease, renews it while
+in use, and gives it back when closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import count
 
 import aiosmtplib
 
 from bulkmail.shared.models import ConnectionSecurity
+from bulkmail.shared.rate_limit import (
+    ConnectionLease,
+    SessionFactory,
+    acquire_connection,
+    release_connection,
+    renew_connection,
+)
+
+LEASE_RENEW_S = 30.0
+_holder_ids = count()
+
+
+class NoConnectionSlot(Exception):
+    """Every connection the account allows is open in some mailer; try again shortly."""
 
 
 @dataclass(frozen=True)
@@ -22,23 +43,46 @@ class SmtpSettings:
     port: int
     security: ConnectionSecurity
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)  # never printed
     timeout: float = 30.0
     validate_certs: bool = True
 
-    def __repr__(self) -> str:  # never print the password
-        return f"SmtpSettings(host={self.host!r}, port={self.port}, security={self.security.value})"
+
+@dataclass
+class _Connection:
+    client: aiosmtplib.SMTP
+    lease: ConnectionLease | None
+    renewed_at: float
 
 
 class SmtpPool:
-    def __init__(self, settings: SmtpSettings, size: int) -> None:
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        size: int,
+        *,
+        account_id: int | None = None,
+        session_factory: SessionFactory | None = None,
+    ) -> None:
         self.settings = settings
         self.size = max(1, size)
-        self._idle: list[aiosmtplib.SMTP] = []
+        self._account_id = account_id
+        self._session_factory = session_factory
+        self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(self.size)
-        self._all: set[aiosmtplib.SMTP] = set()
+        self._open: list[_Connection] = []
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    @property
+    def _leased(self) -> bool:
+        return self._session_factory is not None and self._account_id is not None
+
+    async def _connect(self) -> _Connection:
+        lease = None
+        if self._leased:
+            holder = f"{socket.gethostname()}:{os.getpid()}:{next(_holder_ids)}"
+            lease = await acquire_connection(self._session_factory, self._account_id, self.size, holder)  # type: ignore[arg-type]
+            if lease is None:
+                raise NoConnectionSlot(f"all {self.size} connections of the account are in use")
         s = self.settings
         client = aiosmtplib.SMTP(
             hostname=s.host,
@@ -48,33 +92,61 @@ class SmtpPool:
             start_tls=s.security == ConnectionSecurity.starttls,
             validate_certs=s.validate_certs,
         )
-        await client.connect()
-        if s.username:
-            await client.login(s.username, s.password)
-        self._all.add(client)
-        return client
+        try:
+            await client.connect()
+            if s.username:
+                await client.login(s.username, s.password)
+        except BaseException:
+            client.close()
+            await self._release(lease)
+            raise
+        conn = _Connection(client, lease, time.monotonic())
+        self._open.append(conn)
+        return conn
+
+    async def _keep_lease(self, conn: _Connection) -> bool:
+        if conn.lease is None or time.monotonic() - conn.renewed_at < LEASE_RENEW_S:
+            return True
+        renewed = await renew_connection(self._session_factory, conn.lease)  # type: ignore[arg-type]
+        if renewed is None:
+            return False
+        conn.lease, conn.renewed_at = renewed, time.monotonic()
+        return True
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[aiosmtplib.SMTP]:
         """A connected client; if it is no longer connected afterwards it is dropped, not reused."""
         async with self._slots:
-            client = self._idle.pop() if self._idle else None
-            if client is None or not client.is_connected:
-                if client is not None:
-                    self._all.discard(client)
-                client = await self._connect()
+            conn = self._idle.pop() if self._idle else None
+            if conn is not None and (not conn.client.is_connected or not await self._keep_lease(conn)):
+                await self._drop(conn)
+                conn = None
+            if conn is None:
+                conn = await self._connect()
             try:
-                yield client
+                yield conn.client
             finally:
-                if client.is_connected:
-                    self._idle.append(client)
+                if conn.client.is_connected:
+                    self._idle.append(conn)
                 else:
-                    self._all.discard(client)
+                    await self._drop(conn)
+
+    async def _drop(self, conn: _Connection) -> None:
+        if conn in self._open:
+            self._open.remove(conn)
+        conn.client.close()
+        await self._release(conn.lease)
+
+    async def _release(self, lease: ConnectionLease | None) -> None:
+        if lease is not None and self._session_factory is not None:
+            with contextlib.suppress(Exception):  # an unreleased lease expires by itself
+                await release_connection(self._session_factory, lease)
 
     async def close(self) -> None:
-        clients, self._all, self._idle = list(self._all), set(), []
-        for client in clients:
-            if client.is_connected:
+        conns, self._open, self._idle = list(self._open), [], []
+        for conn in conns:
+            if conn.client.is_connected:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.quit(), timeout=5)
-            client.close()
+                    await asyncio.wait_for(conn.client.quit(), timeout=5)
+            conn.client.close()
+            await self._release(conn.lease)
