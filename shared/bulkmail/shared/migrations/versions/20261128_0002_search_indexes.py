@@ -50,10 +50,8 @@ BTREE_INDEXES: list[tuple[str, str, list[str], str | None]] = [
 def upgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
     for name, table, columns, where in BTREE_INDEXES:
-        kwargs = {}
-        if where is not None:
-            kwargs = {"postgresql_where": sa.text(where), "sqlite_where": sa.text(where)}
-        op.create_index(name, table, columns, **kwargs)
+        partial = sa.text(where) if where is not None else None
+        op.create_index(name, table, columns, postgresql_where=partial, sqlite_where=partial)
     if postgres:
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         # The expression must match the compiler's `' ' || leads.search_text` exactly.
