@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,7 +79,15 @@ async def prepare(session: AsyncSession, settings: Settings, box: SecretBox, bul
     )
 
 
+# Providers count by when a message reaches them, a few milliseconds after we reserve its slot;
+# windows a little longer than nominal keep that jitter from ever showing as N+1 in a window.
+WINDOW_MARGIN = timedelta(milliseconds=250)
+
+
 def _scaled(limits: AccountLimits, scale: float) -> AccountLimits:
-    if scale == 1.0:
-        return limits
-    return replace(limits, minute=limits.minute * scale, hour=limits.hour * scale, day=limits.day * scale)
+    return replace(
+        limits,
+        minute=limits.minute * scale + WINDOW_MARGIN,
+        hour=limits.hour * scale + WINDOW_MARGIN,
+        day=limits.day * scale + WINDOW_MARGIN,
+    )
