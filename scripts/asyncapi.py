@@ -25,11 +25,13 @@ EVENTS = {
     "bulk_email.error": "It stopped on an error that needs the user.",
     "email.sent": "The SMTP server accepted one recipient's message.",
     "email.failed": "One recipient's message failed for good.",
+    "email_account.paused": "The provider throttled or refused the account; sending rests until paused_until.",
 }
 QUEUES = {
     contracts.DISPATCH_QUEUE: "Build a bulk email's ledger, or queue more of its chunks (consumed by the dispatcher).",
     contracts.SEND_QUEUE: "Send one chunk of recipients (consumed by mailers).",
     contracts.NOTIFY_QUEUE: "Send the user's done / error email (consumed by mailers).",
+    contracts.ACCOUNT_NOTICE_QUEUE: "Tell an account's owner it is paused and until when (consumed by mailers).",
     contracts.SENT_COPY_QUEUE: "Copy sent messages to the IMAP Sent folder (consumed by mailers).",
 }
 
@@ -48,7 +50,7 @@ def document() -> dict[str, Any]:
         return model.__name__
 
     for event, summary in EVENTS.items():
-        model = contracts.BulkEmailEvent if event.startswith("bulk_email.") else contracts.EmailEvent
+        model = contracts.EVENT_CONTRACTS[event.split(".")[0] + ".*"]
         key = event.replace(".", "_")
         messages[key] = {
             "name": event,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 DISPATCH_QUEUE = "dispatch"  # → dispatcher: build a bulk email's recipients, pump its chunks
 SEND_QUEUE = "send"  # → mailer: send one chunk of recipients
 NOTIFY_QUEUE = "notify"  # → mailer: the "bulk email done" / error email to the user
+ACCOUNT_NOTICE_QUEUE = "account_notice"  # → mailer: "your email account is paused" to its owner
 SENT_COPY_QUEUE = "sent_copy"  # → mailer: IMAP APPEND of sent messages, apart from sending
 
 
@@ -42,6 +43,16 @@ class NotifyBulkEmailDone(Contract):
     v: Literal[1] = 1
     bulk_email_id: int
     organization_id: int
+
+
+class AccountPausedNotice(Contract):
+    """The provider refused or throttled us: the account rests until ``paused_until``."""
+
+    v: Literal[1] = 1
+    organization_id: int
+    email_account_id: int
+    paused_until: datetime
+    reason: str
 
 
 class SentCopy(Contract):
@@ -85,6 +96,16 @@ class BulkEmailEvent(Contract):
     occurred_at: datetime
 
 
+class EmailAccountEvent(Contract):
+    v: Literal[1] = 1
+    type: Literal["email_account.paused"]
+    organization_id: int
+    email_account_id: int
+    paused_until: datetime
+    reason: str
+    occurred_at: datetime
+
+
 class EmailEvent(Contract):
     """One recipient's outcome. Carries no address: subscribers look it up by id if entitled."""
 
@@ -99,10 +120,15 @@ class EmailEvent(Contract):
     occurred_at: datetime
 
 
-EVENT_CONTRACTS: dict[str, type[Contract]] = {"bulk_email.*": BulkEmailEvent, "email.*": EmailEvent}
+EVENT_CONTRACTS: dict[str, type[Contract]] = {
+    "bulk_email.*": BulkEmailEvent,
+    "email.*": EmailEvent,
+    "email_account.*": EmailAccountEvent,
+}
 QUEUE_CONTRACTS: dict[str, type[Contract]] = {
     DISPATCH_QUEUE: DispatchBulkEmail,
     SEND_QUEUE: SendChunk,
     NOTIFY_QUEUE: NotifyBulkEmailDone,
+    ACCOUNT_NOTICE_QUEUE: AccountPausedNotice,
     SENT_COPY_QUEUE: SentCopy,
 }

@@ -8,51 +8,27 @@ transaction that records it.
 from __future__ import annotations
 
 import html
-import uuid
 from datetime import UTC, datetime
-from urllib.parse import parse_qs, unquote, urlparse
 
 from sqlalchemy import select, update
 
-from bulkmail.mailer.message import MessageSkeleton
-from bulkmail.mailer.replies import Kind, send_one
-from bulkmail.mailer.smtp_pool import SmtpPool, SmtpSettings
+from bulkmail.mailer.notices import deliver_notice, notice_route
 from bulkmail.shared import bulk_emails
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
 from bulkmail.shared.models import (
     BulkEmail,
-    ConnectionSecurity,
     EmailAccount,
     EmailTemplate,
     Recipient,
     RecipientState,
     User,
 )
-from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
 
 log = get_logger(__name__)
 
 MAX_LISTED_FAILURES = 1000
-
-
-def parse_smtp_url(url: str) -> SmtpSettings:
-    """``smtp://user:password@host:587?security=starttls`` (security: none, starttls, tls)."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("smtp", "smtps") or not parsed.hostname:
-        raise ValueError("BULKMAIL_SYSTEM_SMTP_URL must look like smtp://user:password@host:587?security=starttls")
-    query = parse_qs(parsed.query)
-    default = "tls" if parsed.scheme == "smtps" else "starttls"
-    security = ConnectionSecurity(query.get("security", [default])[0])
-    port = parsed.port or (465 if security == ConnectionSecurity.tls else 587)
-    return SmtpSettings(
-        host=parsed.hostname,
-        port=port,
-        security=security,
-        username=unquote(parsed.username or ""),
-        password=unquote(parsed.password or ""),
-    )
 
 
 async def send_done_email(settings: Settings, database: Database, bulk_email_id: int) -> bool:
@@ -79,39 +55,12 @@ async def send_done_email(settings: Settings, database: Database, bulk_email_id:
                 .limit(MAX_LISTED_FAILURES)
             )
         ).all()
-        if settings.system_smtp_url:
-            smtp = parse_smtp_url(settings.system_smtp_url)
-            sender = settings.system_from_address or account.email
-        else:
-            box = SecretBox.from_settings(settings)
-            smtp = SmtpSettings(
-                host=account.smtp_host,
-                port=account.smtp_port,
-                security=account.smtp_security,
-                username=account.smtp_username,
-                password=box.decrypt(account.smtp_password_encrypted) if account.smtp_password_encrypted else "",
-            )
-            sender = account.email
+        smtp, sender = notice_route(settings, account)
         name = template.name if template else f"template {bulk.template_id}"
     subject, text, body_html = compose(
         bulk, name, counts.model_dump(), skipped, [(str(e), str(st), str(reply)) for e, st, reply in failures]
     )
-    message = MessageSkeleton(sender_address=sender, sender_name="bulkmail").build(
-        to_address=user.email,
-        to_name=user.name,
-        subject=subject,
-        message_id=f"<bulk-{bulk.id}-done.{uuid.uuid4().hex[:12]}@{sender.rpartition('@')[2] or 'localhost'}>",
-        text=text,
-        html=body_html,
-    )
-    pool = SmtpPool(smtp, 1)
-    try:
-        async with pool.connection() as client:
-            verdict = await send_one(client, sender, user.email, message)
-    finally:
-        await pool.close()
-    if verdict.kind != Kind.sent:
-        raise ConnectionError(f"done email for bulk email {bulk.id} not accepted: {verdict.reason}")
+    await deliver_notice(smtp, sender, user.email, user.name, subject, text, body_html, f"bulk-{bulk.id}-done")
     async with database.session() as session:
         await session.execute(
             update(BulkEmail)

@@ -25,6 +25,7 @@ from bulkmail.mailer.prepared import PreparedBulkEmail, prepare
 from bulkmail.mailer.replies import (
     MAX_ATTEMPTS,
     Kind,
+    PauseKind,
     ReplyVerdict,
     classify_exception,
     next_attempt_delay,
@@ -35,9 +36,12 @@ from bulkmail.mailer.smtp_pool import NoConnectionSlot, SmtpPool
 from bulkmail.shared import bulk_emails, metrics
 from bulkmail.shared.broker import Broker
 from bulkmail.shared.contracts import (
+    ACCOUNT_NOTICE_QUEUE,
     DISPATCH_QUEUE,
     SENT_COPY_QUEUE,
+    AccountPausedNotice,
     DispatchBulkEmail,
+    EmailAccountEvent,
     EmailEvent,
     SendChunk,
     SentCopy,
@@ -54,7 +58,7 @@ from bulkmail.shared.models import (
     RecipientState,
     Suppression,
 )
-from bulkmail.shared.rate_limit import reserve_send_slot
+from bulkmail.shared.rate_limit import day_window_frees_at, reserve_send_slot
 from bulkmail.shared.render_data import RecipientRef, load_render_contexts
 from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
@@ -101,6 +105,7 @@ class ChunkSender:
         self._prepared: dict[int, tuple[float, PreparedBulkEmail]] = {}
         self._pools: dict[int, tuple[tuple[Any, ...], SmtpPool]] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._pause_notices: list[AccountPausedNotice] = []
 
     async def close(self) -> None:
         for _, pool in self._pools.values():
@@ -152,6 +157,7 @@ class ChunkSender:
             outcomes = await self._send_batch(prepared, pool, claimed)
             paused = await self._record(prepared, outcomes)
             await self._emit(prepared, outcomes)
+            await self._announce_pauses()
             await self._queue_sent_copies(prepared, outcomes)
             if paused is not None:
                 await self._defer_rest(chunk_id, paused, "email account paused")
@@ -377,9 +383,21 @@ class ChunkSender:
         if account.paused_until is not None and account.paused_until > now:
             return account.paused_until
         previous = 1 if account.pause_reason else 0
-        until = pause_until(verdict, previous_pauses=previous, now=now)
+        frees_at = None
+        if verdict.pause is PauseKind.daily_quota:
+            frees_at = await day_window_frees_at(self.database.sessionmaker, account_id, now)
+        until = pause_until(verdict, previous_pauses=previous, now=now, day_window_frees_at=frees_at)
         account.paused_until = until
         account.pause_reason = _reply_text(verdict)
+        # Told after the commit: the owner by email, other services by event (_announce_pauses).
+        self._pause_notices.append(
+            AccountPausedNotice(
+                organization_id=account.organization_id,
+                email_account_id=account.id,
+                paused_until=until,
+                reason=account.pause_reason,
+            )
+        )
         log.warning("email account paused", account_id=account_id, until=until.isoformat(), reason=verdict.reason)
         return until
 
@@ -422,7 +440,7 @@ class ChunkSender:
                 recipient_id=o.recipient.id,
                 lead_id=o.recipient.lead_id,
                 message_id=o.message_id,
-                reason="" if o.verdict.kind == Kind.sent else o.verdict.reason,
+                reason="" if o.verdict.kind == Kind.sent else _reply_text(o.verdict),
                 occurred_at=now,
             )
             for o in outcomes
@@ -440,6 +458,20 @@ class ChunkSender:
         prepared = await prepare(session, self.settings, self.box, bulk)
         self._prepared[bulk.id] = (time.monotonic(), prepared)
         return prepared
+
+    async def _announce_pauses(self) -> None:
+        notices, self._pause_notices = self._pause_notices, []
+        for notice in notices:
+            await self.broker.send(ACCOUNT_NOTICE_QUEUE, notice)
+            event = EmailAccountEvent(
+                type="email_account.paused",
+                organization_id=notice.organization_id,
+                email_account_id=notice.email_account_id,
+                paused_until=notice.paused_until,
+                reason=notice.reason,
+                occurred_at=_now(),
+            )
+            await self.broker.emit(event.type, event)
 
     async def _queue_sent_copies(self, prepared: PreparedBulkEmail, outcomes: list[Outcome]) -> None:
         """Sent copies go on their own queue: IMAP never slows or blocks sending."""
