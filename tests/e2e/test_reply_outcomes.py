@@ -36,14 +36,14 @@ class Scripted:
     def __init__(self) -> None:
         self.accepted: list[str] = []
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: N802
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         reply = RCPT_REPLIES.get(address.split("@")[0])
         if reply:
             return reply
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.accepted.extend(envelope.rcpt_tos)
         return "250 2.0.0 OK queued"
 
@@ -169,7 +169,7 @@ async def _done(client, bulk_id: int) -> bool:  # type: ignore[no-untyped-def]
 
 
 async def test_a_quota_reply_pauses_the_account_tells_the_owner_and_keeps_the_recipients(pipeline, database):
-    client, send, scripted, system, events, account = pipeline
+    client, send, _, system, events, account = pipeline
     bulk = await send("quota", "ok", tag="quota")
 
     async def paused() -> bool:
