@@ -187,7 +187,10 @@ async def test_a_quota_reply_pauses_the_account_tells_the_owner_and_keeps_the_re
     # Nobody failed: everything waits for the account to come back (the rolling day frees up).
     assert {s[0] for s in states.values()} <= {"deferred", "sent"}
     assert states["quota"][0] == "deferred"
-    assert (await client.get(f"/api/v1/bulk_action/email/{bulk['id']}/")).json()["status"] == "processing"
+    progress = (await client.get(f"/api/v1/bulk_action/email/{bulk['id']}/")).json()
+    assert progress["status"] == "processing"
+    # The ETA says when sending resumes (the pause lasts until the rolling day frees up).
+    assert progress["eta_text"].startswith("account paused; resumes ") and progress["eta"] is not None
     # The owner hears of it through the system SMTP account (their own is the one refusing).
     await _until(lambda: _any(lambda: any("owen@replies.example" in m.rcpt_tos for m in system.messages)))
     notice = next(m for m in system.messages if "owen@replies.example" in m.rcpt_tos).parsed()

@@ -20,7 +20,7 @@ from bulkmail.query_api.bulk_emails.schemas import (
     RenderedSample,
     RetryIn,
 )
-from bulkmail.query_api.deps import AuthDep, OutboxDep, SessionDep, SettingsDep
+from bulkmail.query_api.deps import AuthDep, DatabaseDep, OutboxDep, SessionDep, SettingsDep
 from bulkmail.query_api.errors import BadRequest
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.pagination import PageDep, fetch_page
@@ -69,9 +69,12 @@ async def list_bulk_emails(session: SessionDep, principal: AuthDep, page: PageDe
 
 
 @router.get("/{bulk_email_id}/", response_model=BulkEmailOut)
-async def get_bulk_email(bulk_email_id: int, session: SessionDep, principal: AuthDep) -> BulkEmailOut:
+async def get_bulk_email(
+    bulk_email_id: int, session: SessionDep, principal: AuthDep, database: DatabaseDep
+) -> BulkEmailOut:
+    """Progress, counts by recipient state, and an ETA that honours the account's limits."""
     bulk = await get_owned(session, BulkEmail, bulk_email_id, principal.organization_id, what="bulk email")
-    return await service.to_out(session, bulk)
+    return await service.to_out(session, bulk, database.sessionmaker, principal.timezone)
 
 
 @router.put("/{bulk_email_id}/", response_model=BulkEmailOut)

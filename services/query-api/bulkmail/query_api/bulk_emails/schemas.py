@@ -64,6 +64,9 @@ class BulkEmailOut(BaseModel):
     date_created: datetime
     date_updated: datetime
     date_done: datetime | None
+    # When the last recipient is expected to go out, honouring the account's limits and pauses.
+    eta: datetime | None = None
+    eta_text: str = ""
 
 
 class BulkEmailList(BaseModel):

@@ -33,6 +33,7 @@ from bulkmail.shared.models import (
     Suppression,
 )
 from bulkmail.shared.providers import limits_for_account
+from bulkmail.shared.rate_limit import SessionFactory, describe_resume, eta
 from bulkmail.shared.render_data import RecipientRef, load_render_contexts, sender_context
 from bulkmail.shared.settings import Settings
 from bulkmail.shared.templating import CompiledTemplate, TemplateError, compile_template
@@ -129,7 +130,15 @@ async def _by_idempotency_key(session: AsyncSession, organization_id: int, key: 
     )
 
 
-async def to_out(session: AsyncSession, bulk: BulkEmail) -> BulkEmailOut:
+async def to_out(
+    session: AsyncSession, bulk: BulkEmail, sessionmaker: SessionFactory | None = None, timezone: str = "UTC"
+) -> BulkEmailOut:
+    counts = await bulk_emails.recipient_counts(session, bulk.id)
+    eta_at, eta_text = None, ""
+    if sessionmaker is not None and bulk.status in (S.processing, S.resuming, S.loading, S.created):
+        eta_at, eta_text = await _eta(
+            session, sessionmaker, bulk, counts.pending + counts.deferred + counts.sending, timezone
+        )
     return BulkEmailOut(
         id=bulk.id,
         status=bulk.status.value,
@@ -145,13 +154,35 @@ async def to_out(session: AsyncSession, bulk: BulkEmail) -> BulkEmailOut:
         n_duplicates=bulk.n_duplicates,
         send_done_email=bulk.send_done_email,
         exclude_already_emailed=bulk.exclude_already_emailed,
-        counts=await bulk_emails.recipient_counts(session, bulk.id),
+        counts=counts,
         skipped=await bulk_emails.skip_reasons(session, bulk.id),
+        eta=eta_at,
+        eta_text=eta_text,
         error=bulk.error,
         date_created=bulk.created_at,
         date_updated=bulk.updated_at,
         date_done=bulk.done_at,
     )
+
+
+async def _eta(
+    session: AsyncSession, sessionmaker: SessionFactory, bulk: BulkEmail, remaining: int, timezone: str
+) -> tuple[datetime | None, str]:
+    """The time the last recipient can go out, and the user's words for it ("resumes tomorrow at 09:12")."""
+    account = await session.get(EmailAccount, bulk.email_account_id)
+    if account is None or remaining <= 0:
+        return None, ""
+    now = datetime.now(UTC)
+    limits = limits_for_account(account)
+    paused_until = account.paused_until if account.paused_until and account.paused_until > now else None
+    finish = await eta(sessionmaker, account.id, limits, remaining, now=paused_until or now)
+    if paused_until is not None:
+        return finish, f"account paused; {describe_resume(paused_until, now, timezone)}"
+    if limits.unlimited:
+        return None, "sending now"
+    first = await eta(sessionmaker, account.id, limits, 1, now=now)
+    text = describe_resume(first, now, timezone)
+    return finish, f"{text}; the last recipient goes out about {finish:%Y-%m-%d %H:%M} UTC"
 
 
 async def change_status(session: AsyncSession, bulk: BulkEmail, to: str) -> BulkEmailStatus:
