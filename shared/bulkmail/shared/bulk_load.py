@@ -439,6 +439,8 @@ async def deferred_indexes(conn: AsyncConnection, tables: Iterable[Table]) -> As
         {"tables": [table.name for table in tables]},
     )
     indexes = [(str(name), str(definition)) for name, definition in result]
+    # DROP INDEX waits for every open transaction on the table: fail rather than hang behind one.
+    await conn.execute(text("SET LOCAL lock_timeout = '30s'"))
     for name, _ in indexes:
         await conn.exec_driver_sql(f"DROP INDEX {name}")
     timing = IndexTiming()
