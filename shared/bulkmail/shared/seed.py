@@ -238,7 +238,10 @@ class _LeadGenerator:
             status_id=rng.choice(org.status_ids),
             user_id=user_id,
             contacts=contacts,
-            addresses=[AddressIn(*rng.choice(data.CITIES)) for _ in range(rng.choice(_ADDRESSES))],
+            addresses=[
+                AddressIn(*rng.choice(data.CITIES), address_1=f"{rng.randrange(1, 2000)} {rng.choice(data.STREETS)}")
+                for _ in range(rng.choice(_ADDRESSES))
+            ],
             custom=self._custom_values(created_ts),
             opportunities=opportunities,
             calls=calls,

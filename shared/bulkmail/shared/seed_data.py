@@ -252,6 +252,11 @@ CITIES = [
     ("São Paulo", "SP", "BR", "01000-000"), ("Mexico City", "CDMX", "MX", "06000"),
 ]  # fmt: skip
 
+STREETS = [
+    "Main Street", "Market Street", "High Street", "Broadway", "Park Avenue", "Elm Street",
+    "Harbor Road", "Station Road", "Mill Lane", "King Street", "Church Street", "Lake View Drive",
+]  # fmt: skip
+
 LEAD_SOURCES = ["Website", "Referral", "Cold Call", "Trade Show", "LinkedIn", "Webinar", "Partner"]
 INDUSTRIES = [
     "Software", "Manufacturing", "Retail", "Healthcare", "Finance", "Logistics", "Education",
