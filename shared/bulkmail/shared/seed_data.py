@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
 ORGANIZATION_NAME = "Demo Sales Co"
 ORGANIZATION_DOMAIN = "demosales.example"
 
@@ -20,202 +25,45 @@ TEMPLATES = [
     ("Check-in", "Checking in", "<p>How are things going at {{ lead.display_name }}?</p>"),
 ]
 
-FIRST_NAMES = [
-    "James",
-    "Mary",
-    "John",
-    "Patricia",
-    "Robert",
-    "Jennifer",
-    "Michael",
-    "Linda",
-    "William",
-    "Elizabeth",
-    "David",
-    "Barbara",
-    "Richard",
-    "Susan",
-    "Joseph",
-    "Jessica",
-    "Thomas",
-    "Sarah",
-    "Charles",
-    "Karen",
-    "Daniel",
-    "Nancy",
-    "Matthew",
-    "Lisa",
-    "Anthony",
-    "Betty",
-    "Mark",
-    "Sandra",
-    "Steven",
-    "Ashley",
-    "Paul",
-    "Emily",
-    "Andrew",
-    "Kimberly",
-    "Joshua",
-    "Donna",
-    "Kevin",
-    "Michelle",
-    "Brian",
-    "Carol",
-    "George",
-    "Amanda",
-    "Timothy",
-    "Melissa",
-    "Ronald",
-    "Deborah",
-    "Jason",
-    "Stephanie",
-    "Ryan",
-    "Rebecca",
-    "Jacob",
-    "Laura",
-    "Gary",
-    "Sharon",
-    "Nicholas",
-    "Cynthia",
-    "Eric",
-    "Kathleen",
-    "Jonathan",
-    "Amy",
-    "Sofia",
-    "Mateo",
-    "Yuki",
-    "Priya",
-    "Chen",
-    "Olga",
-    "Ahmed",
-    "Fatima",
-]
-LAST_NAMES = [
-    "Smith",
-    "Johnson",
-    "Williams",
-    "Brown",
-    "Jones",
-    "Garcia",
-    "Miller",
-    "Davis",
-    "Rodriguez",
-    "Martinez",
-    "Hernandez",
-    "Lopez",
-    "Gonzalez",
-    "Wilson",
-    "Anderson",
-    "Thomas",
-    "Taylor",
-    "Moore",
-    "Jackson",
-    "Martin",
-    "Lee",
-    "Perez",
-    "Thompson",
-    "White",
-    "Harris",
-    "Sanchez",
-    "Clark",
-    "Ramirez",
-    "Lewis",
-    "Robinson",
-    "Walker",
-    "Young",
-    "Allen",
-    "King",
-    "Wright",
-    "Scott",
-    "Torres",
-    "Nguyen",
-    "Hill",
-    "Flores",
-    "Green",
-    "Adams",
-    "Nelson",
-    "Baker",
-    "Hall",
-    "Rivera",
-    "Campbell",
-    "Mitchell",
-    "Carter",
-    "Roberts",
-    "Kowalski",
-    "Schmidt",
-    "Tanaka",
-    "Kim",
-    "Singh",
-    "Okafor",
-    "Dubois",
-    "Rossi",
-    "Jensen",
-    "Novak",
-]
+FIRST_NAMES = _words(
+    """
+    James Mary John Patricia Robert Jennifer Michael Linda William Elizabeth David Barbara
+    Richard Susan Joseph Jessica Thomas Sarah Charles Karen Daniel Nancy Matthew Lisa Anthony
+    Betty Mark Sandra Steven Ashley Paul Emily Andrew Kimberly Joshua Donna Kevin Michelle Brian
+    Carol George Amanda Timothy Melissa Ronald Deborah Jason Stephanie Ryan Rebecca Jacob Laura
+    Gary Sharon Nicholas Cynthia Eric Kathleen Jonathan Amy Sofia Mateo Yuki Priya Chen Olga
+    Ahmed Fatima
+    """
+)
+LAST_NAMES = _words(
+    """
+    Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez
+    Gonzalez Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson White Harris
+    Sanchez Clark Ramirez Lewis Robinson Walker Young Allen King Wright Scott Torres Nguyen Hill
+    Flores Green Adams Nelson Baker Hall Rivera Campbell Mitchell Carter Roberts Kowalski
+    Schmidt Tanaka Kim Singh Okafor Dubois Rossi Jensen Novak
+    """
+)
 TITLES = [
     "CEO", "CTO", "CFO", "COO", "VP Sales", "VP Marketing", "Head of Growth", "Sales Manager",
     "Account Executive", "Marketing Manager", "Founder", "Co-Founder", "Operations Manager",
     "Office Manager", "Engineering Manager", "Purchasing Manager", "",
 ]  # fmt: skip
 
-COMPANY_FIRST = [
-    "Acme",
-    "Blue",
-    "Bright",
-    "Summit",
-    "Pioneer",
-    "Atlas",
-    "Northern",
-    "Silver",
-    "Red",
-    "Green",
-    "Golden",
-    "Rapid",
-    "Cedar",
-    "Iron",
-    "Harbor",
-    "Quantum",
-    "Vertex",
-    "Apex",
-    "Nova",
-    "Polar",
-    "Crescent",
-    "Granite",
-    "Maple",
-    "Orbit",
-    "Prime",
-    "Swift",
-    "Urban",
-    "Vital",
-    "Zenith",
-    "Echo",
-]
-COMPANY_SECOND = [
-    "Widgets",
-    "Labs",
-    "Systems",
-    "Logistics",
-    "Analytics",
-    "Foods",
-    "Health",
-    "Energy",
-    "Robotics",
-    "Media",
-    "Software",
-    "Capital",
-    "Designs",
-    "Dynamics",
-    "Networks",
-    "Solutions",
-    "Partners",
-    "Works",
-    "Supply",
-    "Motors",
-    "Cloud",
-    "Studio",
-    "Consulting",
-    "Ventures",
-]
+COMPANY_FIRST = _words(
+    """
+    Acme Blue Bright Summit Pioneer Atlas Northern Silver Red Green Golden Rapid Cedar Iron
+    Harbor Quantum Vertex Apex Nova Polar Crescent Granite Maple Orbit Prime Swift Urban Vital
+    Zenith Echo
+    """
+)
+COMPANY_SECOND = _words(
+    """
+    Widgets Labs Systems Logistics Analytics Foods Health Energy Robotics Media Software Capital
+    Designs Dynamics Networks Solutions Partners Works Supply Motors Cloud Studio Consulting
+    Ventures
+    """
+)
 COMPANY_KIND = ["Inc", "LLC", "Ltd", "GmbH", "Corp", "Co", "Group", "SA"]
 TLDS = ["com", "com", "com", "io", "co", "net", "de", "fr", "co.uk"]
 FREE_MAIL = ["gmail.com", "yahoo.com", "outlook.com", "hotmail.com", "proton.me"]
