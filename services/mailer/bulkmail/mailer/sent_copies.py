@@ -1,0 +1,245 @@
+"""The Sent-copy consumer: rebuilds sent messages and APPENDs them to the user's Sent folder.
+
+It runs on its own queue (``SENT_COPY_QUEUE``) with its own prefetch, so an IMAP server that is
+down, slow or refusing never delays sending (ARCHITECTURE.md invariant 6). Its failures end in
+``Recipient.sent_copy_state`` and the ``imap_copies`` metric; the dispatcher's sweep publishes
+failed, unknown and lost copies again with backoff.
+
+``sent_copy_state`` moves like the sending ledger: ``pending`` → ``copying`` (claimed, committed
+before the APPEND, so two deliveries never copy the same message) → ``appended`` | ``skipped`` |
+``failed`` (nothing stored) | ``unknown`` (may be stored: the retry searches for the Message-ID
+first). A copy left ``copying`` by a worker that stopped is turned ``unknown`` by the sweep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bulkmail.mailer.message import HeaderValueError, make_message_id
+from bulkmail.mailer.prepared import PreparedBulkEmail, prepare
+from bulkmail.mailer.sent_copy import AppendOutcome, CopyState, ImapSettings, append_sent_copy
+from bulkmail.shared import metrics
+from bulkmail.shared.contracts import SentCopy
+from bulkmail.shared.db import Database
+from bulkmail.shared.logging import get_logger
+from bulkmail.shared.models import BulkEmail, EmailAccount, Recipient, RecipientState
+from bulkmail.shared.providers import should_append_sent_copy
+from bulkmail.shared.render_data import RecipientRef, load_render_contexts
+from bulkmail.shared.secrets import SecretBox
+from bulkmail.shared.settings import Settings
+from bulkmail.shared.templating import TemplateRenderError
+from bulkmail.shared.unsubscribe import unsubscribe_url
+
+log = get_logger(__name__)
+
+PENDING, COPYING, APPENDED, SKIPPED, FAILED, UNKNOWN = "pending", "copying", "appended", "skipped", "failed", "unknown"
+CLAIMABLE = (PENDING, FAILED, UNKNOWN)
+
+
+@dataclass(frozen=True)
+class _Copy:
+    id: int
+    email: str
+    email_normalized: str
+    message_id: str
+    sent_at: datetime
+    was: str  # the state it was claimed from: "unknown" needs the Message-ID search
+    context: Any
+
+
+@dataclass
+class _Job:
+    account_id: int
+    account: EmailAccount  # detached; read only
+    n_leads: int
+    imap: ImapSettings
+    prepared: PreparedBulkEmail
+    copies: list[_Copy]
+
+
+async def copy_to_sent(
+    settings: Settings, database: Database, message: SentCopy, folder_cache: MutableMapping[str, str]
+) -> None:
+    """Copy the given recipients' messages to the Sent folder; never raises for IMAP trouble."""
+    job = await _claim(settings, database, message)
+    if job is None:
+        return
+    decided_with_capabilities = False
+    for i, copy in enumerate(job.copies):
+        outcome = await _append(settings, job, copy, folder_cache)
+        await _record(database, job, copy, outcome.state.value, outcome.sent_copy_uid, outcome.folder)
+        rest = job.copies[i + 1 :]
+        if outcome.capabilities and not decided_with_capabilities:
+            # Only a logged-in session tells a Gmail mailbox behind a custom host name (X-GM-EXT-1).
+            decided_with_capabilities = True
+            decision = should_append_sent_copy(job.account, job.n_leads, set(outcome.capabilities))
+            if not decision.append:
+                log.info("Sent copies stopped", account_id=job.account_id, reason=decision.reason)
+                await _finish_rest(database, job, rest, lambda _c: SKIPPED)
+                return
+        if outcome.state is not CopyState.appended and (outcome.state is CopyState.unknown or not outcome.capabilities):
+            # Unreachable, refusing the login or dying mid-command: the next message would fare no
+            # better, so an outage costs one timeout per batch, not one per message. The sweep retries.
+            log.warning("Sent copy failed", account_id=job.account_id, detail=outcome.detail, left=len(rest))
+            await _finish_rest(database, job, rest, lambda c: UNKNOWN if c.was == UNKNOWN else FAILED)
+            return
+
+
+async def _claim(settings: Settings, database: Database, message: SentCopy) -> _Job | None:
+    """Claim the copies still to do (committed before any APPEND) and gather what rebuilds them."""
+    now = _now()
+    async with database.session() as session:
+        bulk = await session.get(BulkEmail, message.bulk_email_id)
+        # The tenant wall: the message's organisation must own the bulk email, its account and recipients.
+        if bulk is None or bulk.organization_id != message.organization_id:
+            return None
+        account = await session.get(EmailAccount, bulk.email_account_id)
+        if account is None or account.organization_id != bulk.organization_id:
+            return None
+        was: dict[int, str] = {}
+        for state in CLAIMABLE:  # one UPDATE per state, so each claim knows what it came from
+            rows = await session.execute(
+                update(Recipient)
+                .where(
+                    Recipient.id.in_(message.recipient_ids),
+                    Recipient.bulk_email_id == bulk.id,
+                    Recipient.organization_id == bulk.organization_id,
+                    Recipient.state == RecipientState.sent,
+                    Recipient.sent_copy_state == state,
+                )
+                .values(sent_copy_state=COPYING, updated_at=now)
+                .returning(Recipient.id)
+                .execution_options(synchronize_session=False)
+            )
+            was.update((rid, state) for rid in rows.scalars())
+        if not was:
+            return None  # a redelivery, or copies another worker already took
+        decision = should_append_sent_copy(account, bulk.n_leads, None)
+        if not decision.append:  # the account changed since sending (a mode, a Gmail SMTP host)
+            await _set_states(session, list(was), SKIPPED, now)
+            _count(account.id, SKIPPED, len(was))
+            return None
+        try:
+            prepared = await prepare(session, settings, SecretBox.from_settings(settings), bulk)
+            password = SecretBox.from_settings(settings).decrypt(account.imap_password_encrypted or "")
+        except Exception as exc:  # template or account gone, undecryptable password: retried by the sweep
+            log.warning("Sent copies cannot be built", bulk_email_id=bulk.id, error=str(exc))
+            await _set_states(session, [r for r, s in was.items() if s != UNKNOWN], FAILED, now)
+            await _set_states(session, [r for r, s in was.items() if s == UNKNOWN], UNKNOWN, now)
+            _count(account.id, FAILED, len(was))
+            return None
+        recipients = (
+            await session.execute(
+                select(
+                    Recipient.id,
+                    Recipient.lead_id,
+                    Recipient.contact_id,
+                    Recipient.email,
+                    Recipient.email_normalized,
+                    Recipient.message_id,
+                    Recipient.sent_at,
+                )
+                .where(Recipient.id.in_(list(was)))
+                .order_by(Recipient.id)
+            )
+        ).all()
+        contexts = await load_render_contexts(
+            session,
+            bulk.organization_id,
+            [RecipientRef(r.lead_id, r.contact_id, r.email) for r in recipients],
+            prepared.user,
+            prepared.organization,
+        )
+        session.expunge(account)
+        copies = [
+            _Copy(r.id, r.email, r.email_normalized, r.message_id, r.sent_at or now, was[r.id], ctx)
+            for r, ctx in zip(recipients, contexts, strict=True)
+        ]
+        imap = ImapSettings.from_account(account, password)
+        return _Job(account.id, account, bulk.n_leads, imap, prepared, copies)
+
+
+async def _append(settings: Settings, job: _Job, copy: _Copy, folder_cache: MutableMapping[str, str]) -> AppendOutcome:
+    """Rebuild the message exactly as ``ChunkSender._send_one`` did, then APPEND it."""
+    p = job.prepared
+    message_id = make_message_id(p.bulk_email_id, copy.id, p.message_id_domain, p.message_id_secret)
+    if copy.message_id and message_id != copy.message_id:
+        # The Message-ID secret changed (key rotation): this would not be the message that was sent.
+        return AppendOutcome(CopyState.failed, None, detail="the rebuilt Message-ID differs from the one sent")
+    try:
+        rendered = p.template.render(copy.context)
+        data = p.skeleton.build(
+            to_address=copy.email,
+            to_name=copy.context.contact.name,
+            subject=rendered.subject,
+            message_id=message_id,
+            text=rendered.text,
+            html=rendered.html,
+            date=copy.sent_at,
+            unsubscribe_url=unsubscribe_url(settings, p.organization_id, copy.email_normalized),
+        )
+    except (TemplateRenderError, HeaderValueError) as exc:
+        return AppendOutcome(CopyState.failed, None, detail=f"message could not be rebuilt: {exc}")
+    if copy.was in (FAILED, UNKNOWN):
+        metrics.record_imap_copy(job.account_id, "retried")
+    return await append_sent_copy(
+        job.imap, data, message_id, copy.sent_at, folder_cache, check_existing=copy.was == UNKNOWN
+    )
+
+
+async def _record(database: Database, job: _Job, copy: _Copy, state: str, uid: str, folder: str | None) -> None:
+    # One commit per message: a worker that stops mid-batch leaves at most one copy "copying".
+    async with database.session() as session:
+        await session.execute(
+            update(Recipient)
+            .where(Recipient.id == copy.id, Recipient.sent_copy_state == COPYING)
+            .values(sent_copy_state=state, sent_copy_uid=uid, updated_at=_now())
+            .execution_options(synchronize_session=False)
+        )
+        account = job.account
+        if folder and not account.sent_folder and folder != account.sent_folder_discovered:
+            # Stored so other workers (and restarts) skip the discovery; the folder cache is per process.
+            await session.execute(
+                update(EmailAccount)
+                .where(EmailAccount.id == job.account_id)
+                .values(sent_folder_discovered=folder)
+                .execution_options(synchronize_session=False)
+            )
+            account.sent_folder_discovered = folder
+    _count(job.account_id, state)
+
+
+async def _finish_rest(database: Database, job: _Job, rest: list[_Copy], state_of: Any) -> None:
+    if not rest:
+        return
+    now = _now()
+    async with database.session() as session:
+        for state in {state_of(c) for c in rest}:
+            ids = [c.id for c in rest if state_of(c) == state]
+            await _set_states(session, ids, state, now)
+            _count(job.account_id, state, len(ids))
+
+
+async def _set_states(session: AsyncSession, ids: list[int], state: str, now: datetime) -> None:
+    if ids:
+        await session.execute(
+            update(Recipient)
+            .where(Recipient.id.in_(ids), Recipient.sent_copy_state == COPYING)
+            .values(sent_copy_state=state, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _count(account_id: int, state: str, n: int = 1) -> None:
+    for _ in range(n):
+        metrics.record_imap_copy(account_id, state)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
