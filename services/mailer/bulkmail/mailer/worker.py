@@ -5,9 +5,20 @@ from __future__ import annotations
 import asyncio
 
 from bulkmail.mailer.done_email import send_done_email
+from bulkmail.mailer.notices import send_account_paused_email
 from bulkmail.mailer.sender import ChunkSender
+from bulkmail.mailer.sent_copies import copy_to_sent
 from bulkmail.shared.broker import Broker, Delivery
-from bulkmail.shared.contracts import NOTIFY_QUEUE, SEND_QUEUE, NotifyBulkEmailDone, SendChunk
+from bulkmail.shared.contracts import (
+    ACCOUNT_NOTICE_QUEUE,
+    NOTIFY_QUEUE,
+    SEND_QUEUE,
+    SENT_COPY_QUEUE,
+    AccountPausedNotice,
+    NotifyBulkEmailDone,
+    SendChunk,
+    SentCopy,
+)
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
 from bulkmail.shared.settings import Settings
@@ -20,7 +31,7 @@ DONE_EMAIL_ATTEMPTS = 3
 
 class MailerWorker(Worker):
     service = "mailer"
-    backlog_queues = (SEND_QUEUE, NOTIFY_QUEUE)
+    backlog_queues = (SEND_QUEUE, NOTIFY_QUEUE, SENT_COPY_QUEUE)
 
     def __init__(
         self, settings: Settings, database: Database | None = None, broker: Broker | None = None, prefetch: int = 4
@@ -28,16 +39,41 @@ class MailerWorker(Worker):
         super().__init__(settings, database, broker)
         self.sender = ChunkSender(settings, self.database, self.broker)
         self.prefetch = prefetch
+        # Sent folders found by discovery, per IMAP account, for this process's lifetime.
+        self.sent_folders: dict[str, str] = {}
 
     async def start(self) -> None:
         await self.broker.consume(SEND_QUEUE, self._on_chunk, prefetch=self.prefetch)
         await self.broker.consume(NOTIFY_QUEUE, self._on_notify, prefetch=2)
+        await self.broker.consume(ACCOUNT_NOTICE_QUEUE, self._on_account_notice, prefetch=1)
+        self.spawn(self._close_idle_connections(), "mailer-idle-smtp")
+        # Its own queue and prefetch: a slow or dead IMAP server never holds up sending.
+        await self.broker.consume(SENT_COPY_QUEUE, self._on_sent_copy, prefetch=2)
 
     async def on_stop(self) -> None:
         await self.sender.close()
 
     async def _on_chunk(self, delivery: Delivery) -> None:
         await self.sender.handle(SendChunk.model_validate_json(delivery.body))
+
+    async def _on_sent_copy(self, delivery: Delivery) -> None:
+        message = SentCopy.model_validate_json(delivery.body)
+        await copy_to_sent(self.settings, self.database, message, self.sent_folders)
+
+    async def _close_idle_connections(self) -> None:
+        while not self.stopping:
+            await self.sleep_or_stop(0.5)
+            try:
+                await self.sender.close_idle_connections()
+            except Exception:
+                log.exception("closing idle SMTP connections failed")
+
+    async def _on_account_notice(self, delivery: Delivery) -> None:
+        notice = AccountPausedNotice.model_validate_json(delivery.body)
+        try:
+            await send_account_paused_email(self.settings, self.database, notice)
+        except Exception as exc:  # the account itself may be what refuses us; the event still went out
+            log.warning("account paused notice not sent", email_account_id=notice.email_account_id, error=str(exc))
 
     async def _on_notify(self, delivery: Delivery) -> None:
         message = NotifyBulkEmailDone.model_validate_json(delivery.body)
