@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
 
 from bulkmail.dispatcher.pump import PumpResult, pump
 from bulkmail.dispatcher.recipients import build_recipients
 from bulkmail.shared import bulk_emails
 from bulkmail.shared.broker import Broker
-from bulkmail.shared.contracts import NOTIFY_QUEUE, SEND_QUEUE
+from bulkmail.shared.contracts import NOTIFY_QUEUE, SEND_QUEUE, SENT_COPY_QUEUE, SentCopy
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import correlation_id, get_logger
 from bulkmail.shared.models import BulkEmail, BulkEmailStatus, Recipient, RecipientState
@@ -18,6 +24,23 @@ log = get_logger(__name__)
 S = BulkEmailStatus
 
 
+@dataclass(frozen=True)
+class SentCopyRetry:
+    """When the sweep publishes Sent copies again (the mailer's ``sent_copies`` does the copying).
+
+    A copy waits at least as long as it had already waited when last tried (and at least
+    ``first``), so attempts double in spacing: about 11 in ``give_up``, after which it stays failed.
+    """
+
+    every: float = 30.0  # seconds between looks: the query is not free on a big ledger
+    first: timedelta = timedelta(minutes=1)  # failed / unknown
+    lost: timedelta = timedelta(minutes=10)  # still pending: its message was lost (or queued behind many)
+    stuck: timedelta = timedelta(minutes=10)  # "copying" in a worker that stopped: becomes unknown
+    give_up: timedelta = timedelta(hours=24)
+    batch: int = 50  # recipients per SentCopy message
+    limit: int = 2000  # rows looked at per sweep
+
+
 class Dispatcher:
     def __init__(self, settings: Settings, database: Database, broker: Broker) -> None:
         self.settings = settings
@@ -25,6 +48,8 @@ class Dispatcher:
         self.broker = broker
         self._running: set[int] = set()
         self._again: set[int] = set()
+        self.sent_copy_retry = SentCopyRetry()
+        self._sent_copies_swept = 0.0
 
     async def handle(self, bulk_email_id: int) -> None:
         """Advance one bulk email as far as it can go now. Safe to call any number of times.
@@ -102,3 +127,71 @@ class Dispatcher:
             )
         for bulk_email_id in ids:
             await self.handle(bulk_email_id)
+        if time.monotonic() - self._sent_copies_swept >= self.sent_copy_retry.every:
+            self._sent_copies_swept = time.monotonic()
+            await self.retry_sent_copies()
+
+    # -- Sent copies: failed, unknown and lost ones are published again, with backoff -------------
+
+    async def retry_sent_copies(self) -> int:
+        """Publish SentCopy again for copies due a retry; returns how many recipients."""
+        policy, now = self.sent_copy_retry, datetime.now(UTC)
+        retryable = ["pending", "failed", "unknown"]
+        async with self.database.session() as session:
+            # Recent bulk emails only, so the (bulk_email_id, state) index bounds the scan.
+            recent = select(BulkEmail.id).where(BulkEmail.updated_at >= now - policy.give_up)
+            rows = (
+                await session.execute(
+                    select(
+                        Recipient.id,
+                        Recipient.organization_id,
+                        Recipient.bulk_email_id,
+                        Recipient.sent_copy_state,
+                        Recipient.sent_at,
+                        Recipient.updated_at,
+                    )
+                    .where(
+                        Recipient.bulk_email_id.in_(recent.scalar_subquery()),
+                        Recipient.state == RecipientState.sent,
+                        Recipient.sent_copy_state.in_([*retryable, "copying"]),
+                        Recipient.sent_at >= now - policy.give_up,
+                        Recipient.updated_at < now - min(policy.first, policy.lost, policy.stuck),
+                    )
+                    .order_by(Recipient.updated_at)
+                    .limit(policy.limit)
+                )
+            ).all()
+            stuck = [r.id for r in rows if r.sent_copy_state == "copying" and now - r.updated_at >= policy.stuck]
+            due = [r for r in rows if r.sent_copy_state in retryable and _copy_due(r, now, policy)]
+            if stuck:  # the worker copying them stopped: the copy may or may not be stored
+                await session.execute(
+                    update(Recipient)
+                    .where(Recipient.id.in_(stuck), Recipient.sent_copy_state == "copying")
+                    .values(sent_copy_state="unknown", updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+            if due:  # touched, so the next sweep waits for the backoff instead of publishing again
+                await session.execute(
+                    update(Recipient)
+                    .where(Recipient.id.in_([r.id for r in due]), Recipient.sent_copy_state.in_(retryable))
+                    .values(updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for r in due:
+            groups[(r.organization_id, r.bulk_email_id)].append(r.id)
+        for (org_id, bulk_id), ids in groups.items():
+            for i in range(0, len(ids), policy.batch):
+                message = SentCopy(
+                    organization_id=org_id, bulk_email_id=bulk_id, recipient_ids=ids[i : i + policy.batch]
+                )
+                await self.broker.send(SENT_COPY_QUEUE, message)
+        if due or stuck:
+            log.info("Sent copies published again", recipients=len(due), stuck=len(stuck))
+        return len(due)
+
+
+def _copy_due(row: Any, now: datetime, policy: SentCopyRetry) -> bool:
+    floor = policy.lost if row.sent_copy_state == "pending" else policy.first
+    waited_before = row.updated_at - (row.sent_at or row.updated_at)
+    return bool(now - row.updated_at >= max(floor, waited_before))
