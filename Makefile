@@ -50,7 +50,7 @@ migrate: install ## bring the configured database up to date
 	$(BIN)/bulkmail migrate
 
 .PHONY: bench
-bench: bench-seed bench-search bench-message bench-send ## every benchmark (long: 1M leads, 100k sends)
+bench: bench-seed bench-search bench-message bench-send bench-fairness ## every benchmark (long: 1M leads, 100k sends)
 
 .PHONY: bench-seed
 bench-seed: install ## seed 1,000,000 leads into PostgreSQL; prints time and database size
@@ -79,3 +79,7 @@ asyncapi: install ## regenerate docs/asyncapi.yaml from the message contracts
 .PHONY: clean
 clean: ## remove the virtualenvs and caches (not the data directory)
 	rm -rf $(VENV) .venv-tools .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: bench-fairness
+bench-fairness: install ## a 20-recipient bulk email alone vs beside another account's 100,000 send
+	$(BIN)/python benchmarks/bench_fairness.py

@@ -40,4 +40,9 @@ async def add_audience(database: Database, n: int, domain: str = "crash.example"
             ),
             {"org": org.organization_id, "domain": domain},
         )
+    async with database.engine.connect() as conn:
+        # Fresh statistics, as after any bulk load: the planner must know these tables grew.
+        for table in ("leads", "contacts", "contact_emails"):
+            await conn.execute(text(f"ANALYZE {table}"))
+        await conn.commit()
     return org.organization_id, org.api_key

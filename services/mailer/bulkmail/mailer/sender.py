@@ -70,7 +70,7 @@ R = RecipientState
 
 PREPARED_TTL_S = 30.0
 # How long a recipient waits when every connection the account allows is busy in other mailers.
-CONNECTION_WAIT = timedelta(seconds=2)
+CONNECTION_WAIT = timedelta(milliseconds=500)
 # Recipients claimed at once per SMTP connection: large enough that the ledger's round trips
 # are shared by many messages, small enough that a crash leaves few in the "unknown" state.
 CLAIM_PER_CONNECTION = 4
@@ -106,6 +106,10 @@ class ChunkSender:
         self._pools: dict[int, tuple[tuple[Any, ...], SmtpPool]] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._pause_notices: list[AccountPausedNotice] = []
+
+    async def close_idle_connections(self) -> None:
+        for _, pool in list(self._pools.values()):
+            await pool.close_idle()
 
     async def close(self) -> None:
         for _, pool in self._pools.values():

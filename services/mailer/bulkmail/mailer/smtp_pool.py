@@ -30,6 +30,9 @@ from bulkmail.shared.rate_limit import (
 )
 
 LEASE_RENEW_S = 30.0
+# An idle connection is closed after this long, giving its lease back: otherwise one mailer's
+# idle connections would keep another mailer from sending for the same account.
+IDLE_CLOSE_S = 1.0
 _holder_ids = count()
 
 
@@ -53,6 +56,7 @@ class _Connection:
     client: aiosmtplib.SMTP
     lease: ConnectionLease | None
     renewed_at: float
+    idle_since: float = 0.0
 
 
 class SmtpPool:
@@ -71,6 +75,7 @@ class SmtpPool:
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(self.size)
         self._open: list[_Connection] = []
+        self._returned = asyncio.Condition()
 
     @property
     def _leased(self) -> bool:
@@ -122,14 +127,41 @@ class SmtpPool:
                 await self._drop(conn)
                 conn = None
             if conn is None:
-                conn = await self._connect()
+                conn = await self._new_or_returned()
             try:
                 yield conn.client
             finally:
                 if conn.client.is_connected:
+                    conn.idle_since = time.monotonic()
                     self._idle.append(conn)
+                    async with self._returned:
+                        self._returned.notify()
                 else:
                     await self._drop(conn)
+
+    async def _new_or_returned(self) -> _Connection:
+        """A new connection if the account has a free lease, else the next one this process frees."""
+        try:
+            return await self._connect()
+        except NoConnectionSlot:
+            if not self._open:
+                raise  # every connection is held by other mailers
+        async with self._returned:
+            await self._returned.wait_for(lambda: bool(self._idle) or not self._open)
+        if not self._idle:
+            raise NoConnectionSlot("the account's connections closed meanwhile")
+        return self._idle.pop()
+
+    async def close_idle(self, older_than: float = IDLE_CLOSE_S) -> None:
+        """Close connections nobody has used for a while (and give their leases back)."""
+        now = time.monotonic()
+        stale = [c for c in self._idle if now - c.idle_since >= older_than]
+        for conn in stale:
+            self._idle.remove(conn)
+            if conn.client.is_connected:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.client.quit(), timeout=5)
+            await self._drop(conn)
 
     async def _drop(self, conn: _Connection) -> None:
         if conn in self._open:
