@@ -29,7 +29,8 @@ from bulkmail.shared import metrics
 from bulkmail.shared.broker.memory import MemoryBroker
 from bulkmail.shared.contracts import SentCopy
 from bulkmail.shared.db import Database
-from bulkmail.shared.models import EmailAccount, Recipient
+from bulkmail.shared.models import BulkEmail, EmailAccount, Recipient
+from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
 from tests.conftest import free_port
 
@@ -199,7 +200,10 @@ async def test_every_sent_message_lands_once_in_sent_as_sent(settings, database,
             assert dovecot.count_with_header("alice", "Sent", message_id.encode()) == 1
 
 
-async def test_gmail_rules_skip_the_copy(settings, database, make_tenant, dovecot, unused_port) -> None:
+async def test_gmail_rules_skip_the_copy(
+    settings, database, make_tenant, dovecot, dovecot_gmail_layout, unused_port
+) -> None:
+    box = SecretBox.from_settings(settings)
     async with running(settings, database, make_tenant) as flow:
         # The account's own setting: the sender marks them skipped and queues nothing.
         bulk_id, account_id = await flow.send(**imap_of(dovecot), sent_copy_mode="never")
@@ -231,6 +235,24 @@ async def test_gmail_rules_skip_the_copy(settings, database, make_tenant, doveco
         server.close()
         assert [s for _, s, _ in await flow.copies(bulk_id)] == ["skipped"] * 3
         assert connections == []
+
+        # A Gmail mailbox behind a custom host name shows itself only after login (X-GM-EXT-1):
+        # over 10,000 leads, the first copy goes in and the rest of the bulk email is skipped.
+        gmail = dovecot_gmail_layout
+        async with database.session() as session:
+            await session.execute(
+                update(EmailAccount)
+                .where(EmailAccount.id == account_id)
+                .values(smtp_host=HOST, imap_port=gmail.port, imap_password_encrypted=box.encrypt(gmail.users["alice"]))
+            )
+            await session.execute(update(BulkEmail).where(BulkEmail.id == bulk_id).values(n_leads=20_000))
+            await session.execute(
+                update(Recipient).where(Recipient.bulk_email_id == bulk_id).values(sent_copy_state="pending")
+            )
+        await copy_to_sent(flow.settings, database, message, {})
+        rows = await flow.copies(bulk_id)
+        assert [s for _, s, _ in rows] == ["appended", "skipped", "skipped"]
+        assert gmail.count_with_header("alice", "[Gmail]/Sent Mail", rows[0][0].encode()) == 1
 
 
 async def test_dead_imap_never_delays_sending_and_copies_catch_up(
