@@ -174,6 +174,8 @@ async def system_run(args: argparse.Namespace, sink_port: int, workdir: Path) ->
         for s in services:
             if s.proc and s.proc.poll() is None:
                 s.stop()
+            if args.show_logs:
+                print(f"--- {s.log_path.name}\n" + "\n".join(s.log().splitlines()[-args.show_logs :]))
         await broker.close()
         await database.dispose()
         await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
@@ -188,6 +190,9 @@ async def main() -> None:
     parser.add_argument("--baseline-messages", type=int, default=30_000)
     parser.add_argument("--baseline-runs", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--show-logs", type=int, default=0, metavar="N", help="print the last N log lines of each service"
+    )
     args = parser.parse_args()
     sink = start_smtp_sink()
     try:

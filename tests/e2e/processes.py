@@ -24,6 +24,9 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
             "BULKMAIL_PUBLIC_URL": settings.public_url or "https://bulkmail.example.test",
             "BULKMAIL_SWEEP_INTERVAL_S": str(settings.sweep_interval_s),
             "BULKMAIL_CHUNK_TIMEOUT_S": str(settings.chunk_timeout_s),
+            "BULKMAIL_CHUNK_SIZE": str(settings.chunk_size),
+            "BULKMAIL_CHUNKS_IN_FLIGHT": str(settings.chunks_in_flight),
+            "BULKMAIL_MAILER_PREFETCH": str(settings.mailer_prefetch),
             "BULKMAIL_METRICS_PORT": "0",
             "BULKMAIL_LOG_FORMAT": "json",
         }

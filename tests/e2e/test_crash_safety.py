@@ -19,6 +19,7 @@ from bulkmail.query_api.app import create_app
 from bulkmail.shared.broker.rabbitmq import RabbitMQBroker
 from bulkmail.shared.db import Database
 from bulkmail.shared.models import BulkEmail, Recipient, RecipientState
+from bulkmail.shared.settings import Settings
 from tests.conftest import free_port
 from tests.data import add_audience
 from tests.e2e.processes import Service, service_env
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 N_LEADS = 10_000
 SMTP_CONNECTIONS = 10
-MAILER_PREFETCH = 4  # chunks a mailer works on at once (MailerWorker's default)
+MAILER_PREFETCH = Settings().mailer_prefetch  # chunks a mailer works on at once
 # What one mailer can have handed to SMTP without a recorded outcome: its chunks in progress,
 # each claiming a few recipients per connection at a time.
 IN_FLIGHT_BOUND = MAILER_PREFETCH * SMTP_CONNECTIONS * CLAIM_PER_CONNECTION

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     sweep_interval_s: float = 2.0
     # Mailer: SMTP transactions in progress at once per account (capped by the account's own limit).
     smtp_concurrency: int = 10
+    # Chunks one mailer process works on at once.
+    mailer_prefetch: int = 4
     smtp_timeout_s: float = 30.0
     metrics_port: int = 9100
     # Shrinks the per-minute/hour/day windows of account limits (0.05: a "minute" of 3 s), so

@@ -33,6 +33,9 @@ LEASE_RENEW_S = 30.0
 # An idle connection is closed after this long, giving its lease back: otherwise one mailer's
 # idle connections would keep another mailer from sending for the same account.
 IDLE_CLOSE_S = 1.0
+# After the account's leases were all taken, wait this long before asking the database again;
+# meanwhile sends share the connections this process already has.
+LEASE_RETRY_S = 1.0
 _holder_ids = count()
 
 
@@ -76,6 +79,7 @@ class SmtpPool:
         self._slots = asyncio.Semaphore(self.size)
         self._open: list[_Connection] = []
         self._returned = asyncio.Condition()
+        self._no_lease_until = 0.0
 
     @property
     def _leased(self) -> bool:
@@ -141,11 +145,13 @@ class SmtpPool:
 
     async def _new_or_returned(self) -> _Connection:
         """A new connection if the account has a free lease, else the next one this process frees."""
-        try:
-            return await self._connect()
-        except NoConnectionSlot:
-            if not self._open:
-                raise  # every connection is held by other mailers
+        if not (self._open and time.monotonic() < self._no_lease_until):
+            try:
+                return await self._connect()
+            except NoConnectionSlot:
+                self._no_lease_until = time.monotonic() + LEASE_RETRY_S
+                if not self._open:
+                    raise  # every connection is held by other mailers
         async with self._returned:
             await self._returned.wait_for(lambda: bool(self._idle) or not self._open)
         if not self._idle:

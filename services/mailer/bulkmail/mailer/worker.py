@@ -33,12 +33,10 @@ class MailerWorker(Worker):
     service = "mailer"
     backlog_queues = (SEND_QUEUE, NOTIFY_QUEUE, SENT_COPY_QUEUE)
 
-    def __init__(
-        self, settings: Settings, database: Database | None = None, broker: Broker | None = None, prefetch: int = 4
-    ) -> None:
+    def __init__(self, settings: Settings, database: Database | None = None, broker: Broker | None = None) -> None:
         super().__init__(settings, database, broker)
         self.sender = ChunkSender(settings, self.database, self.broker)
-        self.prefetch = prefetch
+        self.prefetch = settings.mailer_prefetch
         # Sent folders found by discovery, per IMAP account, for this process's lifetime.
         self.sent_folders: dict[str, str] = {}
 

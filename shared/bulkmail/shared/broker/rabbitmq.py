@@ -31,6 +31,7 @@ class RabbitMQBroker(Broker):
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractRobustChannel | None = None
         self._events: AbstractRobustExchange | None = None
+        self._event_channel: AbstractRobustChannel | None = None
         self._consumer_channels: list[AbstractRobustChannel] = []
         self._declared: dict[str, AbstractRobustQueue] = {}
         self._lock = asyncio.Lock()
@@ -42,7 +43,10 @@ class RabbitMQBroker(Broker):
             self._url, client_properties={"connection_name": self.namespace}
         )
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
-        self._events = await self._publish_channel.declare_exchange(
+        # Events are notifications (the ledger is the record), published per email at full
+        # sending speed: their channel skips publisher confirms, which cost a round trip each.
+        self._event_channel = await self._connection.channel(publisher_confirms=False)
+        self._events = await self._event_channel.declare_exchange(
             self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
 
