@@ -6,10 +6,20 @@ rules to show the user, before sending, who will be excluded and why.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from bulkmail.shared.models import ContactPreference, SkipReason
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bulkmail.shared.models import (
+    Contact,
+    ContactEmail,
+    ContactPreference,
+    EmailActivity,
+    SkipReason,
+    Suppression,
+)
 
 
 @dataclass(frozen=True)
@@ -50,3 +60,86 @@ def exclusion(candidate: Candidate, *, already_received: bool, suppressed_reason
     if suppressed_reason is not None:
         return SkipReason.suppressed
     return None
+
+
+@dataclass
+class AudienceBatch:
+    """What the rules need to know about a batch of leads, read in three queries."""
+
+    candidates: dict[int, list[Candidate]]  # lead id → addresses in contact, then email order
+    suppressed: dict[str, str]  # normalised address → reason (unsubscribed, hard_bounce)
+    already_received: set[int]  # lead ids that were already sent the template
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One outcome for a lead: an address to send to, one skipped with its reason, or a duplicate."""
+
+    lead_id: int
+    candidate: Candidate | None  # None: the lead has no email address
+    reason: SkipReason | None = None
+    duplicate: bool = False
+
+
+async def load_batch(
+    session: AsyncSession, organization_id: int, lead_ids: Sequence[int], template_id: int | None
+) -> AudienceBatch:
+    """Candidates, suppressions and earlier sends of ``template_id`` (None: not asked) for these leads."""
+    candidates: dict[int, list[Candidate]] = {lead_id: [] for lead_id in lead_ids}
+    for lead_id, contact_id, email, normalized, unsubscribed in await session.execute(
+        select(
+            ContactEmail.lead_id,
+            ContactEmail.contact_id,
+            ContactEmail.email,
+            ContactEmail.email_normalized,
+            ContactEmail.is_unsubscribed,
+        )
+        .join(Contact, Contact.id == ContactEmail.contact_id)
+        .where(ContactEmail.lead_id.in_(lead_ids), ContactEmail.organization_id == organization_id)
+        .order_by(ContactEmail.lead_id, Contact.position, Contact.id, ContactEmail.position, ContactEmail.id)
+    ):
+        candidates[lead_id].append(Candidate(lead_id, contact_id, email, normalized, unsubscribed))
+    addresses = {c.email_normalized for rows in candidates.values() for c in rows}
+    suppressed: dict[str, str] = {}
+    if addresses:
+        rows = await session.execute(
+            select(Suppression.email_normalized, Suppression.reason).where(
+                Suppression.organization_id == organization_id, Suppression.email_normalized.in_(addresses)
+            )
+        )
+        suppressed = {address: reason for address, reason in rows}
+    already: set[int] = set()
+    if template_id is not None:
+        already = set(
+            await session.scalars(
+                select(EmailActivity.lead_id)
+                .where(
+                    EmailActivity.organization_id == organization_id,
+                    EmailActivity.template_id == template_id,
+                    EmailActivity.lead_id.in_(lead_ids),
+                )
+                .distinct()
+            )
+        )
+    return AudienceBatch(candidates, suppressed, already)
+
+
+def decide(
+    batch: AudienceBatch, lead_ids: Iterable[int], preference: ContactPreference, seen: set[str]
+) -> Iterator[Decision]:
+    """The rules applied in lead order; ``seen`` (addresses earlier in the send) is updated."""
+    for lead_id in lead_ids:
+        chosen = choose_candidates(batch.candidates.get(lead_id, []), preference)
+        if not chosen:
+            yield Decision(lead_id, None, SkipReason.no_email)
+        for c in chosen:
+            if c.email_normalized in seen:
+                yield Decision(lead_id, c, duplicate=True)
+                continue
+            seen.add(c.email_normalized)
+            reason = exclusion(
+                c,
+                already_received=lead_id in batch.already_received,
+                suppressed_reason=batch.suppressed.get(c.email_normalized),
+            )
+            yield Decision(lead_id, c, reason)

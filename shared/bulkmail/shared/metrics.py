@@ -106,7 +106,7 @@ SKIP_REASONS = frozenset(
 RATE_LIMITS = frozenset({"per_minute", "per_hour", "per_day", "min_delay", "connections", OTHER})
 
 # Sent-folder copy outcomes, matching Recipient.sent_copy_state plus "retried".
-IMAP_COPY_OUTCOMES = frozenset({"appended", "skipped", "failed", "retried", OTHER})
+IMAP_COPY_OUTCOMES = frozenset({"appended", "skipped", "failed", "unknown", "retried", OTHER})
 
 SEND_OUTCOMES = frozenset({"sent", "failed", "deferred", OTHER})
 

@@ -548,7 +548,7 @@ class Recipient(Base):
     message_id: Mapped[str] = mapped_column(String(255), default="")
     smtp_reply: Mapped[str] = mapped_column(Text, default="")
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    # Sent-folder copy, separate from sending: pending | appended | skipped | failed.
+    # Sent-folder copy, separate from sending: pending | copying | appended | skipped | failed | unknown.
     sent_copy_state: Mapped[str | None] = mapped_column(String(20))
     sent_copy_uid: Mapped[str] = mapped_column(String(64), default="")
     updated_at: Mapped[datetime] = _now()

@@ -16,19 +16,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.shared import metrics
-from bulkmail.shared.audience import Candidate, choose_candidates, exclusion, no_email_key
+from bulkmail.shared.audience import decide, load_batch, no_email_key
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
 from bulkmail.shared.models import (
     BulkEmail,
     BulkEmailLead,
-    Contact,
-    ContactEmail,
-    EmailActivity,
     Recipient,
     RecipientState,
     SkipReason,
-    Suppression,
 )
 
 log = get_logger(__name__)
@@ -95,64 +91,18 @@ async def build_recipients(database: Database, bulk: BulkEmail) -> BuildReport:
 async def _batch_rows(
     session: AsyncSession, bulk: BulkEmail, lead_ids: list[int], seen: set[str], report: BuildReport
 ) -> list[dict[str, Any]]:
-    org = bulk.organization_id
-    by_lead: dict[int, list[Candidate]] = {lead_id: [] for lead_id in lead_ids}
-    for lead_id, contact_id, email, normalized, unsubscribed in await session.execute(
-        select(
-            ContactEmail.lead_id,
-            ContactEmail.contact_id,
-            ContactEmail.email,
-            ContactEmail.email_normalized,
-            ContactEmail.is_unsubscribed,
-        )
-        .join(Contact, Contact.id == ContactEmail.contact_id)
-        .where(ContactEmail.lead_id.in_(lead_ids), ContactEmail.organization_id == org)
-        .order_by(ContactEmail.lead_id, Contact.position, Contact.id, ContactEmail.position, ContactEmail.id)
-    ):
-        by_lead[lead_id].append(Candidate(lead_id, contact_id, email, normalized, unsubscribed))
-
-    addresses = {c.email_normalized for rows in by_lead.values() for c in rows}
-    suppressed: dict[str, str] = {}
-    if addresses:
-        suppressed = dict(
-            (
-                await session.execute(
-                    select(Suppression.email_normalized, Suppression.reason).where(
-                        Suppression.organization_id == org, Suppression.email_normalized.in_(addresses)
-                    )
-                )
-            ).all()
-        )
-    already: set[int] = set()
-    if bulk.exclude_already_emailed:
-        already = set(
-            await session.scalars(
-                select(EmailActivity.lead_id)
-                .where(
-                    EmailActivity.organization_id == org,
-                    EmailActivity.template_id == bulk.template_id,
-                    EmailActivity.lead_id.in_(lead_ids),
-                )
-                .distinct()
-            )
-        )
-
+    template = bulk.template_id if bulk.exclude_already_emailed else None
+    batch = await load_batch(session, bulk.organization_id, lead_ids, template)
     rows: list[dict[str, Any]] = []
-    for lead_id in lead_ids:
-        candidates = choose_candidates(by_lead[lead_id], bulk.contact_preference)
-        if not candidates:
-            rows.append(_row(bulk, lead_id, None, "", no_email_key(lead_id), SkipReason.no_email, report))
-            continue
-        for c in candidates:
-            if c.email_normalized in seen:
-                report.duplicates += 1
-                metrics.record_skipped("duplicate_address")
-                continue
-            seen.add(c.email_normalized)
-            reason = exclusion(
-                c, already_received=lead_id in already, suppressed_reason=suppressed.get(c.email_normalized)
-            )
-            rows.append(_row(bulk, lead_id, c.contact_id, c.email, c.email_normalized, reason, report))
+    for d in decide(batch, lead_ids, bulk.contact_preference, seen):
+        if d.duplicate:
+            report.duplicates += 1
+            metrics.record_skipped("duplicate_address")
+        elif d.candidate is None:
+            rows.append(_row(bulk, d.lead_id, None, "", no_email_key(d.lead_id), SkipReason.no_email, report))
+        else:
+            c = d.candidate
+            rows.append(_row(bulk, d.lead_id, c.contact_id, c.email, c.email_normalized, d.reason, report))
     return rows
 
 

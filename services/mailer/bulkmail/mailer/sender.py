@@ -94,6 +94,8 @@ class Outcome:
     duration: float | None = None
     # Not sent because the account's limits said "not yet": deferred, without counting an attempt.
     held_back: timedelta | None = None
+    # The message's Date header; recorded as sent_at, so a Sent copy rebuilt later is identical.
+    date: datetime | None = None
 
 
 class ChunkSender:
@@ -217,6 +219,7 @@ class ChunkSender:
         )
 
     async def _send_one(self, prepared: PreparedBulkEmail, pool: SmtpPool, r: Claimed, ctx: Any) -> Outcome:
+        date = _now().replace(microsecond=0)
         message_id = make_message_id(
             prepared.bulk_email_id, r.id, prepared.message_id_domain, prepared.message_id_secret
         )
@@ -229,6 +232,7 @@ class ChunkSender:
                 message_id=message_id,
                 text=rendered.text,
                 html=rendered.html,
+                date=date,
                 unsubscribe_url=unsubscribe_url(self.settings, prepared.organization_id, r.email_normalized),
             )
         except (TemplateRenderError, HeaderValueError) as exc:
@@ -249,7 +253,7 @@ class ChunkSender:
             return _held_back(r, message_id, CONNECTION_WAIT, "waiting for a free connection of the account")
         except Exception as exc:  # connecting or logging in failed: nothing was handed over
             verdict = classify_exception(exc, body_sent=False)
-        return Outcome(r, verdict, message_id, time.perf_counter() - started)
+        return Outcome(r, verdict, message_id, time.perf_counter() - started, date=date)
 
     # -- the ledger --------------------------------------------------------------------------
 
@@ -291,7 +295,7 @@ class ChunkSender:
                         "next_at": next_at,
                         "reply": _reply_text(v),
                         "mid": o.message_id,
-                        "sent_at": now if state == R.sent else None,
+                        "sent_at": (o.date or now) if state == R.sent else None,
                         "attempts": attempts,
                         "copy": (_copy_state(prepared) if state == R.sent else None),
                         "now": now,

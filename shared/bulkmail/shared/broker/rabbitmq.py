@@ -95,7 +95,8 @@ class RabbitMQBroker(Broker):
 
     async def publish_event(self, topic: str, body: bytes, headers: dict[str, Any] | None = None) -> None:
         assert self._events is not None, "broker is not connected"
-        await self._events.publish(_message(body, headers), routing_key=topic)
+        # Not mandatory: an event nobody subscribed to is simply dropped, not returned to us.
+        await self._events.publish(_message(body, headers), routing_key=topic, mandatory=False)
 
     async def consume(self, queue: str, handler: Handler, prefetch: int = 10) -> None:
         channel = await self._consumer_channel(prefetch)

@@ -15,16 +15,13 @@ from bulkmail.query_api.errors import BadRequest, Conflict, NotFound
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.search import CompiledSearch, compile_search, load_search_context
 from bulkmail.shared import bulk_emails
-from bulkmail.shared.audience import Candidate, choose_candidates, exclusion
+from bulkmail.shared.audience import Candidate, choose_candidates, decide, load_batch
 from bulkmail.shared.logging import correlation_id
 from bulkmail.shared.models import (
     BulkEmail,
     BulkEmailStatus,
-    Contact,
-    ContactEmail,
     ContactPreference,
     EmailAccount,
-    EmailActivity,
     EmailTemplate,
     Recipient,
     RecipientState,
@@ -273,52 +270,17 @@ async def preview(session: AsyncSession, settings: Settings, principal: Principa
     org = principal.organization_id
     ids_stmt = audience.compiled.ids().limit(n_audited) if audience.compiled.limit is None else audience.compiled.ids()
     lead_ids = list(await session.scalars(ids_stmt))[:n_audited]
+    template = audience.template.id if payload.exclude_already_emailed else None
     for start in range(0, len(lead_ids), AUDIT_BATCH):
         batch = lead_ids[start : start + AUDIT_BATCH]
-        by_lead = await _candidates(session, org, batch)
-        addresses = {c.email_normalized for rows in by_lead.values() for c in rows}
-        suppressed = (
-            dict(
-                (
-                    await session.execute(
-                        select(Suppression.email_normalized, Suppression.reason).where(
-                            Suppression.organization_id == org, Suppression.email_normalized.in_(addresses)
-                        )
-                    )
-                ).all()
-            )
-            if addresses
-            else {}
-        )
-        already: set[int] = set()
-        if payload.exclude_already_emailed:
-            already = set(
-                await session.scalars(
-                    select(EmailActivity.lead_id)
-                    .where(
-                        EmailActivity.organization_id == org,
-                        EmailActivity.template_id == audience.template.id,
-                        EmailActivity.lead_id.in_(batch),
-                    )
-                    .distinct()
-                )
-            )
-        for lead_id in batch:
-            chosen = choose_candidates(by_lead.get(lead_id, []), payload.contact_preference)
-            if not chosen:
-                excluded[SkipReason.no_email.value] += 1
-            for c in chosen:
-                if c.email_normalized in seen:
-                    excluded["duplicate_address"] += 1
-                    continue
-                seen.add(c.email_normalized)
-                reason = exclusion(
-                    c, already_received=lead_id in already, suppressed_reason=suppressed.get(c.email_normalized)
-                )
-                if reason is None:
-                    recipients.append(c)
-                else:
-                    excluded[reason.value] += 1
+        loaded = await load_batch(session, org, batch, template)
+        for d in decide(loaded, batch, payload.contact_preference, seen):
+            if d.duplicate:
+                excluded["duplicate_address"] += 1
+            elif d.reason is not None:
+                excluded[d.reason.value] += 1
+            elif d.candidate is not None:
+                recipients.append(d.candidate)
     warnings += _provider_warnings(audience.account, len(recipients))
     samples = await _samples(session, principal, audience, recipients[: payload.samples])
     return PreviewOut(
@@ -329,24 +291,6 @@ async def preview(session: AsyncSession, settings: Settings, principal: Principa
         warnings=warnings,
         samples=samples,
     )
-
-
-async def _candidates(session: AsyncSession, organization_id: int, lead_ids: list[int]) -> dict[int, list[Candidate]]:
-    by_lead: dict[int, list[Candidate]] = {}
-    for lead_id, contact_id, email, normalized, unsubscribed in await session.execute(
-        select(
-            ContactEmail.lead_id,
-            ContactEmail.contact_id,
-            ContactEmail.email,
-            ContactEmail.email_normalized,
-            ContactEmail.is_unsubscribed,
-        )
-        .join(Contact, Contact.id == ContactEmail.contact_id)
-        .where(ContactEmail.lead_id.in_(lead_ids), ContactEmail.organization_id == organization_id)
-        .order_by(ContactEmail.lead_id, Contact.position, Contact.id, ContactEmail.position, ContactEmail.id)
-    ):
-        by_lead.setdefault(lead_id, []).append(Candidate(lead_id, contact_id, email, normalized, unsubscribed))
-    return by_lead
 
 
 def _provider_warnings(account: EmailAccount, n_recipients: int) -> list[str]:
@@ -413,10 +357,10 @@ async def render_entry(
     chosen: Candidate | None = None
     if mode == "lead":
         if entry < len(lead_ids):
-            rows = (await _candidates(session, org, [lead_ids[entry]])).get(lead_ids[entry], [])
+            rows = (await load_batch(session, org, [lead_ids[entry]], None)).candidates[lead_ids[entry]]
             chosen = rows[0] if rows else Candidate(lead_ids[entry], None, "", "", False)
     else:
-        by_lead = await _candidates(session, org, lead_ids) if lead_ids else {}
+        by_lead = (await load_batch(session, org, lead_ids, None)).candidates if lead_ids else {}
         contacts = [
             c for lead_id in lead_ids for c in choose_candidates(by_lead.get(lead_id, []), ContactPreference.contact)
         ]
