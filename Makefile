@@ -32,7 +32,7 @@ run: install ## start all three services on SQLite + in-process broker + capture
 
 .PHONY: test
 test: install ## run the whole test suite (needs PostgreSQL and RabbitMQ on 127.0.0.1)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	PATH="$(CURDIR)/.venv-tools/bin:$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: install ## ruff (lint + format check) and mypy
@@ -44,6 +44,10 @@ lint: install ## ruff (lint + format check) and mypy
 format: install ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+.PHONY: lock-check
+lock-check: install ## fail if uv.lock is out of date with the pyproject files
+	$(UV) lock --check
 
 .PHONY: migrate
 migrate: install ## bring the configured database up to date
