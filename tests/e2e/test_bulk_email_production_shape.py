@@ -3,6 +3,8 @@ their own processes, sending to a real SMTP server over TCP."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 
 import httpx
@@ -48,6 +50,10 @@ async def test_flow_on_postgres_and_rabbitmq_with_separate_processes(rabbit_sett
                 headers={"Authorization": f"Bearer {tenant.api_key}", "X-Correlation-ID": "e2e-flow-1"},
             ) as client:
                 await run_flow(client, capture.port, capture.messages, "Rabbit Org")
+        # The exec probe Kubernetes runs: alive while the workers beat, not for a service never started.
+        for name in ("dispatcher", "mailer"):
+            assert _check(name, env) == 0
+        assert _check("mailer", {**env, "BULKMAIL_DATA_DIR": str(tmp_path / "elsewhere")}) == 1
         for service in services:
             assert service.stop() == 0, service.log()  # SIGTERM: a clean, graceful exit
         # The request's correlation id travelled through AMQP into the workers' logs.
@@ -58,3 +64,9 @@ async def test_flow_on_postgres_and_rabbitmq_with_separate_processes(rabbit_sett
                 service.proc.kill()
         await broker.close()
         await database.dispose()
+
+
+def _check(service: str, env: dict[str, str]) -> int:
+    return subprocess.run(
+        [sys.executable, "-m", "bulkmail.cli", service, "--check"], env=env, timeout=60, check=False
+    ).returncode
