@@ -464,7 +464,6 @@ class BulkEmail(Base):
     n_leads: Mapped[int] = mapped_column(Integer, default=0)
     n_leads_processed: Mapped[int] = mapped_column(Integer, default=0)
     n_objects: Mapped[int] = mapped_column(Integer, default=0)
-    n_objects_processed: Mapped[int] = mapped_column(Integer, default=0)
     # Addresses shared with an earlier lead of the same send: one email per address, counted here.
     n_duplicates: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str] = mapped_column(Text, default="")

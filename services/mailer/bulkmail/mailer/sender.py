@@ -322,14 +322,8 @@ class ChunkSender:
                 await self._record_activities(session, prepared, sent, now)
             if bounced:
                 await self._suppress(session, prepared.organization_id, bounced)
-            final = sum(1 for row in rows if row["state"] in (R.sent, R.failed, R.unknown))
-            if final:
-                await session.execute(
-                    update(BulkEmail)
-                    .where(BulkEmail.id == prepared.bulk_email_id)
-                    .values(n_objects_processed=BulkEmail.n_objects_processed + final, updated_at=now)
-                    .execution_options(synchronize_session=False)
-                )
+            # Progress is counted from the ledger when asked for, so no batch writes the bulk
+            # email's row: every mailer would otherwise queue on that one row lock.
         return pause
 
     async def _record_activities(

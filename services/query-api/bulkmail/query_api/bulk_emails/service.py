@@ -147,7 +147,7 @@ async def to_out(
         n_leads=bulk.n_leads,
         n_leads_processed=bulk.n_leads_processed,
         n_objects=bulk.n_objects,
-        n_objects_processed=bulk.n_objects_processed,
+        n_objects_processed=counts.sent + counts.failed + counts.unknown,
         n_duplicates=bulk.n_duplicates,
         send_done_email=bulk.send_done_email,
         exclude_already_emailed=bulk.exclude_already_emailed,
@@ -236,9 +236,7 @@ async def retry_failed(session: AsyncSession, bulk: BulkEmail, include_unknown: 
     n = int(result.rowcount or 0)  # type: ignore[attr-defined]
     if n:
         await session.execute(
-            update(BulkEmail)
-            .where(BulkEmail.id == bulk.id)
-            .values(n_objects_processed=BulkEmail.n_objects_processed - n, done_email_sent_at=None, done_at=None)
+            update(BulkEmail).where(BulkEmail.id == bulk.id).values(done_email_sent_at=None, done_at=None)
         )
         if bulk.status == S.done:
             await bulk_emails.transition(session, bulk.id, [S.done], S.processing)
