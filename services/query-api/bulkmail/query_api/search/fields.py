@@ -7,6 +7,7 @@ an if-chain). A handler checks the operator and the value's type first and raise
 
 from __future__ import annotations
 
+import abc
 import difflib
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -70,13 +71,14 @@ class Field(Protocol):
     def compile_any(self, env: Env, name: str, items: Sequence[ast.Value]) -> Cond: ...
 
 
-class Handler:
-    """Default `in (...)`: any of the values, each as `field:value`."""
+class Handler(abc.ABC):
+    """A field's compiler; the default `in (...)` is any of the values, each as `field:value`."""
 
     ops: tuple[str, ...] = TEXT_OPS
 
+    @abc.abstractmethod
     def compile(self, env: Env, name: str, op: str, value: ast.Value) -> Cond:
-        raise NotImplementedError
+        """The condition for `name op value`."""
 
     def compile_any(self, env: Env, name: str, items: Sequence[ast.Value]) -> Cond:
         return or_(*(self.compile(env, name, ":", v) for v in items))
