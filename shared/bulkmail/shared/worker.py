@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import signal
 import time
 from pathlib import Path
@@ -80,10 +81,10 @@ class Worker(abc.ABC):
         """Run until SIGTERM/SIGINT (or ``stop()``), then shut down cleanly."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
+            # Only the main thread of a process may own signals; a worker embedded elsewhere
+            # (tests, `bulkmail run`) is stopped by its owner instead.
+            with contextlib.suppress(RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
-            except (NotImplementedError, RuntimeError):
-                pass
         await self.open()
         try:
             await self._stopping.wait()
