@@ -33,6 +33,7 @@ from bulkmail.shared.db import Database  # noqa: E402
 from bulkmail.shared.migrate import upgrade_async  # noqa: E402
 from bulkmail.shared.models import BulkEmail, Recipient, RecipientState  # noqa: E402
 from bulkmail.shared.settings import Settings  # noqa: E402
+from tests.broker_cleanup import drop_namespace  # noqa: E402
 from tests.data import add_audience  # noqa: E402
 from tests.e2e.processes import Service, service_env  # noqa: E402
 from tests.mail_servers import start_smtp_sink  # noqa: E402
@@ -164,6 +165,7 @@ async def main() -> None:
             if s.proc and s.proc.poll() is None:
                 s.stop()
         await broker.close()
+        await drop_namespace(AMQP_URL, settings.broker_namespace)
         await database.dispose()
         await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         await admin.close()

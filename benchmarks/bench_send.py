@@ -35,6 +35,7 @@ from bulkmail.shared.db import Database  # noqa: E402
 from bulkmail.shared.migrate import upgrade_async  # noqa: E402
 from bulkmail.shared.models import BulkEmail, Recipient, RecipientState  # noqa: E402
 from bulkmail.shared.settings import Settings  # noqa: E402
+from tests.broker_cleanup import drop_namespace  # noqa: E402
 from tests.data import add_audience  # noqa: E402
 from tests.e2e.processes import Service, service_env  # noqa: E402
 from tests.mail_servers import start_smtp_sink  # noqa: E402
@@ -177,6 +178,7 @@ async def system_run(args: argparse.Namespace, sink_port: int, workdir: Path) ->
             if args.show_logs:
                 print(f"--- {s.log_path.name}\n" + "\n".join(s.log().splitlines()[-args.show_logs :]))
         await broker.close()
+        await drop_namespace(AMQP_URL, settings.broker_namespace)
         await database.dispose()
         await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         await admin.close()

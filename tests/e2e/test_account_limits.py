@@ -22,6 +22,7 @@ from bulkmail.query_api.app import create_app
 from bulkmail.shared.broker.rabbitmq import RabbitMQBroker
 from bulkmail.shared.db import Database
 from bulkmail.shared.models import BulkEmail
+from tests.broker_cleanup import drop_namespace
 from tests.conftest import free_port
 from tests.data import add_audience
 from tests.e2e.processes import Service, service_env
@@ -133,4 +134,5 @@ async def test_three_mailers_never_exceed_the_per_minute_limit_even_across_a_res
                 s.proc.wait()
         capture.stop()
         await broker.close()
+        await drop_namespace(settings.amqp_url, settings.broker_namespace)
         await database.dispose()

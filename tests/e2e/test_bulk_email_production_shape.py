@@ -15,6 +15,7 @@ from bulkmail.query_api.app import create_app
 from bulkmail.shared.broker.rabbitmq import RabbitMQBroker
 from bulkmail.shared.db import Database
 from bulkmail.shared.organizations import create_organization
+from tests.broker_cleanup import drop_namespace
 from tests.conftest import free_port
 from tests.e2e.flow import run_flow
 from tests.e2e.processes import Service, service_env
@@ -63,6 +64,7 @@ async def test_flow_on_postgres_and_rabbitmq_with_separate_processes(rabbit_sett
             if service.proc and service.proc.poll() is None:
                 service.proc.kill()
         await broker.close()
+        await drop_namespace(rabbit_settings.amqp_url, rabbit_settings.broker_namespace)
         await database.dispose()
 
 

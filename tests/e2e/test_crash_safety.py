@@ -20,6 +20,7 @@ from bulkmail.shared.broker.rabbitmq import RabbitMQBroker
 from bulkmail.shared.db import Database
 from bulkmail.shared.models import BulkEmail, Recipient, RecipientState
 from bulkmail.shared.settings import Settings
+from tests.broker_cleanup import drop_namespace
 from tests.conftest import free_port
 from tests.data import add_audience
 from tests.e2e.processes import Service, service_env
@@ -172,6 +173,7 @@ async def test_kill_9_mid_send_loses_nothing_and_doubles_nothing(victim, crash_s
                 service.proc.wait()
         capture.stop()
         await broker.close()
+        await drop_namespace(crash_settings.amqp_url, crash_settings.broker_namespace)
         await database.dispose()
 
 

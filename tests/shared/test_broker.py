@@ -13,6 +13,7 @@ from bulkmail.shared.broker.memory import MemoryBroker
 from bulkmail.shared.broker.rabbitmq import RabbitMQBroker
 from bulkmail.shared.contracts import SendChunk
 from bulkmail.shared.logging import correlation_id
+from tests.broker_cleanup import drop_namespace
 
 
 @pytest.fixture(params=["memory", "rabbitmq"])
@@ -22,6 +23,8 @@ async def broker(request, amqp_url):
     await b.connect()
     yield b
     await b.close()
+    if request.param == "rabbitmq":
+        await drop_namespace(amqp_url, namespace)
 
 
 async def _collect(n: int, inbox: list[Delivery], timeout: float = 10.0) -> None:
