@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from bulkmail.query_api.errors import NotFound
+from bulkmail.query_api.errors import Conflict, NotFound
 
 M = TypeVar("M")
 
@@ -22,3 +22,15 @@ async def get_owned(
     if row is None:
         raise NotFound(f"No {what or model.__name__.lower()} with id {row_id}.")
     return row
+
+
+async def ensure_name_free(
+    session: AsyncSession, model: type[M], organization_id: int, name: str, own_id: int | None, what: str
+) -> None:
+    """Names are unique per organisation (templates, Smart Views): refuse a taken one with 409."""
+    name_col: InstrumentedAttribute[str] = model.name  # type: ignore[attr-defined]
+    org_col: InstrumentedAttribute[int] = model.organization_id  # type: ignore[attr-defined]
+    id_col: InstrumentedAttribute[int] = model.id  # type: ignore[attr-defined]
+    other = await session.scalar(select(id_col).where(org_col == organization_id, name_col == name))
+    if other is not None and other != own_id:
+        raise Conflict(f"{what} named {name!r} already exists.")

@@ -11,11 +11,11 @@ from sqlalchemy.orm import selectinload
 
 from bulkmail.query_api.deps import AuthDep, SessionDep
 from bulkmail.query_api.leads.schemas import ContactIn, ContactOut
-from bulkmail.query_api.leads.service import contact_out
+from bulkmail.query_api.leads.service import contact_out, fill_contact
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.pagination import ListResponse, PageDep, fetch_page
-from bulkmail.shared.counters import normalize_email, refresh_lead_counters
-from bulkmail.shared.models import Contact, ContactEmail, ContactPhone, Lead
+from bulkmail.shared.counters import refresh_lead_counters
+from bulkmail.shared.models import Contact, Lead
 
 router = APIRouter(prefix="/contact", tags=["contact"])
 
@@ -50,7 +50,7 @@ async def create_contact(payload: ContactCreate, session: SessionDep, principal:
         select(func.coalesce(func.max(Contact.position), -1) + 1).where(Contact.lead_id == lead.id)
     )
     contact = Contact(organization_id=lead.organization_id, lead_id=lead.id, position=position or 0)
-    _fill(contact, payload)
+    fill_contact(contact, payload)
     session.add(contact)
     await session.flush()
     await refresh_lead_counters(session, [lead.id])
@@ -60,7 +60,7 @@ async def create_contact(payload: ContactCreate, session: SessionDep, principal:
 @router.put("/{contact_id}/", response_model=ContactOut)
 async def replace_contact(contact_id: int, payload: ContactIn, session: SessionDep, principal: AuthDep) -> ContactOut:
     contact = await get_owned(session, Contact, contact_id, principal.organization_id, *_LOAD, what="contact")
-    _fill(contact, payload)  # the old emails and phones go as orphans
+    fill_contact(contact, payload)  # the old emails and phones go as orphans
     await session.flush()
     await refresh_lead_counters(session, [contact.lead_id])
     return await _reload(session, principal.organization_id, contact.id)
@@ -72,33 +72,6 @@ async def delete_contact(contact_id: int, session: SessionDep, principal: AuthDe
     await session.execute(delete(Contact).where(Contact.id == contact.id))
     await refresh_lead_counters(session, [contact.lead_id])
     return {}
-
-
-def _fill(contact: Contact, payload: ContactIn) -> None:
-    contact.name = payload.name
-    contact.title = payload.title
-    contact.emails = [
-        ContactEmail(
-            organization_id=contact.organization_id,
-            lead_id=contact.lead_id,
-            position=i,
-            email=e.email,
-            email_normalized=normalize_email(e.email),
-            type=e.type,
-            is_unsubscribed=e.is_unsubscribed,
-        )
-        for i, e in enumerate(payload.emails)
-    ]
-    contact.phones = [
-        ContactPhone(
-            organization_id=contact.organization_id,
-            lead_id=contact.lead_id,
-            position=i,
-            phone=p.phone,
-            type=p.type,
-        )
-        for i, p in enumerate(payload.phones)
-    ]
 
 
 async def _reload(session: SessionDep, organization_id: int, contact_id: int) -> ContactOut:

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from sqlalchemy import delete, select
 
 from bulkmail.query_api.deps import AuthDep, SessionDep
-from bulkmail.query_api.errors import BadRequest, Conflict
-from bulkmail.query_api.ownership import get_owned
+from bulkmail.query_api.errors import BadRequest
+from bulkmail.query_api.ownership import ensure_name_free, get_owned
 from bulkmail.query_api.pagination import ListResponse, PageDep, fetch_page
 from bulkmail.shared.models import EmailTemplate
 from bulkmail.shared.templating import TemplateError, compile_template
@@ -74,14 +74,6 @@ def _validate(subject: str, body: str, body_text: str) -> None:
         ) from None
 
 
-async def _check_name_free(session: SessionDep, organization_id: int, name: str, own_id: int | None = None) -> None:
-    other = await session.scalar(
-        select(EmailTemplate.id).where(EmailTemplate.organization_id == organization_id, EmailTemplate.name == name)
-    )
-    if other is not None and other != own_id:
-        raise Conflict(f"A template named {name!r} already exists.")
-
-
 @router.get("/", response_model=ListResponse[EmailTemplateOut])
 async def list_templates(session: SessionDep, principal: AuthDep, page: PageDep) -> ListResponse[EmailTemplateOut]:
     stmt = select(EmailTemplate).where(EmailTemplate.organization_id == principal.organization_id)
@@ -91,7 +83,7 @@ async def list_templates(session: SessionDep, principal: AuthDep, page: PageDep)
 
 @router.post("/", response_model=EmailTemplateOut, status_code=status.HTTP_201_CREATED)
 async def create_template(payload: EmailTemplateIn, session: SessionDep, principal: AuthDep) -> EmailTemplateOut:
-    await _check_name_free(session, principal.organization_id, payload.name)
+    await ensure_name_free(session, EmailTemplate, principal.organization_id, payload.name, None, "A template")
     _validate(payload.subject, payload.body, payload.body_text)
     row = EmailTemplate(organization_id=principal.organization_id, **payload.model_dump())
     session.add(row)
@@ -114,7 +106,7 @@ async def update_template(
     row = await get_owned(session, EmailTemplate, template_id, principal.organization_id, what="email template")
     changes = payload.model_dump(exclude_none=True)
     if "name" in changes:
-        await _check_name_free(session, principal.organization_id, changes["name"], row.id)
+        await ensure_name_free(session, EmailTemplate, principal.organization_id, changes["name"], row.id, "A template")
     _validate(
         changes.get("subject", row.subject), changes.get("body", row.body), changes.get("body_text", row.body_text)
     )

@@ -98,30 +98,33 @@ async def _status_id(session: AsyncSession, organization_id: int, label: str | N
 
 def _add_contacts(session: AsyncSession, lead: Lead, contacts: list[ContactIn]) -> None:
     for position, c in enumerate(contacts):
-        contact = Contact(
-            organization_id=lead.organization_id,
-            lead_id=lead.id,
-            position=position,
-            name=c.name,
-            title=c.title,
-        )
-        contact.emails = [
-            ContactEmail(
-                organization_id=lead.organization_id,
-                lead_id=lead.id,
-                position=i,
-                email=e.email,
-                email_normalized=normalize_email(e.email),
-                type=e.type,
-                is_unsubscribed=e.is_unsubscribed,
-            )
-            for i, e in enumerate(c.emails)
-        ]
-        contact.phones = [
-            ContactPhone(organization_id=lead.organization_id, lead_id=lead.id, position=i, phone=p.phone, type=p.type)
-            for i, p in enumerate(c.phones)
-        ]
+        contact = Contact(organization_id=lead.organization_id, lead_id=lead.id, position=position)
+        fill_contact(contact, c)
         session.add(contact)
+
+
+def fill_contact(contact: Contact, payload: ContactIn) -> None:
+    """Set a contact's fields and replace its emails and phones (the old ones go as orphans)."""
+    contact.name = payload.name
+    contact.title = payload.title
+    contact.emails = [
+        ContactEmail(
+            organization_id=contact.organization_id,
+            lead_id=contact.lead_id,
+            position=i,
+            email=e.email,
+            email_normalized=normalize_email(e.email),
+            type=e.type,
+            is_unsubscribed=e.is_unsubscribed,
+        )
+        for i, e in enumerate(payload.emails)
+    ]
+    contact.phones = [
+        ContactPhone(
+            organization_id=contact.organization_id, lead_id=contact.lead_id, position=i, phone=p.phone, type=p.type
+        )
+        for i, p in enumerate(payload.phones)
+    ]
 
 
 def _add_addresses(session: AsyncSession, lead: Lead, addresses: list[AddressIn]) -> None:

@@ -10,8 +10,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from sqlalchemy import delete, select
 
 from bulkmail.query_api.deps import AuthDep, SessionDep
-from bulkmail.query_api.errors import Conflict
-from bulkmail.query_api.ownership import get_owned
+from bulkmail.query_api.ownership import ensure_name_free, get_owned
 from bulkmail.query_api.pagination import ListResponse, PageDep, fetch_page
 from bulkmail.query_api.search.validation import validate_saved_search
 from bulkmail.shared.models import SavedSearch
@@ -46,14 +45,6 @@ def to_out(s: SavedSearch) -> SavedSearchOut:
     return SavedSearchOut(id=s.id, name=s.name, query=s.query, date_created=s.created_at, date_updated=s.updated_at)
 
 
-async def _check_name_free(session: SessionDep, organization_id: int, name: str, own_id: int | None = None) -> None:
-    other = await session.scalar(
-        select(SavedSearch.id).where(SavedSearch.organization_id == organization_id, SavedSearch.name == name)
-    )
-    if other is not None and other != own_id:
-        raise Conflict(f"A Smart View named {name!r} already exists.")
-
-
 async def _validate(session: SessionDep, principal: AuthDep, name: str, query: str) -> None:
     """A Smart View is saved only if its query compiles (QueryError → 400 with the position)."""
     await validate_saved_search(
@@ -70,7 +61,7 @@ async def list_saved_searches(session: SessionDep, principal: AuthDep, page: Pag
 
 @router.post("/", response_model=SavedSearchOut, status_code=status.HTTP_201_CREATED)
 async def create_saved_search(payload: SavedSearchIn, session: SessionDep, principal: AuthDep) -> SavedSearchOut:
-    await _check_name_free(session, principal.organization_id, payload.name)
+    await ensure_name_free(session, SavedSearch, principal.organization_id, payload.name, None, "A Smart View")
     await _validate(session, principal, payload.name, payload.query)
     row = SavedSearch(organization_id=principal.organization_id, name=payload.name, query=payload.query)
     session.add(row)
@@ -90,7 +81,7 @@ async def update_saved_search(
 ) -> SavedSearchOut:
     row = await get_owned(session, SavedSearch, saved_search_id, principal.organization_id, what="Smart View")
     if payload.name is not None:
-        await _check_name_free(session, principal.organization_id, payload.name, row.id)
+        await ensure_name_free(session, SavedSearch, principal.organization_id, payload.name, row.id, "A Smart View")
         row.name = payload.name
     if payload.query is not None or payload.name is not None:
         await _validate(session, principal, payload.name or row.name, payload.query or row.query)
