@@ -57,7 +57,9 @@ _URL = re.compile(r"[!-;=?-~]{1,900}")  # what fits between < > in List-Unsubscr
 # ---------------------------------------------------------------------------------------------
 # Header encoding
 
-_ATOM_TEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+)*")
+# RFC 5322 atext: no "." (a dot is only allowed in the obsolete phrase syntax, and a name such as
+# "." or "Jo Q. Public" must be quoted for parsers to read it back).
+_ATOM_TEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _PRINTABLE = re.compile(r"[ -~]*")
 _ADDRESS = re.compile(r"[!-~]+@[!-~]+")
 _ADDRESS_SPECIALS = re.compile(r"[<>()\[\],;:\\\"]")
