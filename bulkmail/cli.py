@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from bulkmail.shared import event_loop
 from bulkmail.shared.logging import configure_logging
 from bulkmail.shared.settings import Settings
 
@@ -103,7 +104,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
         worker = MailerWorker(settings)
     start_metrics_server(settings.metrics_port)
-    asyncio.run(worker.run())  # type: ignore[attr-defined]
+    event_loop.run(worker.run())  # type: ignore[attr-defined]
     return 0
 
 

@@ -23,8 +23,8 @@ EVENTS = {
     "bulk_email.cancelled": "The user cancelled it; unsent recipients are skipped.",
     "bulk_email.done": "Every recipient is in a final state.",
     "bulk_email.error": "It stopped on an error that needs the user.",
-    "email.sent": "The SMTP server accepted one recipient's message.",
-    "email.failed": "One recipient's message failed for good.",
+    "email.sent": "The SMTP server accepted these recipients' messages (one event per mailer batch).",
+    "email.failed": "These recipients' messages failed for good (one event per mailer batch).",
     "email_account.paused": "The provider throttled or refused the account; sending rests until paused_until.",
 }
 QUEUES = {

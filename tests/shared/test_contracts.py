@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bulkmail.shared.contracts import BulkEmailEvent, EmailEvent, SendChunk
+from bulkmail.shared.contracts import BulkEmailEvent, EmailEvent, EmailOutcome, SendChunk
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +30,14 @@ def test_contracts_are_versioned_and_refuse_other_versions():
 
 def test_email_events_carry_ids_not_addresses():
     event = EmailEvent(
-        type="email.sent", organization_id=1, bulk_email_id=2, recipient_id=3, lead_id=4, occurred_at=datetime.now(UTC)
+        type="email.sent",
+        organization_id=1,
+        bulk_email_id=2,
+        emails=[EmailOutcome(recipient_id=3, lead_id=4, message_id="<m3@x>")],
+        occurred_at=datetime.now(UTC),
     )
-    assert "@" not in event.model_dump_json()
+    assert "@" not in event.model_dump_json().replace("<m3@x>", "")
+    assert EmailEvent.model_validate_json(event.model_dump_json()) == event
+    with pytest.raises(ValidationError):  # an empty batch is never published
+        EmailEvent(type="email.sent", organization_id=1, bulk_email_id=2, emails=[], occurred_at=datetime.now(UTC))
     assert set(BulkEmailEvent.model_fields) >= {"type", "organization_id", "bulk_email_id", "status", "counts"}

@@ -52,7 +52,9 @@ class Worker(abc.ABC):
         self.settings = settings
         self._owns_db = database is None
         self._owns_broker = broker is None
-        self.database = database or Database(settings)
+        # No pre-ping: it costs a round trip per transaction on the hot path, and a connection
+        # that died with the server fails its message, which the broker redelivers.
+        self.database = database or Database(settings, pool_pre_ping=False)
         self.broker = broker or create_broker(settings)
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

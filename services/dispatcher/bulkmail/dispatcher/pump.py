@@ -81,7 +81,9 @@ async def pump(session: AsyncSession, settings: Settings, bulk_email_id: int) ->
 
 async def _lock(session: AsyncSession, bulk_email_id: int) -> BulkEmail | None:
     # One pump per bulk email at a time across dispatcher replicas (SQLite serialises writers anyway).
-    stmt = select(BulkEmail).where(BulkEmail.id == bulk_email_id).with_for_update()
+    # FOR NO KEY UPDATE, not FOR UPDATE: the mailers' inserts that reference this row (email
+    # activities) take KEY SHARE locks on it, and FOR UPDATE would make every one of them wait.
+    stmt = select(BulkEmail).where(BulkEmail.id == bulk_email_id).with_for_update(key_share=True)
     return await session.scalar(stmt)
 
 
@@ -90,23 +92,23 @@ async def _claim_chunk(session: AsyncSession, bulk: BulkEmail, size: int, now: d
         (Recipient.state == R.pending) & Recipient.chunk_id.is_(None),
         (Recipient.state == R.deferred) & (Recipient.next_attempt_at <= now),
     )
-    ids = list(
-        await session.scalars(
-            select(Recipient.id).where(Recipient.bulk_email_id == bulk.id, due).order_by(Recipient.id).limit(size)
-        )
-    )
-    if not ids:
-        return None
-    chunk = BulkEmailChunk(organization_id=bulk.organization_id, bulk_email_id=bulk.id, size=len(ids), published_at=now)
+    chunk = BulkEmailChunk(organization_id=bulk.organization_id, bulk_email_id=bulk.id, size=0, published_at=now)
     session.add(chunk)
     await session.flush()
+    # One statement (the pump holds the bulk email's lock, so no other pump takes the same rows).
     # next_attempt_at NULL marks a deferred recipient as queued, so the next pump does not take it again.
-    await session.execute(
+    due_ids = select(Recipient.id).where(Recipient.bulk_email_id == bulk.id, due).order_by(Recipient.id).limit(size)
+    taken = await session.execute(
         update(Recipient)
-        .where(Recipient.id.in_(ids))
+        .where(Recipient.id.in_(due_ids.scalar_subquery()))
         .values(chunk_id=chunk.id, next_attempt_at=None)
         .execution_options(synchronize_session=False)
     )
+    n = int(taken.rowcount)  # type: ignore[attr-defined]
+    if n == 0:
+        await session.delete(chunk)
+        return None
+    chunk.size = n
     return chunk.id
 
 

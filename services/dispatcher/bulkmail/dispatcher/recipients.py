@@ -53,7 +53,7 @@ async def build_recipients(database: Database, bulk: BulkEmail) -> BuildReport:
         async with database.session() as session:
             # Hold the bulk email's row while writing a batch and check nobody else moved the
             # build on meanwhile (another dispatcher replica); if so, pick up from where it is.
-            await session.execute(select(BulkEmail.id).where(BulkEmail.id == bulk.id).with_for_update())
+            await session.execute(select(BulkEmail.id).where(BulkEmail.id == bulk.id).with_for_update(key_share=True))
             progress = await session.scalar(
                 select(func.coalesce(func.max(Recipient.lead_id), 0)).where(Recipient.bulk_email_id == bulk.id)
             )

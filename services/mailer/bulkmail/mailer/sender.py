@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bulkmail.mailer.ledger import ActivitySource, OutcomeRow, write_outcomes
 from bulkmail.mailer.message import HeaderValueError, make_message_id
 from bulkmail.mailer.prepared import PreparedBulkEmail, prepare
 from bulkmail.mailer.replies import (
@@ -43,6 +43,7 @@ from bulkmail.shared.contracts import (
     DispatchBulkEmail,
     EmailAccountEvent,
     EmailEvent,
+    EmailOutcome,
     SendChunk,
     SentCopy,
 )
@@ -52,8 +53,6 @@ from bulkmail.shared.models import (
     BulkEmail,
     BulkEmailChunk,
     EmailAccount,
-    EmailActivity,
-    Lead,
     Recipient,
     RecipientState,
     Suppression,
@@ -62,7 +61,7 @@ from bulkmail.shared.rate_limit import day_window_frees_at, reserve_send_slot
 from bulkmail.shared.render_data import RecipientRef, load_render_contexts
 from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
-from bulkmail.shared.templating import TemplateRenderError
+from bulkmail.shared.templating import RenderContext, TemplateRenderError
 from bulkmail.shared.unsubscribe import unsubscribe_url
 
 log = get_logger(__name__)
@@ -156,11 +155,15 @@ class ChunkSender:
     async def _send_chunk(self, prepared: PreparedBulkEmail, chunk_id: int) -> None:
         pool = self._pool(prepared)
         batch_size = prepared.max_connections * CLAIM_PER_CONNECTION
+        contexts = await self._chunk_contexts(prepared, chunk_id)
         while True:
             claimed = await self._claim(chunk_id, batch_size)
             if not claimed:
                 return
-            outcomes = await self._send_batch(prepared, pool, claimed)
+            missing = [c for c in claimed if c.id not in contexts]
+            if missing:  # not pending when the chunk started (a retry became due meanwhile)
+                contexts.update(await self._contexts(prepared, missing))
+            outcomes = await self._send_batch(prepared, pool, claimed, contexts)
             paused = await self._record(prepared, outcomes)
             await self._emit(prepared, outcomes)
             await self._announce_pauses()
@@ -203,7 +206,23 @@ class ChunkSender:
             )
             return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
 
-    async def _send_batch(self, prepared: PreparedBulkEmail, pool: SmtpPool, claimed: list[Claimed]) -> list[Outcome]:
+    async def _chunk_contexts(self, prepared: PreparedBulkEmail, chunk_id: int) -> dict[int, RenderContext]:
+        """What the templates see, for every recipient the chunk will send: a few queries per chunk."""
+        async with self.database.session() as session:
+            rows = await session.execute(
+                select(Recipient.id, Recipient.lead_id, Recipient.contact_id, Recipient.email).where(
+                    Recipient.chunk_id == chunk_id,
+                    Recipient.state.in_([R.pending, R.deferred]),
+                    Recipient.next_attempt_at.is_(None),
+                )
+            )
+            recipients = [(rid, RecipientRef(lead_id, contact_id, email)) for rid, lead_id, contact_id, email in rows]
+            contexts = await load_render_contexts(
+                session, prepared.organization_id, [ref for _, ref in recipients], prepared.user, prepared.organization
+            )
+        return {rid: ctx for (rid, _), ctx in zip(recipients, contexts, strict=True)}
+
+    async def _contexts(self, prepared: PreparedBulkEmail, claimed: list[Claimed]) -> dict[int, RenderContext]:
         async with self.database.session() as session:
             contexts = await load_render_contexts(
                 session,
@@ -212,13 +231,14 @@ class ChunkSender:
                 prepared.user,
                 prepared.organization,
             )
-        return list(
-            await asyncio.gather(
-                *(self._send_one(prepared, pool, c, ctx) for c, ctx in zip(claimed, contexts, strict=True))
-            )
-        )
+        return {c.id: ctx for c, ctx in zip(claimed, contexts, strict=True)}
 
-    async def _send_one(self, prepared: PreparedBulkEmail, pool: SmtpPool, r: Claimed, ctx: Any) -> Outcome:
+    async def _send_batch(
+        self, prepared: PreparedBulkEmail, pool: SmtpPool, claimed: list[Claimed], contexts: dict[int, RenderContext]
+    ) -> list[Outcome]:
+        return list(await asyncio.gather(*(self._send_one(prepared, pool, c, contexts[c.id]) for c in claimed)))
+
+    async def _send_one(self, prepared: PreparedBulkEmail, pool: SmtpPool, r: Claimed, ctx: RenderContext) -> Outcome:
         date = _now().replace(microsecond=0)
         message_id = make_message_id(
             prepared.bulk_email_id, r.id, prepared.message_id_domain, prepared.message_id_secret
@@ -260,9 +280,8 @@ class ChunkSender:
     async def _record(self, prepared: PreparedBulkEmail, outcomes: list[Outcome]) -> datetime | None:
         """Commit every outcome of a batch; returns until when the account is paused, if it must be."""
         now = _now()
-        rows: list[dict[str, Any]] = []
+        rows: list[OutcomeRow] = []
         pause: datetime | None = None
-        sent: list[Outcome] = []
         bounced: list[Outcome] = []
         async with self.database.session() as session:
             for o in outcomes:
@@ -273,7 +292,6 @@ class ChunkSender:
                     state, next_at, attempts = R.deferred, now + o.held_back, attempts - 1
                 elif v.kind == Kind.sent:
                     state = R.sent
-                    sent.append(o)
                 elif v.kind == Kind.unknown:
                     state = R.unknown
                 elif v.kind == Kind.hard_bounce:
@@ -288,77 +306,32 @@ class ChunkSender:
                     next_at = now + max(wait, v.retry_after) if v.retry_after else now + wait
                 if o.held_back is None:
                     _count(prepared.account_id, o, state)
+                r = o.recipient
+                sent = state == R.sent
                 rows.append(
-                    {
-                        "rid": o.recipient.id,
-                        "state": state,
-                        "next_at": next_at,
-                        "reply": _reply_text(v),
-                        "mid": o.message_id,
-                        "sent_at": (o.date or now) if state == R.sent else None,
-                        "attempts": attempts,
-                        "copy": (_copy_state(prepared) if state == R.sent else None),
-                        "now": now,
-                    }
+                    OutcomeRow(
+                        recipient_id=r.id,
+                        lead_id=r.lead_id,
+                        contact_id=r.contact_id,
+                        email=r.email,
+                        state=state,
+                        next_attempt_at=next_at,
+                        smtp_reply=_reply_text(v),
+                        message_id=o.message_id,
+                        sent_at=(o.date or now) if sent else None,
+                        attempts=attempts,
+                        sent_copy_state=_copy_state(prepared) if sent else None,
+                    )
                 )
-            # Core UPDATE with many parameter sets: one round trip for the whole batch.
-            table: Table = Recipient.__table__  # type: ignore[assignment]
-            await session.execute(
-                update(table)
-                .where(table.c.id == bindparam("rid"), or_(table.c.state == R.sending, table.c.state == R.unknown))
-                .values(
-                    state=bindparam("state"),
-                    next_attempt_at=bindparam("next_at"),
-                    smtp_reply=bindparam("reply"),
-                    message_id=bindparam("mid"),
-                    sent_at=bindparam("sent_at"),
-                    attempts=bindparam("attempts"),
-                    sent_copy_state=bindparam("copy"),
-                    updated_at=bindparam("now"),
-                ),
-                rows,
-            )
-            if sent:
-                await self._record_activities(session, prepared, sent, now)
+            # The ledger rows, an email activity per sent message (so ``emailed_template:`` and
+            # ``last_emailed`` see it) and the lead counters; one round trip on PostgreSQL.
+            source = ActivitySource(prepared.organization_id, prepared.template_id, prepared.bulk_email_id)
+            await write_outcomes(session, rows, source, now)
             if bounced:
                 await self._suppress(session, prepared.organization_id, bounced)
             # Progress is counted from the ledger when asked for, so no batch writes the bulk
             # email's row: every mailer would otherwise queue on that one row lock.
         return pause
-
-    async def _record_activities(
-        self, session: AsyncSession, prepared: PreparedBulkEmail, sent: list[Outcome], now: datetime
-    ) -> None:
-        """Each sent email goes on its lead's timeline, so ``emailed_template:`` and ``last_emailed`` see it."""
-        await session.execute(
-            EmailActivity.__table__.insert(),  # type: ignore[attr-defined]
-            [
-                {
-                    "organization_id": prepared.organization_id,
-                    "lead_id": o.recipient.lead_id,
-                    "contact_id": o.recipient.contact_id,
-                    "template_id": prepared.template_id,
-                    "bulk_email_id": prepared.bulk_email_id,
-                    "user_id": None,
-                    "status": "sent",
-                    "direction": "outgoing",
-                    "subject": "",
-                    "to_address": o.recipient.email,
-                    "message_id": o.message_id,
-                    "date_sent": now,
-                    "created_at": now,
-                }
-                for o in sent
-            ],
-        )
-        per_lead = Counter(o.recipient.lead_id for o in sent)
-        leads: Table = Lead.__table__  # type: ignore[assignment]
-        await session.execute(
-            update(leads)
-            .where(leads.c.id == bindparam("lid"))
-            .values(num_emails=leads.c.num_emails + bindparam("n"), last_emailed_at=bindparam("now")),
-            [{"lid": lead_id, "n": n, "now": now} for lead_id, n in per_lead.items()],
-        )
 
     async def _suppress(self, session: AsyncSession, organization_id: int, bounced: list[Outcome]) -> None:
         """A hard bounce puts the address on the organisation's suppression list: later sends skip it."""
@@ -433,23 +406,31 @@ class ChunkSender:
             )
 
     async def _emit(self, prepared: PreparedBulkEmail, outcomes: list[Outcome]) -> None:
+        """One event per outcome type per batch: a broker message per recipient cost more than its SMTP."""
+        by_type: dict[Literal["email.sent", "email.failed"], list[EmailOutcome]] = {}
+        for o in outcomes:
+            kind = o.verdict.kind
+            if kind not in (Kind.sent, Kind.failed, Kind.hard_bounce) or o.held_back is not None:
+                continue
+            sent = kind == Kind.sent
+            by_type.setdefault("email.sent" if sent else "email.failed", []).append(
+                EmailOutcome(
+                    recipient_id=o.recipient.id,
+                    lead_id=o.recipient.lead_id,
+                    message_id=o.message_id,
+                    reason="" if sent else _reply_text(o.verdict),
+                )
+            )
         now = _now()
-        events = [
-            EmailEvent(
-                type="email.sent" if o.verdict.kind == Kind.sent else "email.failed",
+        for event_type, emails in by_type.items():
+            event = EmailEvent(
+                type=event_type,
                 organization_id=prepared.organization_id,
                 bulk_email_id=prepared.bulk_email_id,
-                recipient_id=o.recipient.id,
-                lead_id=o.recipient.lead_id,
-                message_id=o.message_id,
-                reason="" if o.verdict.kind == Kind.sent else _reply_text(o.verdict),
+                emails=emails,
                 occurred_at=now,
             )
-            for o in outcomes
-            if o.verdict.kind in (Kind.sent, Kind.failed, Kind.hard_bounce)
-        ]
-        # Published together so the broker's confirms overlap instead of costing a round trip each.
-        await asyncio.gather(*(self.broker.emit(e.type, e) for e in events))
+            await self.broker.emit(event.type, event)
 
     # -- caches ------------------------------------------------------------------------------
 
