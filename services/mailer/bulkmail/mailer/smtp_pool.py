@@ -80,6 +80,7 @@ class SmtpPool:
         self._open: list[_Connection] = []
         self._returned = asyncio.Condition()
         self._no_lease_until = 0.0
+        self._connecting = False
 
     @property
     def _leased(self) -> bool:
@@ -144,19 +145,35 @@ class SmtpPool:
                     await self._drop(conn)
 
     async def _new_or_returned(self) -> _Connection:
-        """A new connection if the account has a free lease, else the next one this process frees."""
-        if not (self._open and time.monotonic() < self._no_lease_until):
+        """A new connection if the account has a free lease, else the next one this process frees.
+
+        One task at a time asks the database for a lease, and after a "no" nobody asks again for
+        LEASE_RETRY_S: when many sends arrive together and other mailers hold the account's
+        leases, they would otherwise all queue on the account's lock in the database, each
+        holding a database connection, to hear "no".
+        """
+        while True:
+            async with self._returned:
+                while not self._idle and not self._may_connect():
+                    if not self._open and not self._connecting:
+                        raise NoConnectionSlot(f"all {self.size} connections of the account are in use")
+                    await self._returned.wait()
+                if self._idle:
+                    return self._idle.pop()
+                self._connecting = True
             try:
                 return await self._connect()
             except NoConnectionSlot:
                 self._no_lease_until = time.monotonic() + LEASE_RETRY_S
                 if not self._open:
                     raise  # every connection is held by other mailers
-        async with self._returned:
-            await self._returned.wait_for(lambda: bool(self._idle) or not self._open)
-        if not self._idle:
-            raise NoConnectionSlot("the account's connections closed meanwhile")
-        return self._idle.pop()
+            finally:
+                self._connecting = False
+                async with self._returned:
+                    self._returned.notify_all()
+
+    def _may_connect(self) -> bool:
+        return not self._connecting and len(self._open) < self.size and time.monotonic() >= self._no_lease_until
 
     async def close_idle(self, older_than: float = IDLE_CLOSE_S) -> None:
         """Close connections nobody has used for a while (and give their leases back)."""
@@ -174,6 +191,8 @@ class SmtpPool:
             self._open.remove(conn)
         conn.client.close()
         await self._release(conn.lease)
+        async with self._returned:  # a waiter may now open one, or learn there is none
+            self._returned.notify_all()
 
     async def _release(self, lease: ConnectionLease | None) -> None:
         if lease is not None and self._session_factory is not None:
