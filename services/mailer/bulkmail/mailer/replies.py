@@ -316,8 +316,7 @@ async def send_one(
     """
     body_sent = False
     try:
-        await smtp.mail(sender, options=mail_options)
-        await smtp.rcpt(recipient)
+        await _envelope(smtp, sender, recipient, mail_options)
         body_sent = True
         response = await smtp.data(message)
     except Exception as exc:
@@ -329,6 +328,33 @@ async def send_one(
                 pass
         return verdict
     return classify(response.code, response.message, stage=Stage.data)
+
+
+# An address that needs no quoting or parsing on the way into MAIL FROM / RCPT TO.
+_PLAIN_ADDRESS = re.compile(r'[^\s<>()\[\],;:"\\@]+@[^\s<>()\[\],;:"\\@]+')
+
+
+async def _envelope(smtp: aiosmtplib.SMTP, sender: str, recipient: str, mail_options: list[str] | None) -> None:
+    """MAIL FROM and RCPT TO, refused replies raised as aiosmtplib's own exceptions.
+
+    For the common case (plain ASCII addresses, no options, EHLO done) the commands are written
+    directly: ``smtp.mail``/``smtp.rcpt`` parse and re-quote both addresses on every message,
+    which was a tenth of the mailer's SMTP time.
+    """
+    if mail_options or smtp.is_ehlo_or_helo_needed or not (_is_plain(sender) and _is_plain(recipient)):
+        await smtp.mail(sender, options=mail_options)
+        await smtp.rcpt(recipient)
+        return
+    reply = await smtp.execute_command(b"MAIL", b"FROM:<" + sender.encode("ascii") + b">")
+    if reply.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
+    reply = await smtp.execute_command(b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")
+    if reply.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
+
+
+def _is_plain(address: str) -> bool:
+    return address.isascii() and _PLAIN_ADDRESS.fullmatch(address) is not None
 
 
 # ---------------------------------------------------------------------------------------------
