@@ -24,6 +24,8 @@ log = get_logger(__name__)
 
 HEARTBEAT_INTERVAL_S = 5.0
 HEARTBEAT_STALE_S = 60.0
+# How long stop waits for the loops to finish their current turn before cancelling them.
+LOOP_STOP_TIMEOUT_S = 5.0
 
 
 def heartbeat_path(settings: Settings, service: str) -> Path:
@@ -112,6 +114,10 @@ class Worker(abc.ABC):
             # Stops deliveries, lets the handlers in progress finish (and ack), then disconnects.
             await self.broker.close()
         await self.on_stop()
+        # The loops see `stopping` at their next turn; cancelling one inside a database
+        # transaction could leave its connection (and, on SQLite, the write lock) behind.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=LOOP_STOP_TIMEOUT_S)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
