@@ -111,3 +111,34 @@ async def test_sends_share_the_leases_this_process_got(
     assert kinds == [Kind.sent] * 30
     assert opened == 1  # the one free lease; the others were never ours
     assert len(calls) <= 2  # the lease it got, and at most one "no" before the back-off
+
+
+async def test_a_pool_gives_connections_back_to_a_waiting_mailer(pg: Database, smtp_sink: Any) -> None:
+    """Two mailers, one account of two connections: the one holding both hands one over."""
+    sink: SmtpSink = smtp_sink()
+    account_id = await _account(pg, sink.port)
+    settings = SmtpSettings("127.0.0.1", sink.port, ConnectionSecurity.none)
+    first = SmtpPool(settings, 2, account_id=account_id, session_factory=pg.sessionmaker)
+    second = SmtpPool(settings, 2, account_id=account_id, session_factory=pg.sessionmaker)
+    second._process = "elsewhere:2"  # another mailer process
+    try:
+
+        async def send(pool: SmtpPool, i: int) -> Kind:
+            async with pool.connection() as smtp:
+                return (await send_one(smtp, "me@pool.example", f"r{i}@pool.example", MESSAGE)).kind
+
+        first._idle.extend([await first._connect(), await first._connect()])  # it holds both
+        with pytest.raises(NoConnectionSlot):
+            await send(second, 0)
+
+        await first.rebalance()  # sees the waiting mailer: keeps one of two
+        assert await send(first, 1) is Kind.sent  # that connection is given back when returned
+        assert len(first._open) == 1
+        second._no_lease_until = 0.0  # its next attempt, without waiting for the back-off
+        assert await send(second, 2) is Kind.sent
+        assert len(second._open) == 1
+        await first.rebalance()  # nobody waits now
+        assert first._shed == 0
+    finally:
+        await first.close()
+        await second.close()

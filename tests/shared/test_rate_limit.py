@@ -15,11 +15,13 @@ from bulkmail.shared.db import Database
 from bulkmail.shared.models import EmailAccount, Organization
 from bulkmail.shared.providers import AccountLimits
 from bulkmail.shared.rate_limit import (
+    WAITING_TTL,
     SendSlot,
     acquire_connection,
     day_window_frees_at,
     describe_resume,
     eta,
+    fair_share,
     release_connection,
     release_send_slot,
     renew_connection,
@@ -142,6 +144,26 @@ async def test_connection_leases_cap_concurrent_connections(database: Database) 
     later = T0 + timedelta(minutes=3)
     assert await acquire_connection(factory, account, 3, "worker-10", now=later) is not None
     assert leases[1] is not None and await renew_connection(factory, leases[1], now=later) is None
+
+
+async def test_a_waiting_process_gets_a_fair_share(database: Database) -> None:
+    """A "no" leaves a waiting mark; holders then learn how many connections to keep."""
+    account = await new_account(database)
+    factory = database.sessionmaker
+    for i in range(4):  # process A holds all four
+        assert await acquire_connection(factory, account, 4, f"host:1:{i}", now=T0)
+    assert await fair_share(factory, account, 4, "host:1", now=T0) is None  # nobody waits: keep them all
+
+    assert await acquire_connection(factory, account, 4, "host:2:0", now=T0) is None  # process B is refused
+    assert await fair_share(factory, account, 4, "host:1", now=T0) == 2  # A and B: two each
+    assert await fair_share(factory, account, 4, "host:2", now=T0) is None  # B is the one waiting
+
+    # The mark is short-lived: a process that stopped asking stops costing others connections.
+    assert await fair_share(factory, account, 4, "host:1", now=T0 + WAITING_TTL) is None
+    # Three processes sharing four connections: each may keep two (rounded up).
+    assert await acquire_connection(factory, account, 4, "host:2:1", now=T0) is None
+    assert await acquire_connection(factory, account, 4, "host:3:0", now=T0) is None
+    assert await fair_share(factory, account, 4, "host:1", now=T0) == 2
 
 
 # ---------------------------------------------------------------------------------------------

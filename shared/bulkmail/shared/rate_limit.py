@@ -13,13 +13,14 @@ so that a killed worker cannot hold a connection slot for ever.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ForeignKey, Index, Integer, String, and_, delete, func, insert, select, text, update
+from sqlalchemy import ForeignKey, Index, Integer, String, and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -36,6 +37,8 @@ __all__ = [
     "day_window_frees_at",
     "describe_resume",
     "eta",
+    "fair_share",
+    "holder_process",
     "release_connection",
     "release_send_slot",
     "renew_connection",
@@ -290,6 +293,20 @@ class ConnectionLease:
     expires_at: datetime
 
 
+# A process that found every slot taken leaves a row with a negative slot ("waiting") that lives
+# this long; processes holding more than their fair share give connections back while it lives.
+WAITING_TTL = timedelta(seconds=3)
+
+
+def holder_process(holder: str) -> str:
+    """The process part of a holder name ("host:pid:n" → "host:pid")."""
+    return holder.rsplit(":", 1)[0]
+
+
+def _waiting_slot(process: str) -> int:
+    return -1 - zlib.crc32(process.encode()) % 1_000_000
+
+
 async def acquire_connection(
     session_factory: SessionFactory,
     account_id: int,
@@ -302,27 +319,37 @@ async def acquire_connection(
     """Take one of the account's connection slots, or None when all are held.
 
     The holder renews its lease while the connection lives (:func:`renew_connection`); a lease
-    that is not renewed expires, so a crashed worker's slot comes back after ``ttl``.
+    that is not renewed expires, so a crashed worker's slot comes back after ``ttl``. A "no"
+    leaves a waiting mark (see :func:`fair_share`) so other holders make room.
     """
     now = _now(now)
     if max_connections is None:
         return ConnectionLease(account_id, -1, holder, now + ttl)
+    waiting = _waiting_slot(holder_process(holder))
     async with session_factory() as session, session.begin():
         await _lock_account(session, account_id)
         await session.execute(
             delete(SmtpConnectionLease).where(
-                SmtpConnectionLease.email_account_id == account_id, SmtpConnectionLease.expires_at <= now
+                SmtpConnectionLease.email_account_id == account_id,
+                or_(SmtpConnectionLease.expires_at <= now, SmtpConnectionLease.slot == waiting),
             )
         )
         held = set(
             (
                 await session.execute(
-                    select(SmtpConnectionLease.slot).where(SmtpConnectionLease.email_account_id == account_id)
+                    select(SmtpConnectionLease.slot).where(
+                        SmtpConnectionLease.email_account_id == account_id, SmtpConnectionLease.slot >= 0
+                    )
                 )
             ).scalars()
         )
         free = next((s for s in range(max_connections) if s not in held), None)
         if free is None:
+            await session.execute(
+                insert(SmtpConnectionLease).values(
+                    email_account_id=account_id, slot=waiting, holder=holder, expires_at=now + WAITING_TTL
+                )
+            )
             return None
         await session.execute(
             insert(SmtpConnectionLease).values(
@@ -330,6 +357,31 @@ async def acquire_connection(
             )
         )
     return ConnectionLease(account_id, free, holder, now + ttl)
+
+
+async def fair_share(
+    session_factory: SessionFactory, account_id: int, max_connections: int, process: str, *, now: datetime | None = None
+) -> int | None:
+    """How many connections ``process`` should hold at most, when another process is waiting for one.
+
+    None when nobody else waits: then a process may hold as many as it can use. Otherwise the
+    account's connections are split evenly between the processes holding or waiting for them
+    (rounded up, so the split always adds up to at least ``max_connections``).
+    """
+    now = _now(now)
+    async with session_factory() as session:
+        rows = (
+            await session.execute(
+                select(SmtpConnectionLease.slot, SmtpConnectionLease.holder).where(
+                    SmtpConnectionLease.email_account_id == account_id, SmtpConnectionLease.expires_at > now
+                )
+            )
+        ).all()
+    waiting = {holder_process(h) for slot, h in rows if slot < 0} - {process}
+    if not waiting:
+        return None
+    sharing = waiting | {holder_process(h) for slot, h in rows if slot >= 0} | {process}
+    return -(-max_connections // len(sharing))
 
 
 async def renew_connection(

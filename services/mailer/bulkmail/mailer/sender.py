@@ -143,6 +143,7 @@ class ChunkSender:
     async def close_idle_connections(self) -> None:
         for _, pool in list(self._pools.values()):
             await pool.close_idle()
+            await pool.rebalance()
 
     async def close(self) -> None:
         for _, pool in self._pools.values():

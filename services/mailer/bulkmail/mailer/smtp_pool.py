@@ -25,6 +25,7 @@ from bulkmail.shared.rate_limit import (
     ConnectionLease,
     SessionFactory,
     acquire_connection,
+    fair_share,
     release_connection,
     renew_connection,
 )
@@ -36,6 +37,9 @@ IDLE_CLOSE_S = 1.0
 # After the account's leases were all taken, wait this long before asking the database again;
 # meanwhile sends share the connections this process already has.
 LEASE_RETRY_S = 1.0
+# After giving a connection back to a waiting mailer, don't take it again for this long: longer
+# than LEASE_RETRY_S, so the waiting mailer asks again in the meantime.
+SHED_BACK_OFF_S = 2.5
 _holder_ids = count()
 
 
@@ -81,6 +85,9 @@ class SmtpPool:
         self._returned = asyncio.Condition()
         self._no_lease_until = 0.0
         self._connecting = False
+        self._process = f"{socket.gethostname()}:{os.getpid()}"
+        # Connections to give back when they are next returned: another mailer waits for one.
+        self._shed = 0
 
     @property
     def _leased(self) -> bool:
@@ -89,7 +96,7 @@ class SmtpPool:
     async def _connect(self) -> _Connection:
         lease = None
         if self._leased:
-            holder = f"{socket.gethostname()}:{os.getpid()}:{next(_holder_ids)}"
+            holder = f"{self._process}:{next(_holder_ids)}"
             lease = await acquire_connection(self._session_factory, self._account_id, self.size, holder)  # type: ignore[arg-type]
             if lease is None:
                 raise NoConnectionSlot(f"all {self.size} connections of the account are in use")
@@ -136,7 +143,14 @@ class SmtpPool:
             try:
                 yield conn.client
             finally:
-                if conn.client.is_connected:
+                if self._shed > 0 and conn.client.is_connected:
+                    self._shed -= 1
+                    # Give the lease back and leave it to the waiting mailer for a while.
+                    self._no_lease_until = time.monotonic() + SHED_BACK_OFF_S
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.client.quit(), timeout=5)
+                    await self._drop(conn)
+                elif conn.client.is_connected:
                     conn.idle_since = time.monotonic()
                     self._idle.append(conn)
                     async with self._returned:
@@ -174,6 +188,22 @@ class SmtpPool:
 
     def _may_connect(self) -> bool:
         return not self._connecting and len(self._open) < self.size and time.monotonic() >= self._no_lease_until
+
+    async def rebalance(self) -> None:
+        """Give connections back while another mailer waits and this one holds more than its share.
+
+        One at a time per call (the worker calls this twice a second), so the split settles
+        over a few seconds without closing more than needed.
+        """
+        if not self._leased or not self._open:
+            return
+        share = await fair_share(self._session_factory, self._account_id, self.size, self._process)  # type: ignore[arg-type]
+        if share is None:
+            self._shed = 0
+            return
+        keep = len(self._open) - self._shed
+        if keep > share:
+            self._shed += 1
 
     async def close_idle(self, older_than: float = IDLE_CLOSE_S) -> None:
         """Close connections nobody has used for a while (and give their leases back)."""
