@@ -17,7 +17,7 @@ from bulkmail.shared import contracts
 
 EVENTS = {
     "bulk_email.created": "A bulk email was created; its leads are frozen in a snapshot.",
-    "bulk_email.processing": "Its ledger is complete (n_objects final); sending began with the first rows written.",
+    "bulk_email.processing": "Its recipients are in the ledger; sending has started.",
     "bulk_email.paused": "The user paused it.",
     "bulk_email.resumed": "The user resumed it.",
     "bulk_email.cancelled": "The user cancelled it; unsent recipients are skipped.",

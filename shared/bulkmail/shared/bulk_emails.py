@@ -18,11 +18,8 @@ from bulkmail.shared.models import BulkEmail, BulkEmailStatus, Recipient, Recipi
 
 S = BulkEmailStatus
 
-# Statuses in which mailers may send. Loading is one: a row in the ledger is final once written,
-# so the first recipients go out while the rest of the ledger is still being written.
-SENDING_STATUSES = (S.loading, S.processing, S.resuming)
-# Statuses from which a bulk email may become done: never while its ledger is incomplete.
-FINISHING_STATUSES = (S.processing, S.resuming)
+# Statuses in which mailers may send.
+SENDING_STATUSES = (S.processing, S.resuming)
 FINAL_STATUSES = (S.done, S.error, S.cancelled)
 ACTIVE_STATUSES = (S.created, S.loading, S.processing, S.resuming, S.paused)
 

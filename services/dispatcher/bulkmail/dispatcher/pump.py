@@ -72,7 +72,7 @@ async def pump(session: AsyncSession, settings: Settings, bulk_email_id: int) ->
         in_flight += 1
 
     finished = in_flight == 0 and not await _work_left(session, bulk.id)
-    if finished and await bulk_emails.transition(session, bulk.id, bulk_emails.FINISHING_STATUSES, S.done, done_at=now):
+    if finished and await bulk_emails.transition(session, bulk.id, bulk_emails.SENDING_STATUSES, S.done, done_at=now):
         result.events.append(await bulk_emails.event_for(session, bulk, S.done))
         if bulk.send_done_email:
             result.notify = NotifyBulkEmailDone(bulk_email_id=bulk.id, organization_id=bulk.organization_id)

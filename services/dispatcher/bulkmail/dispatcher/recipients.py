@@ -7,7 +7,6 @@ recipient twice (the unique key is bulk email + normalised address).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,14 +40,8 @@ class BuildReport:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-async def build_recipients(
-    database: Database, bulk: BulkEmail, after_batch: Callable[[], Awaitable[None]] | None = None
-) -> BuildReport:
-    """Write the ledger for ``bulk`` (idempotent, resumable).
-
-    ``after_batch`` runs after each committed batch: the dispatcher queues chunks from it, so
-    sending starts with the first batch instead of after the whole ledger (9 s for 100,000).
-    """
+async def build_recipients(database: Database, bulk: BulkEmail) -> BuildReport:
+    """Write the ledger for ``bulk`` (idempotent, resumable)."""
     report = BuildReport()
     async with database.session() as session:
         resume_after = await session.scalar(
@@ -92,8 +85,6 @@ async def build_recipients(
             report.duplicates = 0
             last_lead = lead_ids[-1]
             report.leads += len(lead_ids)
-        if after_batch is not None:
-            await after_batch()
     return report
 
 

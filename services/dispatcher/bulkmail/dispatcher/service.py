@@ -88,7 +88,7 @@ class Dispatcher:
         await self.pump(bulk_email_id)
 
     async def _load(self, bulk: BulkEmail) -> None:
-        report = await build_recipients(self.database, bulk, after_batch=lambda: self.pump(bulk.id))
+        report = await build_recipients(self.database, bulk)
         async with self.database.session() as session:
             n_objects = await session.scalar(
                 select(func.count())
