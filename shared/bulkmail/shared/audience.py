@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import BigInteger, ColumnElement, String, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.shared.models import (
@@ -86,6 +88,7 @@ async def load_batch(
 ) -> AudienceBatch:
     """Candidates, suppressions and earlier sends of ``template_id`` (None: not asked) for these leads."""
     candidates: dict[int, list[Candidate]] = {lead_id: [] for lead_id in lead_ids}
+    pg = session.get_bind().dialect.name == "postgresql"
     for lead_id, contact_id, email, normalized, unsubscribed in await session.execute(
         select(
             ContactEmail.lead_id,
@@ -95,7 +98,7 @@ async def load_batch(
             ContactEmail.is_unsubscribed,
         )
         .join(Contact, Contact.id == ContactEmail.contact_id)
-        .where(ContactEmail.lead_id.in_(lead_ids), ContactEmail.organization_id == organization_id)
+        .where(_among(ContactEmail.lead_id, lead_ids, pg), ContactEmail.organization_id == organization_id)
         .order_by(ContactEmail.lead_id, Contact.position, Contact.id, ContactEmail.position, ContactEmail.id)
     ):
         candidates[lead_id].append(Candidate(lead_id, contact_id, email, normalized, unsubscribed))
@@ -104,7 +107,8 @@ async def load_batch(
     if addresses:
         rows = await session.execute(
             select(Suppression.email_normalized, Suppression.reason).where(
-                Suppression.organization_id == organization_id, Suppression.email_normalized.in_(addresses)
+                Suppression.organization_id == organization_id,
+                _among(Suppression.email_normalized, sorted(addresses), pg),
             )
         )
         suppressed = {address: reason for address, reason in rows}
@@ -116,7 +120,7 @@ async def load_batch(
                 .where(
                     EmailActivity.organization_id == organization_id,
                     EmailActivity.template_id == template_id,
-                    EmailActivity.lead_id.in_(lead_ids),
+                    _among(EmailActivity.lead_id, lead_ids, pg),
                 )
                 .distinct()
             )
@@ -143,3 +147,12 @@ def decide(
                 suppressed_reason=batch.suppressed.get(c.email_normalized),
             )
             yield Decision(lead_id, c, reason)
+
+
+def _among(column: Any, values: Sequence[Any], postgresql: bool) -> ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL ``= ANY(array)``: one parameter instead of thousands,
+    so a batch of 2,000 leads is neither rendered nor planned as a 2,000-item list."""
+    if not postgresql:
+        return column.in_(values)  # type: ignore[no-any-return]
+    element = BigInteger() if values and isinstance(values[0], int) else String()
+    return column == any_(bindparam(None, list(values), type_=ARRAY(element)))  # type: ignore[no-any-return]
