@@ -46,6 +46,15 @@ async def _account(database: Database, port: int) -> int:
         return account.id
 
 
+async def _pool_beside_another_mailer(pg: Database, sink: SmtpSink, *, size: int, theirs: int) -> SmtpPool:
+    """A pool for a new account of ``size`` connections, ``theirs`` of them leased by another mailer."""
+    account_id = await _account(pg, sink.port)
+    for slot in range(theirs):
+        assert await acquire_connection(pg.sessionmaker, account_id, size, f"other:{slot}", ttl=timedelta(minutes=5))
+    settings = SmtpSettings("127.0.0.1", sink.port, ConnectionSecurity.none)
+    return SmtpPool(settings, size, account_id=account_id, session_factory=pg.sessionmaker)
+
+
 def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the pool's lease requests; each still goes to the database."""
     calls: list[int] = []
@@ -61,17 +70,8 @@ def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 async def test_all_leases_held_elsewhere_asks_the_database_once(
     pg: Database, smtp_sink: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sink: SmtpSink = smtp_sink()
-    account_id = await _account(pg, sink.port)
-    for slot in range(3):  # another mailer holds every connection the account allows
-        assert await acquire_connection(pg.sessionmaker, account_id, 3, f"other:{slot}", ttl=timedelta(minutes=5))
+    pool = await _pool_beside_another_mailer(pg, smtp_sink(), size=3, theirs=3)  # it holds every connection
     calls = _counting(monkeypatch)
-    pool = SmtpPool(
-        SmtpSettings("127.0.0.1", sink.port, ConnectionSecurity.none),
-        3,
-        account_id=account_id,
-        session_factory=pg.sessionmaker,
-    )
 
     async def attempt() -> str:
         try:
@@ -89,17 +89,8 @@ async def test_all_leases_held_elsewhere_asks_the_database_once(
 async def test_sends_share_the_leases_this_process_got(
     pg: Database, smtp_sink: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sink: SmtpSink = smtp_sink()
-    account_id = await _account(pg, sink.port)
-    for slot in range(2):  # two of three connections are another mailer's
-        assert await acquire_connection(pg.sessionmaker, account_id, 3, f"other:{slot}", ttl=timedelta(minutes=5))
+    pool = await _pool_beside_another_mailer(pg, smtp_sink(), size=3, theirs=2)  # two of three are its
     calls = _counting(monkeypatch)
-    pool = SmtpPool(
-        SmtpSettings("127.0.0.1", sink.port, ConnectionSecurity.none),
-        3,
-        account_id=account_id,
-        session_factory=pg.sessionmaker,
-    )
 
     async def send(i: int) -> Kind:
         async with pool.connection() as smtp:
