@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, String, any_, bindparam, select
+from sqlalchemy import ColumnElement, any_, bindparam, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -108,7 +108,7 @@ async def load_batch(
         rows = await session.execute(
             select(Suppression.email_normalized, Suppression.reason).where(
                 Suppression.organization_id == organization_id,
-                _among(Suppression.email_normalized, sorted(addresses), pg),
+                _among(Suppression.email_normalized, list(addresses), pg),
             )
         )
         suppressed = {address: reason for address, reason in rows}
@@ -154,5 +154,4 @@ def _among(column: Any, values: Sequence[Any], postgresql: bool) -> ColumnElemen
     so a batch of 2,000 leads is neither rendered nor planned as a 2,000-item list."""
     if not postgresql:
         return column.in_(values)  # type: ignore[no-any-return]
-    element = BigInteger() if values and isinstance(values[0], int) else String()
-    return column == any_(bindparam(None, list(values), type_=ARRAY(element)))  # type: ignore[no-any-return]
+    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))  # type: ignore[no-any-return]

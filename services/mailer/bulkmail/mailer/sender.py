@@ -222,26 +222,26 @@ class ChunkSender:
             rows = await session.execute(
                 select(Recipient.id, Recipient.lead_id, Recipient.contact_id, Recipient.email).where(
                     Recipient.chunk_id == chunk_id,
-                    Recipient.state.in_([R.pending, R.deferred]),
+                    Recipient.state.in_(_TAKEABLE),
                     Recipient.next_attempt_at.is_(None),
                 )
             )
-            recipients = [(rid, RecipientRef(lead_id, contact_id, email)) for rid, lead_id, contact_id, email in rows]
-            contexts = await load_render_contexts(
-                session, prepared.organization_id, [ref for _, ref in recipients], prepared.user, prepared.organization
-            )
-        return {rid: ctx for (rid, _), ctx in zip(recipients, contexts, strict=True)}
+            refs = {rid: RecipientRef(lead_id, contact_id, email) for rid, lead_id, contact_id, email in rows}
+            return await self._render_contexts(session, prepared, refs)
 
     async def _contexts(self, prepared: PreparedBulkEmail, claimed: list[Claimed]) -> dict[int, RenderContext]:
+        refs = {c.id: RecipientRef(c.lead_id, c.contact_id, c.email) for c in claimed}
         async with self.database.session() as session:
-            contexts = await load_render_contexts(
-                session,
-                prepared.organization_id,
-                [RecipientRef(c.lead_id, c.contact_id, c.email) for c in claimed],
-                prepared.user,
-                prepared.organization,
-            )
-        return {c.id: ctx for c, ctx in zip(claimed, contexts, strict=True)}
+            return await self._render_contexts(session, prepared, refs)
+
+    @staticmethod
+    async def _render_contexts(
+        session: AsyncSession, prepared: PreparedBulkEmail, refs: dict[int, RecipientRef]
+    ) -> dict[int, RenderContext]:
+        contexts = await load_render_contexts(
+            session, prepared.organization_id, list(refs.values()), prepared.user, prepared.organization
+        )
+        return dict(zip(refs, contexts, strict=True))
 
     async def _send_batch(
         self, prepared: PreparedBulkEmail, pool: SmtpPool, claimed: list[Claimed], contexts: dict[int, RenderContext]
