@@ -1,7 +1,9 @@
 """Who a bulk email goes to: the contact preference and the exclusion rules, in one place.
 
-The dispatcher applies them to write the ledger; the pre-send audit applies the very same
-rules to show the user, before sending, who will be excluded and why.
+The pre-send audit applies them here to show the user, before sending, who will be excluded
+and why. The dispatcher writes the ledger by the very same rules in one SQL statement per batch
+(``bulkmail.dispatcher.recipients``); ``tests/dispatcher/test_recipients.py`` holds the two to
+the same answers.
 """
 
 from __future__ import annotations
