@@ -21,7 +21,7 @@ from bulkmail.capture import CaptureServer
 from bulkmail.query_api.app import create_app
 from bulkmail.shared.broker.rabbitmq import RabbitMQBroker
 from bulkmail.shared.db import Database
-from bulkmail.shared.models import BulkEmail
+from bulkmail.shared.models import BulkEmail, Recipient
 from tests.broker_cleanup import drop_namespace
 from tests.conftest import free_port
 from tests.data import add_audience
@@ -45,6 +45,17 @@ def test_busiest_window_counts_a_sliding_window():
     assert busiest_window([0.0, 1.0, 2.9, 3.0, 3.1], 3.0) == 4  # [1.0, 4.0)
     assert busiest_window([0.0, 3.0, 6.0], 3.0) == 1
     assert busiest_window([], 3.0) == 0
+
+
+async def _unfinished(database: Database, bulk_id: int) -> list[tuple[object, ...]]:
+    """What holds a bulk email back, for the failure message."""
+    async with database.session() as session:
+        rows = await session.execute(
+            select(Recipient.state, Recipient.attempts, Recipient.next_attempt_at, Recipient.smtp_reply)
+            .where(Recipient.bulk_email_id == bulk_id, Recipient.state.not_in(["sent", "unknown", "skipped"]))
+            .limit(10)
+        )
+        return [tuple(row) for row in rows]
 
 
 @pytest.fixture
@@ -117,7 +128,7 @@ async def test_three_mailers_never_exceed_the_per_minute_limit_even_across_a_res
                 if status == "done":
                     break
                 await asyncio.sleep(0.2)
-            assert status == "done", status
+            assert status == "done", f"{status}; unfinished: {await _unfinished(database, bulk_id)}"
             body = (await client.get(f"/api/v1/bulk_action/email/{bulk_id}/")).json()
         received = [m.received_at for m in capture.messages]
         counts = body["counts"]
