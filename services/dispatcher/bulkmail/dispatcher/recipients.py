@@ -108,7 +108,10 @@ async def _write_batch(session: AsyncSession, bulk: BulkEmail, first: int, last:
 # contact; the preference keeps all, the first of each lead or the first of each contact. Of an
 # address chosen twice in the batch the first in lead order is kept, and ON CONFLICT drops one
 # already written by an earlier batch. The reasons follow ``audience.exclusion``'s precedence.
-# ("WHERE true" lets SQLite parse ON CONFLICT after INSERT … SELECT.)
+# Every lookup goes through an index by lead or address (never a scan of a CTE per row), so the
+# plan stays linear even when the planner has no statistics yet for a new snapshot: with an
+# anti-join on the candidates instead, 30,000 leads took 25 s. ("WHERE true" lets SQLite parse
+# ON CONFLICT after INSERT … SELECT.)
 _INSERT_BATCH = text(
     """
 WITH batch AS (
@@ -139,17 +142,21 @@ decided AS (
                    WHERE a.organization_id = :organization_id AND a.template_id = CAST(:template_id AS BIGINT)
                      AND a.lead_id = chosen.lead_id
                ) THEN 'already_received_template'
-               WHEN chosen.is_unsubscribed OR s.reason = 'unsubscribed' THEN 'unsubscribed'
-               WHEN s.reason IS NOT NULL THEN 'suppressed'
+               WHEN chosen.is_unsubscribed OR suppressed.reason = 'unsubscribed' THEN 'unsubscribed'
+               WHEN suppressed.reason IS NOT NULL THEN 'suppressed'
            END AS skip_reason
     FROM chosen
-    LEFT JOIN suppressions AS s
-           ON s.organization_id = :organization_id AND s.email_normalized = chosen.email_normalized
+    LEFT JOIN suppressions AS suppressed
+           ON suppressed.organization_id = :organization_id
+          AND suppressed.email_normalized = chosen.email_normalized
     WHERE chosen.nth_use = 1
     UNION ALL
     SELECT batch.lead_id, NULL, '', '(no email) lead ' || CAST(batch.lead_id AS TEXT), 'no_email'
     FROM batch
-    WHERE NOT EXISTS (SELECT 1 FROM candidate WHERE candidate.lead_id = batch.lead_id)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM contact_emails AS ce
+        WHERE ce.lead_id = batch.lead_id AND ce.organization_id = :organization_id
+    )
 )
 INSERT INTO recipients (
     organization_id, bulk_email_id, lead_id, contact_id, email, email_normalized, state, skip_reason,
