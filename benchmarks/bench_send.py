@@ -115,7 +115,13 @@ async def system_run(args: argparse.Namespace, sink_port: int, workdir: Path) ->
         for i, s in enumerate(services[1:]):
             s.log_path = workdir / f"mailer-{i}.log"
             s.start()
-        await asyncio.sleep(2)  # processes up and consuming
+        # The clock starts at "create" on a running system: wait until every process is up and
+        # consuming (Python start-up and imports take seconds here under load).
+        deadline = time.monotonic() + 60
+        while not all('"worker started"' in s.log() for s in services):
+            if time.monotonic() > deadline:
+                raise SystemExit("services did not start within 60 s:\n" + "\n".join(s.log()[-2000:] for s in services))
+            await asyncio.sleep(0.1)
         app = create_app(settings, database=database, broker=broker)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://b", headers={"Authorization": f"Bearer {api_key}"}
