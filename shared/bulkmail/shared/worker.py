@@ -26,6 +26,8 @@ HEARTBEAT_INTERVAL_S = 5.0
 HEARTBEAT_STALE_S = 60.0
 # How long stop waits for the loops to finish their current turn before cancelling them.
 LOOP_STOP_TIMEOUT_S = 5.0
+# Tries at connecting to the broker and subscribing before a worker gives up at start.
+START_ATTEMPTS = 5
 
 
 def heartbeat_path(settings: Settings, service: str) -> Path:
@@ -96,13 +98,35 @@ class Worker(abc.ABC):
             await self.close()
 
     async def open(self) -> None:
-        if self._owns_broker:
-            await self.broker.connect()
-        await self.start()
+        attempt = 1
+        while True:
+            try:
+                if self._owns_broker:
+                    await self.broker.connect()
+                await self.start()
+                break
+            except Exception as exc:
+                if not self._owns_broker or attempt >= START_ATTEMPTS:
+                    raise
+                # RabbitMQ can refuse a consumer on a quorum queue that another process declared
+                # a moment ago (its Raft member is not up yet) and then drops the whole
+                # connection: several workers starting together hit this now and then.
+                log.warning("could not start consuming; starting over", service=self.service, error=repr(exc))
+                await self._abandon_start()
+                await asyncio.sleep(attempt * 0.5)
+                attempt += 1
         self.spawn(self._heartbeat(), f"{self.service}-heartbeat")
         if self.backlog_queues:
             self.spawn(self._report_backlog(), f"{self.service}-backlog")
         log.info("worker started", service=self.service)
+
+    async def _abandon_start(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        with contextlib.suppress(Exception):
+            await self.broker.close()
 
     def stop(self) -> None:
         self._stopping.set()
