@@ -103,6 +103,14 @@ def test_bodies_round_trip_with_dots_from_lines_long_lines_and_non_ascii() -> No
     assert b"\r\nFrom " not in raw, "a 'From ' line would be mangled by mbox readers"
 
 
+def test_a_long_body_on_one_line_is_broken_with_crlf() -> None:
+    # A template's HTML is often one long line; its soft line breaks must be CRLF too.
+    html = "<p>We help teams like Acme send better email.</p>" * 40
+    raw = build(text="Hi", html=html)
+    assert_wire_format(raw)
+    assert bodies(parse(raw)) == ("Hi", html)
+
+
 def test_mostly_non_ascii_bodies_use_base64_and_ascii_ones_quoted_printable() -> None:
     raw = build(text="plain ascii", html="<p>" + "日本語" * 200 + "</p>")
     plain, html = list(parse(raw).iter_parts())

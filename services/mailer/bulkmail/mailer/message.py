@@ -186,6 +186,10 @@ _FROM_LINE = re.compile(rb"(?m)^From ")
 
 def _quoted_printable(data: bytes) -> bytes:
     encoded = binascii.b2a_qp(data, istext=True)
+    if b"\n" not in data:
+        # b2a_qp breaks long lines with the line ending it finds in the data; with none (an
+        # HTML body on one line) it falls back to a bare LF, which is not a line end in SMTP.
+        encoded = encoded.replace(b"\n", b"\r\n")
     if b"From " in encoded:
         # mbox readers turn a line starting "From " into ">From "; QP can say it another way.
         # "=46rom=20" is 4 characters longer than "From ", so a full line gets a soft break.
