@@ -521,6 +521,9 @@ class SkipReason(enum.StrEnum):
     cancelled = "cancelled"
 
 
+UNQUEUED = "state = 'pending' AND chunk_id IS NULL"
+
+
 class Recipient(Base):
     """The ledger: one row per bulk email and normalised address, written before any message about it.
 
@@ -555,6 +558,15 @@ class Recipient(Base):
     __table_args__ = (
         UniqueConstraint("bulk_email_id", "email_normalized"),
         Index("ix_recipients_bulk_email_id_state", "bulk_email_id", "state"),
+        # Recipients not yet in a chunk, in order: what the dispatcher's pump takes next. Rows
+        # leave it as they are queued, so it stays small however far a big send has got.
+        Index(
+            "ix_recipients_unqueued",
+            "bulk_email_id",
+            "id",
+            postgresql_where=sql_text(UNQUEUED),
+            sqlite_where=sql_text(UNQUEUED),
+        ),
     )
 
 

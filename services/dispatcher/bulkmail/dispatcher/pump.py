@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.shared import bulk_emails
@@ -88,19 +88,32 @@ async def _lock(session: AsyncSession, bulk_email_id: int) -> BulkEmail | None:
 
 
 async def _claim_chunk(session: AsyncSession, bulk: BulkEmail, size: int, now: datetime) -> int | None:
-    due = or_(
-        (Recipient.state == R.pending) & Recipient.chunk_id.is_(None),
-        (Recipient.state == R.deferred) & (Recipient.next_attempt_at <= now),
-    )
     chunk = BulkEmailChunk(organization_id=bulk.organization_id, bulk_email_id=bulk.id, size=0, published_at=now)
     session.add(chunk)
     await session.flush()
+    # Retries that are due go first (they are few), then recipients never queued, each in id
+    # order through its own index (``ix_recipients_unqueued`` for the second): one OR-ed query
+    # walked the primary key past every recipient already queued.
+    retries = (
+        select(Recipient.id)
+        .where(Recipient.bulk_email_id == bulk.id, Recipient.state == R.deferred, Recipient.next_attempt_at <= now)
+        .order_by(Recipient.id)
+        .limit(size)
+    )
+    unqueued = (
+        select(Recipient.id)
+        .where(Recipient.bulk_email_id == bulk.id, Recipient.state == R.pending, Recipient.chunk_id.is_(None))
+        .order_by(Recipient.id)
+        .limit(size)
+    )
+    # (Each as a subquery: SQLite allows no ORDER BY/LIMIT on the members of a UNION.)
+    first, then = retries.subquery(), unqueued.subquery()
+    due = union_all(select(first.c.id), select(then.c.id)).subquery()
     # One statement (the pump holds the bulk email's lock, so no other pump takes the same rows).
     # next_attempt_at NULL marks a deferred recipient as queued, so the next pump does not take it again.
-    due_ids = select(Recipient.id).where(Recipient.bulk_email_id == bulk.id, due).order_by(Recipient.id).limit(size)
     taken = await session.execute(
         update(Recipient)
-        .where(Recipient.id.in_(due_ids.scalar_subquery()))
+        .where(Recipient.id.in_(select(due.c.id).limit(size).scalar_subquery()))
         .values(chunk_id=chunk.id, next_attempt_at=None)
         .execution_options(synchronize_session=False)
     )

@@ -28,6 +28,10 @@ from bulkmail.shared.models import BulkEmail, BulkEmailLead, ContactPreference
 log = get_logger(__name__)
 
 LEADS_PER_BATCH = 10_000
+# After a ledger this big, PostgreSQL's statistics are refreshed at once rather than at
+# autovacuum's next turn (a minute or more): until then the planner may not see that the pump's
+# partial index (``ix_recipients_unqueued``) is the way to the next chunk, and sorts instead.
+ANALYZE_AFTER_LEADS = 10_000
 
 
 @dataclass
@@ -75,6 +79,9 @@ async def build_recipients(database: Database, bulk: BulkEmail) -> BuildReport:
             )
             report.leads += n_leads
             report.duplicates += duplicates
+    if report.leads >= ANALYZE_AFTER_LEADS and database.engine.dialect.name == "postgresql":
+        async with database.session() as session:
+            await session.execute(text("ANALYZE recipients"))
     return report
 
 
