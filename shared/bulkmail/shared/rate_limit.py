@@ -296,6 +296,9 @@ class ConnectionLease:
 # A process that found every slot taken leaves a row with a negative slot ("waiting") that lives
 # this long; processes holding more than their fair share give connections back while it lives.
 WAITING_TTL = timedelta(seconds=3)
+# A connection slot not renewed for this long is free again: how long a crashed worker's
+# connections keep counting against the account.
+CONNECTION_LEASE_TTL = timedelta(minutes=2)
 
 
 def holder_process(holder: str) -> str:
@@ -313,7 +316,7 @@ async def acquire_connection(
     max_connections: int | None,
     holder: str,
     *,
-    ttl: timedelta = timedelta(minutes=2),
+    ttl: timedelta = CONNECTION_LEASE_TTL,
     now: datetime | None = None,
 ) -> ConnectionLease | None:
     """Take one of the account's connection slots, or None when all are held.
@@ -388,7 +391,7 @@ async def renew_connection(
     session_factory: SessionFactory,
     lease: ConnectionLease,
     *,
-    ttl: timedelta = timedelta(minutes=2),
+    ttl: timedelta = CONNECTION_LEASE_TTL,
     now: datetime | None = None,
 ) -> ConnectionLease | None:
     """Extend a lease; None when it was lost (expired and taken): close that connection."""
