@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.shared.db import Database
+from bulkmail.shared.models import EmailAccount, EmailTemplate
 from bulkmail.shared.organizations import create_organization
 
 
@@ -46,3 +48,15 @@ async def add_audience(database: Database, n: int, domain: str = "crash.example"
             await conn.execute(text(f"ANALYZE {table}"))
         await conn.commit()
     return org.organization_id, org.api_key
+
+
+async def add_sender(session: AsyncSession, name: str) -> tuple[int, EmailTemplate, EmailAccount]:
+    """A new organisation with a template and an email account (no leads): (organisation id, template, account)."""
+    domain = f"{name.lower()}.example"
+    org = await create_organization(session, f"{name} {uuid.uuid4().hex[:6]}", user_email=f"o@{domain}")
+    oid = org.organization_id
+    template = EmailTemplate(organization_id=oid, name="t", subject="s", body="b")
+    account = EmailAccount(organization_id=oid, email=f"me@{domain}", smtp_host="127.0.0.1")
+    session.add_all([template, account])
+    await session.flush()
+    return oid, template, account

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -13,13 +12,11 @@ from bulkmail.shared.models import (
     BulkEmail,
     BulkEmailChunk,
     BulkEmailStatus,
-    EmailAccount,
-    EmailTemplate,
     Recipient,
     RecipientState,
 )
-from bulkmail.shared.organizations import create_organization
 from bulkmail.shared.settings import Settings
+from tests.data import add_sender
 
 R = RecipientState
 
@@ -27,12 +24,7 @@ R = RecipientState
 async def test_due_retries_go_first_then_unqueued_recipients_in_order(database: Database, settings: Settings) -> None:
     now = datetime.now(UTC)
     async with database.session() as session:
-        org = await create_organization(session, f"Pump {uuid.uuid4().hex[:6]}", user_email="o@pump.example")
-        oid = org.organization_id
-        template = EmailTemplate(organization_id=oid, name="t", subject="s", body="b")
-        account = EmailAccount(organization_id=oid, email="me@pump.example", smtp_host="127.0.0.1")
-        session.add_all([template, account])
-        await session.flush()
+        oid, template, account = await add_sender(session, "Pump")
         bulk = BulkEmail(
             organization_id=oid,
             template_id=template.id,

@@ -9,7 +9,6 @@ also cross batches, and compared row by row with ``audience.decide`` under every
 from __future__ import annotations
 
 import random
-import uuid
 
 import pytest
 from sqlalchemy import select
@@ -24,15 +23,13 @@ from bulkmail.shared.models import (
     Contact,
     ContactEmail,
     ContactPreference,
-    EmailAccount,
     EmailActivity,
-    EmailTemplate,
     Lead,
     Recipient,
     RecipientState,
     Suppression,
 )
-from bulkmail.shared.organizations import create_organization
+from tests.data import add_sender
 
 ADDRESSES = [f"person{i}@tangle.example" for i in range(30)]
 
@@ -41,12 +38,9 @@ async def _tangled_audience(database: Database, seed: int) -> tuple[int, int, in
     """(organisation, template, account, lead ids) for 80 leads drawn from 30 addresses."""
     rng = random.Random(seed)
     async with database.session() as session:
-        org = await create_organization(session, f"Tangle {uuid.uuid4().hex[:6]}", user_email="o@tangle.example")
-        oid = org.organization_id
-        template = EmailTemplate(organization_id=oid, name="t", subject="s", body="b")
-        account = EmailAccount(organization_id=oid, email="me@tangle.example", smtp_host="127.0.0.1")
+        oid, template, account = await add_sender(session, "Tangle")
         leads = [Lead(organization_id=oid, name=f"Lead {i}") for i in range(80)]
-        session.add_all([template, account, *leads])
+        session.add_all(leads)
         await session.flush()
         for lead in leads:
             # Positions out of insertion order, so "first" must come from position, not id.
