@@ -91,3 +91,18 @@ async def test_a_mute_server_times_out_and_the_connection_is_dropped(
     assert "Timed out" in verdict.reason
     # Replies may still arrive late; on this connection they could be taken for the next message's.
     assert not smtp.is_connected
+
+
+async def test_a_transaction_cancelled_midway_drops_the_connection(smtp_sink: Any, cutting_proxy: Any) -> None:
+    sink: SmtpSink = smtp_sink()
+    proxy: CuttingProxy = await cutting_proxy(sink.port)
+    proxy.stall_when_client_sends(b"DATA\r\n")
+    smtp = aiosmtplib.SMTP(hostname=HOST, port=proxy.port, start_tls=False, timeout=30)
+    await smtp.connect()
+    task = asyncio.create_task(send_one(smtp, "rep@example.test", "lead@example.test", MESSAGE))
+    await asyncio.sleep(0.5)  # waiting for the replies the stalled server never sends
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # A late reply must not be read as the next message's: the connection is not reused.
+    assert not smtp.is_connected

@@ -98,6 +98,10 @@ async def pipelined_transaction(
             raise
         timed_out = aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response")
         raise ServerFailure(timed_out, body_sent=body_sent) from exc
+    except asyncio.CancelledError:  # stopped midway: the same, then let the cancellation through
+        transport.set_protocol(protocol)
+        smtp.close()
+        raise
     finally:
         if not transport.is_closing():
             transport.set_protocol(protocol)
