@@ -81,30 +81,34 @@ async def pipelined_transaction(
     replies = _Replies(protocol)
     transport.set_protocol(replies)
     body_sent = False
+    in_step = False  # every reply paired with its command: the connection can carry on
     try:
         transport.write(envelope)
-        async with asyncio.timeout(timeout):
-            await _envelope_replies(replies, transport)
+        try:
+            async with asyncio.timeout(timeout):
+                await _envelope_replies(replies, transport)
+        except EnvelopeRefused:
+            in_step = True
+            raise
         transport.write(body)
         body_sent = True
         async with asyncio.timeout(timeout):
-            return await replies.next()
-    except (TimeoutError, ServerFailure) as exc:
-        # Replies can no longer be paired with commands on this connection: it goes.
-        transport.set_protocol(protocol)
-        smtp.close()
-        if isinstance(exc, ServerFailure):
-            exc.body_sent = body_sent
-            raise
+            reply = await replies.next()
+        in_step = True
+        return reply
+    except TimeoutError as exc:
         timed_out = aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response")
         raise ServerFailure(timed_out, body_sent=body_sent) from exc
-    except asyncio.CancelledError:  # stopped midway: the same, then let the cancellation through
-        transport.set_protocol(protocol)
-        smtp.close()
+    except ServerFailure as failure:
+        failure.body_sent = body_sent
         raise
     finally:
         if not transport.is_closing():
             transport.set_protocol(protocol)
+        if not in_step:
+            # Lost, mute, garbled or cancelled midway: a late reply could be taken for the next
+            # message's, so this connection goes.
+            smtp.close()
 
 
 async def _envelope_replies(replies: _Replies, transport: asyncio.WriteTransport) -> None:
