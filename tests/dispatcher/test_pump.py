@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.dispatcher.pump import pump
+from bulkmail.mailer.sender import ChunkSender
+from bulkmail.shared.broker.memory import MemoryBroker
+from bulkmail.shared.contracts import SendChunk
 from bulkmail.shared.db import Database
 from bulkmail.shared.models import (
     BulkEmail,
@@ -19,21 +23,24 @@ from bulkmail.shared.settings import Settings
 from tests.data import add_sender
 
 R = RecipientState
+S = BulkEmailStatus
+
+
+async def _bulk_email(session: AsyncSession, name: str) -> BulkEmail:
+    oid, template, account = await add_sender(session, name)
+    bulk = BulkEmail(
+        organization_id=oid, template_id=template.id, email_account_id=account.id, query="*", status=S.processing
+    )
+    session.add(bulk)
+    await session.flush()
+    return bulk
 
 
 async def test_due_retries_go_first_then_unqueued_recipients_in_order(database: Database, settings: Settings) -> None:
     now = datetime.now(UTC)
     async with database.session() as session:
-        oid, template, account = await add_sender(session, "Pump")
-        bulk = BulkEmail(
-            organization_id=oid,
-            template_id=template.id,
-            email_account_id=account.id,
-            query="*",
-            status=BulkEmailStatus.processing,
-        )
-        session.add(bulk)
-        await session.flush()
+        bulk = await _bulk_email(session, "Pump")
+        oid = bulk.organization_id
         queued = BulkEmailChunk(organization_id=oid, bulk_email_id=bulk.id, size=1, published_at=now)
         session.add(queued)
         await session.flush()
@@ -83,3 +90,63 @@ async def test_due_retries_go_first_then_unqueued_recipients_in_order(database: 
     async with database.session() as session:  # nothing left to queue: a second pump takes nothing
         again = await pump(session, settings.model_copy(update={"chunks_in_flight": 10}), bulk_id)
     assert again.chunks == []
+
+
+async def test_recipients_a_paused_chunk_hands_back_are_queued_again_on_resume(
+    database: Database, settings: Settings, broker: MemoryBroker
+) -> None:
+    """The pump starts each chunk where the last one stopped; a chunk that ends with recipients
+    untaken (its bulk email was paused) hands them back below that point, and they still go."""
+    async with database.session() as session:
+        bulk = await _bulk_email(session, "Pump cursor")
+        session.add_all(
+            Recipient(
+                organization_id=bulk.organization_id,
+                bulk_email_id=bulk.id,
+                lead_id=i + 1,
+                email=f"r{i}@cursor.example",
+                email_normalized=f"r{i}@cursor.example",
+            )
+            for i in range(6)
+        )
+        bulk_id, oid = bulk.id, bulk.organization_id
+
+    small = settings.model_copy(update={"chunk_size": 2, "chunks_in_flight": 2})
+    async with database.session() as session:
+        first = await pump(session, small, bulk_id)
+    async with database.session() as session:
+        bulk = await session.get_one(BulkEmail, bulk_id)
+        ids = list(await session.scalars(select(Recipient.id).where(Recipient.bulk_email_id == bulk_id)))
+        assert bulk.queued_through_id == sorted(ids)[3]  # two chunks of two taken
+        bulk.status = S.paused
+
+    # A mailer takes the first chunk while the bulk email is paused: it sends nothing and hands
+    # the chunk's two recipients back.
+    sender = ChunkSender(settings, database, broker)
+    await sender.handle(SendChunk(bulk_email_id=bulk_id, organization_id=oid, chunk_id=first.chunks[0].chunk_id))
+    async with database.session() as session:
+        assert (await session.get_one(BulkEmail, bulk_id)).queued_through_id < sorted(ids)[0]
+        await session.execute(update(BulkEmail).where(BulkEmail.id == bulk_id).values(status=S.processing))  # resumed
+        await session.execute(  # the second chunk was sent meanwhile
+            update(Recipient).where(Recipient.chunk_id == first.chunks[1].chunk_id).values(state=R.sent)
+        )
+        await session.execute(
+            update(BulkEmailChunk).where(BulkEmailChunk.bulk_email_id == bulk_id).values(done_at=datetime.now(UTC))
+        )
+
+    queued: list[int] = []
+    for _ in range(5):  # bounded: three chunks are enough for what is left
+        async with database.session() as session:
+            result = await pump(session, small, bulk_id)
+            for chunk in result.chunks:
+                queued += await session.scalars(select(Recipient.id).where(Recipient.chunk_id == chunk.chunk_id))
+                await session.execute(
+                    update(Recipient).where(Recipient.chunk_id == chunk.chunk_id).values(state=R.sent)
+                )
+                await session.execute(
+                    update(BulkEmailChunk).where(BulkEmailChunk.id == chunk.chunk_id).values(done_at=datetime.now(UTC))
+                )
+    sent_first = set(sorted(ids)[2:4])
+    assert sorted(queued) == sorted(set(ids) - sent_first)  # the handed-back two and the last two, once each
+    async with database.session() as session:
+        assert (await session.get_one(BulkEmail, bulk_id)).status == S.done

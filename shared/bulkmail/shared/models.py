@@ -466,6 +466,11 @@ class BulkEmail(Base):
     n_objects: Mapped[int] = mapped_column(Integer, default=0)
     # Addresses shared with an earlier lead of the same send: one email per address, counted here.
     n_duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    # The pump's place in the ledger: every recipient not yet queued has a greater id. Without it
+    # the next chunk's query walked the recipients already queued (the planner prefers the
+    # primary key for "ORDER BY id LIMIT", and statistics cannot say that the rows left are the
+    # last ones). Lowered when a chunk hands recipients back (sender._finish_chunk).
+    queued_through_id: Mapped[int] = mapped_column(Id, default=0, server_default="0")
     error: Mapped[str] = mapped_column(Text, default="")
     correlation_id: Mapped[str] = mapped_column(String(64), default="")
     paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, union_all, update
+from sqlalchemy import func, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.shared import bulk_emails
@@ -38,6 +38,11 @@ class PumpResult:
 async def pump(session: AsyncSession, settings: Settings, bulk_email_id: int) -> PumpResult:
     """Queue what may be queued now; the caller commits, then publishes the result."""
     result = PumpResult()
+    if session.get_bind().dialect.name == "postgresql":
+        # Plan the pump's queries with their values: a generic plan cannot use the partial
+        # index (its condition names states the query binds) and walked every pending
+        # recipient for each chunk, 30 ms a chunk half-way through 100,000 recipients.
+        await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     bulk = await _lock(session, bulk_email_id)
     if bulk is None:
         return result
@@ -91,9 +96,9 @@ async def _claim_chunk(session: AsyncSession, bulk: BulkEmail, size: int, now: d
     chunk = BulkEmailChunk(organization_id=bulk.organization_id, bulk_email_id=bulk.id, size=0, published_at=now)
     session.add(chunk)
     await session.flush()
-    # Retries that are due go first (they are few), then recipients never queued, each in id
-    # order through its own index (``ix_recipients_unqueued`` for the second): one OR-ed query
-    # walked the primary key past every recipient already queued.
+    # Retries that are due go first (they are few), then recipients never queued, in id order
+    # from where the last chunk stopped (``queued_through_id``), so neither query walks the
+    # recipients already queued.
     retries = (
         select(Recipient.id)
         .where(Recipient.bulk_email_id == bulk.id, Recipient.state == R.deferred, Recipient.next_attempt_at <= now)
@@ -102,7 +107,12 @@ async def _claim_chunk(session: AsyncSession, bulk: BulkEmail, size: int, now: d
     )
     unqueued = (
         select(Recipient.id)
-        .where(Recipient.bulk_email_id == bulk.id, Recipient.state == R.pending, Recipient.chunk_id.is_(None))
+        .where(
+            Recipient.bulk_email_id == bulk.id,
+            Recipient.state == R.pending,
+            Recipient.chunk_id.is_(None),
+            Recipient.id > bulk.queued_through_id,
+        )
         .order_by(Recipient.id)
         .limit(size)
     )
@@ -111,17 +121,23 @@ async def _claim_chunk(session: AsyncSession, bulk: BulkEmail, size: int, now: d
     due = union_all(select(first.c.id), select(then.c.id)).subquery()
     # One statement (the pump holds the bulk email's lock, so no other pump takes the same rows).
     # next_attempt_at NULL marks a deferred recipient as queued, so the next pump does not take it again.
-    taken = await session.execute(
-        update(Recipient)
-        .where(Recipient.id.in_(select(due.c.id).limit(size).scalar_subquery()))
-        .values(chunk_id=chunk.id, next_attempt_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    n = int(taken.rowcount)  # type: ignore[attr-defined]
-    if n == 0:
+    taken = (
+        await session.execute(
+            update(Recipient)
+            .where(Recipient.id.in_(select(due.c.id).limit(size).scalar_subquery()))
+            .values(chunk_id=chunk.id, next_attempt_at=None)
+            .returning(Recipient.id, Recipient.state)
+            .execution_options(synchronize_session=False)
+        )
+    ).all()
+    if not taken:
         await session.delete(chunk)
         return None
-    chunk.size = n
+    chunk.size = len(taken)
+    # Only never-queued recipients move the cursor: a retry may sit anywhere in the ledger.
+    fresh = [rid for rid, state in taken if state == R.pending]
+    if fresh:
+        bulk.queued_through_id = max(bulk.queued_through_id, *fresh)
     return chunk.id
 
 

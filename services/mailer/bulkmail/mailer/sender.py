@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -178,7 +178,7 @@ class ChunkSender:
                 await self._defer_rest(chunk_id, paused_until, "email account paused")
             else:
                 await self._send_chunk(prepared, chunk_id)
-        await self._finish_chunk(chunk_id)
+        await self._finish_chunk(message.bulk_email_id, chunk_id)
         log.info("chunk finished", bulk_email_id=message.bulk_email_id, chunk_id=chunk_id)
         await self.broker.send(
             DISPATCH_QUEUE,
@@ -399,15 +399,27 @@ class ChunkSender:
                 .execution_options(synchronize_session=False)
             )
 
-    async def _finish_chunk(self, chunk_id: int) -> None:
+    async def _finish_chunk(self, bulk_email_id: int, chunk_id: int) -> None:
         async with self.database.session() as session:
-            # Recipients not taken (the bulk email was paused or cancelled) wait for the next pump.
-            await session.execute(
-                update(Recipient)
-                .where(Recipient.chunk_id == chunk_id, Recipient.state == R.pending)
-                .values(chunk_id=None)
-                .execution_options(synchronize_session=False)
+            # Recipients not taken (the bulk email was paused or cancelled) wait for the next
+            # pump, which must look for them below its cursor.
+            first = await session.scalar(
+                select(func.min(Recipient.id)).where(Recipient.chunk_id == chunk_id, Recipient.state == R.pending)
             )
+            if first is not None:
+                # The bulk email's row first, as the pump locks it: the other order could deadlock.
+                await session.execute(
+                    update(BulkEmail)
+                    .where(BulkEmail.id == bulk_email_id, BulkEmail.queued_through_id >= first)
+                    .values(queued_through_id=first - 1)
+                    .execution_options(synchronize_session=False)
+                )
+                await session.execute(
+                    update(Recipient)
+                    .where(Recipient.chunk_id == chunk_id, Recipient.state == R.pending)
+                    .values(chunk_id=None)
+                    .execution_options(synchronize_session=False)
+                )
             await session.execute(
                 update(BulkEmailChunk)
                 .where(BulkEmailChunk.id == chunk_id, BulkEmailChunk.done_at.is_(None))
