@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import ColumnElement, any_, bindparam, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bulkmail.shared.db import among
 from bulkmail.shared.models import (
     Contact,
     ContactEmail,
@@ -100,7 +99,7 @@ async def load_batch(
             ContactEmail.is_unsubscribed,
         )
         .join(Contact, Contact.id == ContactEmail.contact_id)
-        .where(_among(ContactEmail.lead_id, lead_ids, pg), ContactEmail.organization_id == organization_id)
+        .where(among(ContactEmail.lead_id, lead_ids, pg), ContactEmail.organization_id == organization_id)
         .order_by(ContactEmail.lead_id, Contact.position, Contact.id, ContactEmail.position, ContactEmail.id)
     ):
         candidates[lead_id].append(Candidate(lead_id, contact_id, email, normalized, unsubscribed))
@@ -110,7 +109,7 @@ async def load_batch(
         rows = await session.execute(
             select(Suppression.email_normalized, Suppression.reason).where(
                 Suppression.organization_id == organization_id,
-                _among(Suppression.email_normalized, list(addresses), pg),
+                among(Suppression.email_normalized, list(addresses), pg),
             )
         )
         suppressed = {address: reason for address, reason in rows}
@@ -122,7 +121,7 @@ async def load_batch(
                 .where(
                     EmailActivity.organization_id == organization_id,
                     EmailActivity.template_id == template_id,
-                    _among(EmailActivity.lead_id, lead_ids, pg),
+                    among(EmailActivity.lead_id, lead_ids, pg),
                 )
                 .distinct()
             )
@@ -149,11 +148,3 @@ def decide(
                 suppressed_reason=batch.suppressed.get(c.email_normalized),
             )
             yield Decision(lead_id, c, reason)
-
-
-def _among(column: Any, values: Sequence[Any], postgresql: bool) -> ColumnElement[bool]:
-    """``column IN values``; on PostgreSQL ``= ANY(array)``: one parameter instead of thousands,
-    so a batch of 2,000 leads is neither rendered nor planned as a 2,000-item list."""
-    if not postgresql:
-        return column.in_(values)  # type: ignore[no-any-return]
-    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))  # type: ignore[no-any-return]

@@ -13,6 +13,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bulkmail.shared.db import among
 from bulkmail.shared.models import (
     Contact,
     CustomField,
@@ -60,6 +61,7 @@ async def load_render_contexts(
     user: UserData,
     organization: OrganizationData,
 ) -> list[RenderContext]:
+    pg = session.get_bind().dialect.name == "postgresql"
     lead_ids = sorted({r.lead_id for r in refs})
     contact_ids = sorted({r.contact_id for r in refs if r.contact_id is not None})
     leads: dict[int, LeadData] = {}
@@ -67,7 +69,7 @@ async def load_render_contexts(
     if lead_ids:
         for lead_id, contact_name in await session.execute(
             select(Contact.lead_id, Contact.name)
-            .where(Contact.lead_id.in_(lead_ids), Contact.organization_id == organization_id)
+            .where(among(Contact.lead_id, lead_ids, pg), Contact.organization_id == organization_id)
             .order_by(Contact.lead_id, Contact.position.desc(), Contact.id.desc())
         ):
             first_contact_name[lead_id] = contact_name  # last write wins: position 0
@@ -82,13 +84,13 @@ async def load_render_contexts(
                 LeadCustomValue.value_date,
             )
             .join(CustomField, CustomField.id == LeadCustomValue.field_id)
-            .where(LeadCustomValue.lead_id.in_(lead_ids), LeadCustomValue.organization_id == organization_id)
+            .where(among(LeadCustomValue.lead_id, lead_ids, pg), LeadCustomValue.organization_id == organization_id)
         ):
             custom.setdefault(lead_id, {})[name] = _custom_value(ftype, text, number, when)
         for lead_id, name, description, url, label in await session.execute(
             select(Lead.id, Lead.name, Lead.description, Lead.url, LeadStatus.label)
             .outerjoin(LeadStatus, LeadStatus.id == Lead.status_id)
-            .where(Lead.id.in_(lead_ids), Lead.organization_id == organization_id)
+            .where(among(Lead.id, lead_ids, pg), Lead.organization_id == organization_id)
         ):
             leads[lead_id] = LeadData(
                 name=name,
@@ -102,7 +104,7 @@ async def load_render_contexts(
     if contact_ids:
         for contact_id, name, title in await session.execute(
             select(Contact.id, Contact.name, Contact.title).where(
-                Contact.id.in_(contact_ids), Contact.organization_id == organization_id
+                among(Contact.id, contact_ids, pg), Contact.organization_id == organization_id
             )
         ):
             contacts[contact_id] = (name, title)

@@ -189,15 +189,17 @@ class ChunkSender:
         pool = self._pool(prepared)
         batch_size = prepared.max_connections * CLAIM_PER_CONNECTION
         contexts = await self._chunk_contexts(prepared, chunk_id)
-        while True:
-            claimed = await self._claim(chunk_id, batch_size)
-            if not claimed:
-                return
+        async with self.database.session() as session:
+            claimed = await self._claim(session, chunk_id, batch_size)
+        while claimed:
             missing = [c for c in claimed if c.id not in contexts]
             if missing:  # not pending when the chunk started (a retry became due meanwhile)
                 contexts.update(await self._contexts(prepared, missing))
             outcomes = await self._send_batch(prepared, pool, claimed, contexts)
-            paused = await self._record(prepared, outcomes)
+            # The next batch is claimed in the same transaction as this one's outcomes (one
+            # commit for both), unless the account's limits say this chunk stops here.
+            stopping = any(o.held_back is not None or o.verdict.kind == Kind.pause_account for o in outcomes)
+            paused, claimed = await self._record(prepared, outcomes, None if stopping else (chunk_id, batch_size))
             await self._emit(prepared, outcomes)
             await self._announce_pauses()
             await self._queue_sent_copies(prepared, outcomes)
@@ -211,10 +213,10 @@ class ChunkSender:
                 await self._defer_rest(chunk_id, _now() + min(waits), "waiting for the account's sending limit")
                 return
 
-    async def _claim(self, chunk_id: int, limit: int) -> list[Claimed]:
-        async with self.database.session() as session:
-            rows = await session.execute(_CLAIM, {"claim_chunk": chunk_id, "claim_limit": limit, "claim_now": _now()})
-            return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+    @staticmethod
+    async def _claim(session: AsyncSession, chunk_id: int, limit: int) -> list[Claimed]:
+        rows = await session.execute(_CLAIM, {"claim_chunk": chunk_id, "claim_limit": limit, "claim_now": _now()})
+        return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
 
     async def _chunk_contexts(self, prepared: PreparedBulkEmail, chunk_id: int) -> dict[int, RenderContext]:
         """What the templates see, for every recipient the chunk will send: a few queries per chunk."""
@@ -287,8 +289,11 @@ class ChunkSender:
 
     # -- the ledger --------------------------------------------------------------------------
 
-    async def _record(self, prepared: PreparedBulkEmail, outcomes: list[Outcome]) -> datetime | None:
-        """Commit every outcome of a batch; returns until when the account is paused, if it must be."""
+    async def _record(
+        self, prepared: PreparedBulkEmail, outcomes: list[Outcome], claim_next: tuple[int, int] | None
+    ) -> tuple[datetime | None, list[Claimed]]:
+        """Commit every outcome of a batch, and claim the next batch of ``claim_next`` (chunk id,
+        how many) unless the account must pause. Returns until when it is paused, and the claim."""
         now = _now()
         rows: list[OutcomeRow] = []
         pause: datetime | None = None
@@ -341,7 +346,8 @@ class ChunkSender:
                 await self._suppress(session, prepared.organization_id, bounced)
             # Progress is counted from the ledger when asked for, so no batch writes the bulk
             # email's row: every mailer would otherwise queue on that one row lock.
-        return pause
+            claimed = [] if claim_next is None or pause is not None else await self._claim(session, *claim_next)
+        return pause, claimed
 
     async def _suppress(self, session: AsyncSession, organization_id: int, bounced: list[Outcome]) -> None:
         """A hard bounce puts the address on the organisation's suppression list: later sends skip it."""
