@@ -49,8 +49,11 @@ class Settings(BaseSettings):
     max_bulk_email_leads: int = 100_000
     # Dispatching: recipients per chunk, chunks of one bulk email queued at once (so a huge send
     # cannot bury a small one), and when an unfinished chunk counts as lost and is queued again.
-    chunk_size: int = 200
-    chunks_in_flight: int = 8
+    # Measured (benchmarks/bench_send_100k.txt): 400 x 3 sends 100,000 ~10% faster than 200 x 8
+    # (less per-chunk work), and a 20-recipient send beside it waits less (fewer big chunks
+    # compete for the mailers): 3 stays below two mailers' 4 + 4 chunks at once.
+    chunk_size: int = 400
+    chunks_in_flight: int = 3
     chunk_timeout_s: float = 300.0
     sweep_interval_s: float = 2.0
     # Mailer: SMTP transactions in progress at once per account (capped by the account's own limit).
