@@ -150,3 +150,34 @@ async def test_recipients_a_paused_chunk_hands_back_are_queued_again_on_resume(
     assert sorted(queued) == sorted(set(ids) - sent_first)  # the handed-back two and the last two, once each
     async with database.session() as session:
         assert (await session.get_one(BulkEmail, bulk_id)).status == S.done
+
+
+async def test_while_loading_chunks_go_out_but_the_send_is_never_done(database: Database, settings: Settings) -> None:
+    """The first chunks are queued while the ledger is still being written; an empty queue then
+    means "not written yet", not "finished"."""
+    async with database.session() as session:
+        bulk = await _bulk_email(session, "Pump loading")
+        bulk.status = S.loading
+        session.add(
+            Recipient(
+                organization_id=bulk.organization_id,
+                bulk_email_id=bulk.id,
+                lead_id=1,
+                email="first@loading.example",
+                email_normalized="first@loading.example",
+            )
+        )
+        bulk_id = bulk.id
+    async with database.session() as session:
+        assert len((await pump(session, settings, bulk_id)).chunks) == 1
+        await session.execute(update(Recipient).where(Recipient.bulk_email_id == bulk_id).values(state=R.sent))
+        await session.execute(
+            update(BulkEmailChunk).where(BulkEmailChunk.bulk_email_id == bulk_id).values(done_at=datetime.now(UTC))
+        )
+    async with database.session() as session:
+        result = await pump(session, settings, bulk_id)
+        assert result.chunks == [] and result.events == []
+        assert (await session.get_one(BulkEmail, bulk_id)).status == S.loading
+        await session.execute(update(BulkEmail).where(BulkEmail.id == bulk_id).values(status=S.processing))
+    async with database.session() as session:  # loaded: now nothing left means done
+        assert [e.type for e in (await pump(session, settings, bulk_id)).events] == ["bulk_email.done"]

@@ -18,8 +18,9 @@ from bulkmail.shared.models import BulkEmail, BulkEmailStatus, Recipient, Recipi
 
 S = BulkEmailStatus
 
-# Statuses in which mailers may send.
-SENDING_STATUSES = (S.processing, S.resuming)
+# Statuses in which mailers may send: the first chunks go out while the ledger is still being
+# written (loading).
+SENDING_STATUSES = (S.loading, S.processing, S.resuming)
 FINAL_STATUSES = (S.done, S.error, S.cancelled)
 ACTIVE_STATUSES = (S.created, S.loading, S.processing, S.resuming, S.paused)
 

@@ -76,8 +76,9 @@ async def pump(session: AsyncSession, settings: Settings, bulk_email_id: int) ->
         result.chunks.append(_message(bulk, chunk_id))
         in_flight += 1
 
-    finished = in_flight == 0 and not await _work_left(session, bulk.id)
-    if finished and await bulk_emails.transition(session, bulk.id, bulk_emails.SENDING_STATUSES, S.done, done_at=now):
+    # Never while loading: an empty queue then means the ledger's next batch is not written yet.
+    finished = bulk.status != S.loading and in_flight == 0 and not await _work_left(session, bulk.id)
+    if finished and await bulk_emails.transition(session, bulk.id, [S.processing, S.resuming], S.done, done_at=now):
         result.events.append(await bulk_emails.event_for(session, bulk, S.done))
         if bulk.send_done_email:
             result.notify = NotifyBulkEmailDone(bulk_email_id=bulk.id, organization_id=bulk.organization_id)

@@ -15,6 +15,7 @@ normalised address; an address met again later in the send is a duplicate).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, text, update
@@ -29,8 +30,8 @@ log = get_logger(__name__)
 
 LEADS_PER_BATCH = 10_000
 # After a ledger this big, PostgreSQL's statistics are refreshed at once rather than at
-# autovacuum's next turn (a minute or more): until then the planner may not see that the pump's
-# partial index (``ix_recipients_unqueued``) is the way to the next chunk, and sorts instead.
+# autovacuum's next turn (a minute or more), so the send's queries are planned for the table
+# as it now is.
 ANALYZE_AFTER_LEADS = 10_000
 
 
@@ -42,8 +43,11 @@ class BuildReport:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-async def build_recipients(database: Database, bulk: BulkEmail) -> BuildReport:
-    """Write the ledger for ``bulk`` (idempotent, resumable)."""
+async def build_recipients(
+    database: Database, bulk: BulkEmail, after_batch: Callable[[], Awaitable[None]] | None = None
+) -> BuildReport:
+    """Write the ledger for ``bulk`` (idempotent, resumable); ``after_batch`` runs after each
+    batch's commit (the dispatcher queues the first chunks while the rest is still being written)."""
     report = BuildReport()
     while True:
         async with database.session() as session:
@@ -79,6 +83,8 @@ async def build_recipients(database: Database, bulk: BulkEmail) -> BuildReport:
             )
             report.leads += n_leads
             report.duplicates += duplicates
+        if after_batch is not None:
+            await after_batch()
     if report.leads >= ANALYZE_AFTER_LEADS and database.engine.dialect.name == "postgresql":
         async with database.session() as session:
             await session.execute(text("ANALYZE recipients"))

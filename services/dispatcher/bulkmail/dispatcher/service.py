@@ -88,7 +88,9 @@ class Dispatcher:
         await self.pump(bulk_email_id)
 
     async def _load(self, bulk: BulkEmail) -> None:
-        report = await build_recipients(self.database, bulk)
+        # Sending starts with the first batch of the ledger: 100,000 recipients take seconds to
+        # write, and the mailers would otherwise wait for the last of them.
+        report = await build_recipients(self.database, bulk, after_batch=lambda: self.pump(bulk.id))
         async with self.database.session() as session:
             n_objects = await session.scalar(
                 select(func.count())
