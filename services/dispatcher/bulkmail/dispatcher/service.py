@@ -61,6 +61,9 @@ class Dispatcher:
             self._again.add(bulk_email_id)
             return
         self._running.add(bulk_email_id)
+        # _advance tags what it does with the bulk email's correlation id; undone afterwards, so
+        # the sweep's next bulk email (one without an id of its own) does not carry this one's.
+        token = correlation_id.set(correlation_id.get())
         try:
             while True:
                 self._again.discard(bulk_email_id)
@@ -68,6 +71,7 @@ class Dispatcher:
                 if bulk_email_id not in self._again:
                     break
         finally:
+            correlation_id.reset(token)
             self._running.discard(bulk_email_id)
 
     async def _advance(self, bulk_email_id: int) -> None:
