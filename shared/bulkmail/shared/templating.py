@@ -221,15 +221,24 @@ def _field_key(name: str) -> str:
 class _Namespace:
     """`contact`, `lead`, `user`, `organization` or `lead.custom` as a template sees it."""
 
-    __slots__ = ("_display", "_known", "_tag", "_values")
+    __slots__ = ("_display", "_known", "_resolved", "_tag", "_values")
 
     def __init__(self, tag: str, values: Mapping[str, Any], display: str = "", known: bool = True) -> None:
         self._tag = tag
         self._values = values
         self._display = display
         self._known = known  # False for custom fields: any name may exist on some other lead
+        # A namespace lives for one render, in which a tag is often used more than once.
+        self._resolved: dict[str, Any] = {}
 
     def lookup(self, name: str) -> Any:
+        try:
+            return self._resolved[name]
+        except KeyError:
+            value = self._resolved[name] = self._resolve(name)
+            return value
+
+    def _resolve(self, name: str) -> Any:
         if self._tag == "lead.custom":
             hit = self._values.get(_field_key(name))
             if hit is None:
@@ -598,7 +607,12 @@ def _finish_text(text: str) -> str:
 def _as_text(value: Any) -> str:
     if isinstance(value, Markup):  # `|safe` HTML from the template author
         return html_to_text(str(value))
-    return _SPACE.sub(" ", str(value))
+    text = str(value)
+    # Most values hold no tab, newline or double space (isprintable() is False for any of the
+    # first): two C-speed checks instead of a regex pass, per tag per recipient.
+    if text.isprintable() and "  " not in text:
+        return text
+    return _SPACE.sub(" ", text)
 
 
 _ENV.filters["_as_text"] = _as_text
