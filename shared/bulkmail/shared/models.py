@@ -427,6 +427,8 @@ class Suppression(Base):
 
 class BulkEmailStatus(enum.StrEnum):
     created = "created"
+    # The ledger is being written (n_objects is set when it is complete); its first chunks
+    # are already being sent.
     loading = "loading"
     processing = "processing"
     done = "done"
