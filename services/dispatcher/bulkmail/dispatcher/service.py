@@ -101,7 +101,10 @@ class Dispatcher:
                 .select_from(Recipient)
                 .where(Recipient.bulk_email_id == bulk.id, Recipient.state != RecipientState.skipped)
             )
-            moved = await bulk_emails.transition(session, bulk.id, [S.loading], S.processing, n_objects=n_objects or 0)
+            # The total is kept whatever the status: a bulk email paused while loading still has
+            # its whole ledger written, and resumes with its progress out of the right total.
+            await session.execute(update(BulkEmail).where(BulkEmail.id == bulk.id).values(n_objects=n_objects or 0))
+            moved = await bulk_emails.transition(session, bulk.id, [S.loading], S.processing)
             event = await bulk_emails.event_for(session, bulk, S.processing) if moved else None
         log.info("recipients loaded", bulk_email_id=bulk.id, leads=report.leads, recipients=report.recipients)
         if event is not None:
