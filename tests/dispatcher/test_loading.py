@@ -14,9 +14,8 @@ from tests.data import add_sender
 S = BulkEmailStatus
 
 
-async def test_a_bulk_email_paused_while_loading_keeps_its_ledger_and_total(
-    database: Database, settings: Settings, broker: MemoryBroker
-) -> None:
+async def _paused_while_loading(database: Database, status: BulkEmailStatus) -> int:
+    """A bulk email of five leads, one address each, whose ledger is not written yet."""
     async with database.session() as session:
         oid, template, account = await add_sender(session, "Loading")
         leads = [Lead(organization_id=oid, name=f"L{i}") for i in range(5)]
@@ -37,13 +36,19 @@ async def test_a_bulk_email_paused_while_loading_keeps_its_ledger_and_total(
             template_id=template.id,
             email_account_id=account.id,
             query="*",
-            status=S.paused,  # the user paused it while it was loading
+            status=status,
             n_leads=len(leads),
         )
         session.add(bulk)
         await session.flush()
         session.add_all(BulkEmailLead(bulk_email_id=bulk.id, lead_id=lead.id) for lead in leads)
-        bulk_id = bulk.id
+        return bulk.id
+
+
+async def test_a_bulk_email_paused_while_loading_keeps_its_ledger_and_total(
+    database: Database, settings: Settings, broker: MemoryBroker
+) -> None:
+    bulk_id = await _paused_while_loading(database, S.paused)  # the user paused it while loading
 
     async with database.session() as session:
         bulk = await session.get_one(BulkEmail, bulk_id)
@@ -59,3 +64,19 @@ async def test_a_bulk_email_paused_while_loading_keeps_its_ledger_and_total(
             )
             == 0
         )
+
+
+async def test_a_build_cut_short_while_paused_is_finished_on_resume(
+    database: Database, settings: Settings, broker: MemoryBroker
+) -> None:
+    # Paused while loading, then the dispatcher stopped before the build was done: nothing
+    # sweeps a paused bulk email, so the resume is what finishes the ledger.
+    bulk_id = await _paused_while_loading(database, S.resuming)
+    await Dispatcher(settings, database, broker).handle(bulk_id)
+
+    async with database.session() as session:
+        bulk = await session.get_one(BulkEmail, bulk_id)
+        queued = await session.scalar(
+            select(func.count()).where(Recipient.chunk_id.is_not(None), Recipient.bulk_email_id == bulk_id)
+        )
+        assert (bulk.status, bulk.n_objects, bulk.n_leads_processed, queued) == (S.processing, 5, 5, 5)

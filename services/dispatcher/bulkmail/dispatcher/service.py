@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.dispatcher.pump import PumpResult, pump
 from bulkmail.dispatcher.recipients import build_recipients
@@ -17,7 +18,7 @@ from bulkmail.shared.broker import Broker
 from bulkmail.shared.contracts import NOTIFY_QUEUE, SEND_QUEUE, SENT_COPY_QUEUE, SentCopy
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import correlation_id, get_logger
-from bulkmail.shared.models import BulkEmail, BulkEmailStatus, Recipient, RecipientState
+from bulkmail.shared.models import BulkEmail, BulkEmailLead, BulkEmailStatus, Recipient, RecipientState
 from bulkmail.shared.settings import Settings
 
 log = get_logger(__name__)
@@ -87,7 +88,10 @@ class Dispatcher:
             if status == S.created:
                 await bulk_emails.transition(session, bulk.id, [S.created], S.loading)
                 status = S.loading
-        if status == S.loading:
+            # Paused while loading, a build cut short (the dispatcher stopped) waits for the
+            # resume, as paused bulk emails are not swept: finish it then.
+            unfinished = status == S.resuming and bulk.n_leads_processed < await _snapshot_size(session, bulk.id)
+        if status == S.loading or unfinished:
             await self._load(bulk)
         await self.pump(bulk_email_id)
 
@@ -198,6 +202,10 @@ class Dispatcher:
         if due or stuck:
             log.info("Sent copies published again", recipients=len(due), stuck=len(stuck))
         return len(due)
+
+
+async def _snapshot_size(session: AsyncSession, bulk_email_id: int) -> int:
+    return int(await session.scalar(select(func.count()).where(BulkEmailLead.bulk_email_id == bulk_email_id)) or 0)
 
 
 def _copy_due(row: Any, now: datetime, policy: SentCopyRetry) -> bool:
