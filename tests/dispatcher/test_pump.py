@@ -36,6 +36,27 @@ async def _bulk_email(session: AsyncSession, name: str) -> BulkEmail:
     return bulk
 
 
+def _pending(bulk: BulkEmail, n: int, domain: str) -> list[Recipient]:
+    return [
+        Recipient(
+            organization_id=bulk.organization_id,
+            bulk_email_id=bulk.id,
+            lead_id=i + 1,
+            email=f"r{i}@{domain}",
+            email_normalized=f"r{i}@{domain}",
+        )
+        for i in range(n)
+    ]
+
+
+async def _sent(session: AsyncSession, chunk_ids: list[int]) -> None:
+    """The chunks as a mailer leaves them: every recipient sent, the chunk done."""
+    await session.execute(update(Recipient).where(Recipient.chunk_id.in_(chunk_ids)).values(state=R.sent))
+    await session.execute(
+        update(BulkEmailChunk).where(BulkEmailChunk.id.in_(chunk_ids)).values(done_at=datetime.now(UTC))
+    )
+
+
 async def test_due_retries_go_first_then_unqueued_recipients_in_order(database: Database, settings: Settings) -> None:
     now = datetime.now(UTC)
     async with database.session() as session:
@@ -99,16 +120,7 @@ async def test_recipients_a_paused_chunk_hands_back_are_queued_again_on_resume(
     untaken (its bulk email was paused) hands them back below that point, and they still go."""
     async with database.session() as session:
         bulk = await _bulk_email(session, "Pump cursor")
-        session.add_all(
-            Recipient(
-                organization_id=bulk.organization_id,
-                bulk_email_id=bulk.id,
-                lead_id=i + 1,
-                email=f"r{i}@cursor.example",
-                email_normalized=f"r{i}@cursor.example",
-            )
-            for i in range(6)
-        )
+        session.add_all(_pending(bulk, 6, "cursor.example"))
         bulk_id, oid = bulk.id, bulk.organization_id
 
     small = settings.model_copy(update={"chunk_size": 2, "chunks_in_flight": 2})
@@ -127,25 +139,15 @@ async def test_recipients_a_paused_chunk_hands_back_are_queued_again_on_resume(
     async with database.session() as session:
         assert (await session.get_one(BulkEmail, bulk_id)).queued_through_id < sorted(ids)[0]
         await session.execute(update(BulkEmail).where(BulkEmail.id == bulk_id).values(status=S.processing))  # resumed
-        await session.execute(  # the second chunk was sent meanwhile
-            update(Recipient).where(Recipient.chunk_id == first.chunks[1].chunk_id).values(state=R.sent)
-        )
-        await session.execute(
-            update(BulkEmailChunk).where(BulkEmailChunk.bulk_email_id == bulk_id).values(done_at=datetime.now(UTC))
-        )
+        await _sent(session, [first.chunks[1].chunk_id])  # the second chunk was sent meanwhile
 
     queued: list[int] = []
     for _ in range(5):  # bounded: three chunks are enough for what is left
         async with database.session() as session:
             result = await pump(session, small, bulk_id)
-            for chunk in result.chunks:
-                queued += await session.scalars(select(Recipient.id).where(Recipient.chunk_id == chunk.chunk_id))
-                await session.execute(
-                    update(Recipient).where(Recipient.chunk_id == chunk.chunk_id).values(state=R.sent)
-                )
-                await session.execute(
-                    update(BulkEmailChunk).where(BulkEmailChunk.id == chunk.chunk_id).values(done_at=datetime.now(UTC))
-                )
+            chunk_ids = [chunk.chunk_id for chunk in result.chunks]
+            queued += await session.scalars(select(Recipient.id).where(Recipient.chunk_id.in_(chunk_ids)))
+            await _sent(session, chunk_ids)
     sent_first = set(sorted(ids)[2:4])
     assert sorted(queued) == sorted(set(ids) - sent_first)  # the handed-back two and the last two, once each
     async with database.session() as session:
@@ -158,22 +160,12 @@ async def test_while_loading_chunks_go_out_but_the_send_is_never_done(database: 
     async with database.session() as session:
         bulk = await _bulk_email(session, "Pump loading")
         bulk.status = S.loading
-        session.add(
-            Recipient(
-                organization_id=bulk.organization_id,
-                bulk_email_id=bulk.id,
-                lead_id=1,
-                email="first@loading.example",
-                email_normalized="first@loading.example",
-            )
-        )
+        session.add_all(_pending(bulk, 1, "loading.example"))
         bulk_id = bulk.id
     async with database.session() as session:
-        assert len((await pump(session, settings, bulk_id)).chunks) == 1
-        await session.execute(update(Recipient).where(Recipient.bulk_email_id == bulk_id).values(state=R.sent))
-        await session.execute(
-            update(BulkEmailChunk).where(BulkEmailChunk.bulk_email_id == bulk_id).values(done_at=datetime.now(UTC))
-        )
+        chunks = (await pump(session, settings, bulk_id)).chunks
+        assert len(chunks) == 1
+        await _sent(session, [chunks[0].chunk_id])
     async with database.session() as session:
         result = await pump(session, settings, bulk_id)
         assert result.chunks == [] and result.events == []
