@@ -141,11 +141,20 @@ async def test_a_rebuild_writes_nothing_twice(database: Database, monkeypatch: p
     async with database.session() as session:
         bulk = await session.get(BulkEmail, bulk_id)
         assert bulk is not None
-    first = await build_recipients(database, bulk)
-    again = await build_recipients(database, bulk)  # e.g. a second dispatcher replica, or a redelivery
+    committed: list[int] = []
+
+    async def after_batch() -> None:  # the dispatcher queues chunks here: it must see the batch
+        async with database.session() as session:
+            done = await session.scalar(select(BulkEmail.n_leads_processed).where(BulkEmail.id == bulk_id))
+            committed.append(int(done or 0))
+
+    first = await build_recipients(database, bulk, after_batch)
+    again = await build_recipients(database, bulk, after_batch)  # e.g. a second dispatcher replica, or a redelivery
     async with database.session() as session:
         rows = list(await session.scalars(select(Recipient.email_normalized).where(Recipient.bulk_email_id == bulk_id)))
         stored = await session.get(BulkEmail, bulk_id)
     assert first.leads == len(lead_ids) and again.leads == 0
     assert len(rows) == len(set(rows)) == first.recipients + sum(first.skipped.values())
     assert stored is not None and stored.n_leads_processed == len(lead_ids)
+    # After each full batch, committed; not after the last, short one (the ledger is complete).
+    assert len(lead_ids) % 9 and committed == list(range(9, len(lead_ids), 9))

@@ -47,7 +47,8 @@ async def build_recipients(
     database: Database, bulk: BulkEmail, after_batch: Callable[[], Awaitable[None]] | None = None
 ) -> BuildReport:
     """Write the ledger for ``bulk`` (idempotent, resumable); ``after_batch`` runs after each
-    batch's commit (the dispatcher queues the first chunks while the rest is still being written)."""
+    full batch's commit (the dispatcher queues the first chunks while the rest is still being
+    written)."""
     report = BuildReport()
     while True:
         async with database.session() as session:
@@ -83,7 +84,9 @@ async def build_recipients(
             )
             report.leads += n_leads
             report.duplicates += duplicates
-        if after_batch is not None:
+        # Only while more batches may follow: a ledger of one batch is complete already, and its
+        # bulk email moves to processing before its first message goes out.
+        if after_batch is not None and n_leads == LEADS_PER_BATCH:
             await after_batch()
     if report.leads >= ANALYZE_AFTER_LEADS and database.engine.dialect.name == "postgresql":
         async with database.session() as session:
