@@ -525,6 +525,8 @@ class SkipReason(enum.StrEnum):
     duplicate_address = "duplicate_address"
     already_received_template = "already_received_template"
     suppressed = "suppressed"
+    # An address the mailer cannot deliver to (bulkmail.shared.addresses), stored before the API checked.
+    invalid_address = "invalid_address"
     cancelled = "cancelled"
 
 

@@ -18,6 +18,7 @@ from bulkmail.query_api.email_templates.endpoints import router as email_templat
 from bulkmail.query_api.errors import install_error_handlers
 from bulkmail.query_api.imports.endpoints import router as imports_router
 from bulkmail.query_api.leads.endpoints import router as leads_router
+from bulkmail.query_api.request_limits import RequestLimitsMiddleware
 from bulkmail.query_api.saved_searches.endpoints import router as saved_searches_router
 from bulkmail.query_api.statuses.endpoints import router as statuses_router
 from bulkmail.query_api.unsubscribe import router as unsubscribe_router
@@ -42,6 +43,10 @@ API_ROUTERS: list[APIRouter] = [
     bulk_emails_router,
     template_preview_router,
 ]
+
+
+# Bodies read as a stream by their endpoint (NDJSON or CSV), bounded by their own size limit.
+STREAMED_PATHS = frozenset({"/api/v1/lead/import"})
 
 
 def create_app(settings: Settings, database: Database | None = None, broker: Broker | None = None) -> FastAPI:
@@ -76,6 +81,13 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
         app.state.database = database
     if broker is not None:
         app.state.broker = broker
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=settings.max_request_bytes,
+        max_streamed_bytes=settings.max_import_bytes,
+        max_json_depth=settings.max_json_depth,
+        streamed_paths=STREAMED_PATHS,
+    )
     app.add_middleware(CorrelationIdMiddleware)
     install_error_handlers(app)
     api = APIRouter(prefix="/api/v1")

@@ -260,6 +260,7 @@ async def preview(session: AsyncSession, settings: Settings, principal: Principa
             SkipReason.unsubscribed,
             SkipReason.suppressed,
             SkipReason.already_received_template,
+            SkipReason.invalid_address,
         )
     }
     excluded["duplicate_address"] = 0
