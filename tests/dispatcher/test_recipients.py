@@ -2,8 +2,9 @@
 
 A deliberately tangled audience (several contacts and addresses per lead, the same address on
 many leads in different cases, unsubscribed and suppressed addresses, addresses the mailer
-cannot deliver to, leads that already got the template, leads with no address) is built into a ledger in small batches, so duplicates
-also cross batches, and compared row by row with ``audience.decide`` under every preference.
+cannot deliver to, leads that already got the template, leads with no address) is built into a
+ledger in small batches, so duplicates also cross batches, and compared row by row with
+``audience.decide`` under every preference.
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ from bulkmail.query_api.unsubscribe import router as unsubscribe_router
 from bulkmail.shared.broker import Broker, create_broker
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
-from bulkmail.shared.metrics import render_metrics
 from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
 
@@ -100,11 +99,8 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
 
 
 def _add_health(app: FastAPI) -> None:
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        body, content_type = render_metrics()
-        return Response(body, media_type=content_type)
-
+    # No /metrics here: the API port is public. Metrics are served on BULKMAIL_METRICS_PORT
+    # (``bulkmail query-api`` starts that server, as the workers do).
     @app.get("/healthz", include_in_schema=False)
     async def liveness() -> dict[str, str]:
         return {"status": "ok"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.auth import Principal
 from bulkmail.query_api.bulk_emails.schemas import BulkEmailIn, BulkEmailOut, PreviewIn, PreviewOut, RenderedSample
-from bulkmail.query_api.errors import BadRequest, Conflict, NotFound
+from bulkmail.query_api.errors import APIError, BadRequest, Conflict, NotFound
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.search import CompiledSearch, compile_search, load_search_context
 from bulkmail.shared import bulk_emails
@@ -36,6 +38,13 @@ from bulkmail.shared.settings import Settings
 from bulkmail.shared.templating import CompiledTemplate, TemplateError, compile_template
 
 S = BulkEmailStatus
+
+
+class IdempotencyKeyReused(APIError):
+    status_code = 422
+    error = "Idempotency key reused"
+
+
 RESUME_WINDOW = timedelta(days=7)  # as Close: a bulk email paused longer cannot be resumed
 AUDIT_BATCH = 5_000
 
@@ -81,10 +90,11 @@ async def create(
     session: AsyncSession, settings: Settings, principal: Principal, payload: BulkEmailIn, idempotency_key: str | None
 ) -> tuple[BulkEmail, bool]:
     """The bulk email and whether it is new (a retried request returns the first one)."""
+    fingerprint = request_fingerprint(payload)
     if idempotency_key:
         existing = await _by_idempotency_key(session, principal.organization_id, idempotency_key)
         if existing is not None:
-            return existing, False
+            return _same_request(existing, fingerprint), False
     audience = await resolve_audience(session, principal, payload)
     if audience.n_leads > settings.max_bulk_email_leads:
         raise BadRequest(_too_many(audience.n_leads, settings.max_bulk_email_leads))
@@ -102,6 +112,7 @@ async def create(
         exclude_already_emailed=payload.exclude_already_emailed,
         status=S.created,
         idempotency_key=idempotency_key,
+        idempotency_fingerprint=fingerprint if idempotency_key else "",
         correlation_id=correlation_id.get(),
     )
     try:
@@ -113,12 +124,29 @@ async def create(
         existing = await _by_idempotency_key(session, principal.organization_id, idempotency_key or "")
         if existing is None:
             raise
-        return existing, False
+        return _same_request(existing, fingerprint), False
     # The snapshot: the matching lead ids frozen now, in one INSERT ... SELECT.
     await session.execute(audience.compiled.snapshot_insert(bulk.id, settings.max_bulk_email_leads))
     bulk.n_leads = min(audience.n_leads, settings.max_bulk_email_leads)
     await session.flush()
     return bulk, True
+
+
+def request_fingerprint(payload: BulkEmailIn) -> str:
+    """SHA-256 of the request as validated (defaults filled in, keys sorted), so the same request
+    spelt differently (key order, an omitted default) is still the same."""
+    canonical = json.dumps(payload.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _same_request(existing: BulkEmail, fingerprint: str) -> BulkEmail:
+    if existing.idempotency_fingerprint and existing.idempotency_fingerprint != fingerprint:
+        raise IdempotencyKeyReused(
+            f"This Idempotency-Key was already used for a different request (bulk email {existing.id}); "
+            "send the same body to get that bulk email back, or use a new key for a new bulk email.",
+            bulk_email_id=existing.id,
+        )
+    return existing
 
 
 async def _by_idempotency_key(session: AsyncSession, organization_id: int, key: str) -> BulkEmail | None:

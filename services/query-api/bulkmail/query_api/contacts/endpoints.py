@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, status
 from pydantic import ConfigDict
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import selectinload
@@ -14,7 +14,7 @@ from bulkmail.query_api.leads.limits import LeadLimits, check_lead
 from bulkmail.query_api.leads.schemas import ContactIn, ContactOut, ContactUpdate
 from bulkmail.query_api.leads.service import contact_out, fill_contact
 from bulkmail.query_api.ownership import get_owned
-from bulkmail.query_api.pagination import ListResponse, PageDep, fetch_page
+from bulkmail.query_api.pagination import IdFilter, ListResponse, PageDep, fetch_page
 from bulkmail.shared.counters import refresh_lead_counters
 from bulkmail.shared.models import Contact, ContactEmail, ContactPhone, Lead
 
@@ -30,7 +30,7 @@ class ContactCreate(ContactIn):
 
 @router.get("/", response_model=ListResponse[ContactOut])
 async def list_contacts(
-    session: SessionDep, principal: AuthDep, page: PageDep, lead_id: Annotated[int | None, Query()] = None
+    session: SessionDep, principal: AuthDep, page: PageDep, lead_id: IdFilter = None
 ) -> ListResponse[ContactOut]:
     stmt = select(Contact).where(Contact.organization_id == principal.organization_id).options(*_LOAD)
     if lead_id is not None:
@@ -94,7 +94,10 @@ async def update_contact(
     contact = await get_owned(session, Contact, contact_id, principal.organization_id, *_LOAD, what="contact")
     if payload.emails is not None or payload.phones is not None:
         as_given = ContactIn(emails=payload.emails or [], phones=payload.phones or [])
-        keep = (len(contact.emails) if payload.emails is None else 0, len(contact.phones) if payload.phones is None else 0)
+        keep = (
+            len(contact.emails) if payload.emails is None else 0,
+            len(contact.phones) if payload.phones is None else 0,
+        )
         await _check_caps(session, settings, contact.lead_id, as_given, other_than=contact.id, keep=keep)
     fill_contact(contact, payload)  # the old emails and phones replaced go as orphans
     await session.flush()

@@ -10,10 +10,11 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from sqlalchemy import delete, select
 
 from bulkmail.query_api.deps import AuthDep, SessionDep
-from bulkmail.query_api.errors import BadRequest
+from bulkmail.query_api.errors import BadRequest, Conflict
 from bulkmail.query_api.ownership import ensure_name_free, get_owned
 from bulkmail.query_api.pagination import ListResponse, PageDep, fetch_page
-from bulkmail.shared.models import EmailTemplate
+from bulkmail.query_api.saved_searches.usage import views_using
+from bulkmail.shared.models import BulkEmail, EmailTemplate, SavedSearch
 from bulkmail.shared.templating import TemplateError, compile_template
 
 router = APIRouter(prefix="/email_template", tags=["email_template"])
@@ -119,6 +120,26 @@ async def update_template(
 
 @router.delete("/{template_id}/")
 async def delete_template(template_id: int, session: SessionDep, principal: AuthDep) -> dict[str, object]:
-    row = await get_owned(session, EmailTemplate, template_id, principal.organization_id, what="email template")
+    """Refused (409) while a bulk email (sending or done: its report shows the template) or a
+    Smart View (``emailed_template:``) uses it."""
+    org = principal.organization_id
+    row = await get_owned(session, EmailTemplate, template_id, org, what="email template")
+    sent_with = list(
+        await session.scalars(
+            select(BulkEmail.id).where(BulkEmail.template_id == row.id).order_by(BulkEmail.id).limit(10)
+        )
+    )
+    views = dict(
+        (await session.execute(select(SavedSearch.name, SavedSearch.query).where(SavedSearch.organization_id == org)))
+        .tuples()
+        .all()
+    )
+    users = await views_using(session, org, principal.user_id, views, template=row.name)
+    if sent_with or users:
+        uses = [f"bulk email {i}" for i in sent_with] + [f"Smart View {name!r}" for name in users]
+        raise Conflict(
+            f"Template {row.name!r} is used by {', '.join(uses)}; it cannot be deleted (rename it instead).",
+            used_by={"bulk_emails": sent_with, "smart_views": users},
+        )
     await session.execute(delete(EmailTemplate).where(EmailTemplate.id == row.id))
     return {}
