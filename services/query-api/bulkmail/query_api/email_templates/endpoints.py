@@ -129,11 +129,12 @@ async def delete_template(template_id: int, session: SessionDep, principal: Auth
             select(BulkEmail.id).where(BulkEmail.template_id == row.id).order_by(BulkEmail.id).limit(10)
         )
     )
-    views = dict(
-        (await session.execute(select(SavedSearch.name, SavedSearch.query).where(SavedSearch.organization_id == org)))
-        .tuples()
-        .all()
-    )
+    views = {
+        name: query
+        for name, query in await session.execute(
+            select(SavedSearch.name, SavedSearch.query).where(SavedSearch.organization_id == org)
+        )
+    }
     users = await views_using(session, org, principal.user_id, views, template=row.name)
     if sent_with or users:
         uses = [f"bulk email {i}" for i in sent_with] + [f"Smart View {name!r}" for name in users]

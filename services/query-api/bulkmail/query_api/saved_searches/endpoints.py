@@ -100,11 +100,12 @@ async def delete_saved_search(saved_search_id: int, session: SessionDep, princip
     """Refused (409) while another Smart View refers to it or an unfinished bulk email sends to it."""
     org = principal.organization_id
     row = await get_owned(session, SavedSearch, saved_search_id, org, what="Smart View")
-    views = dict(
-        (await session.execute(select(SavedSearch.name, SavedSearch.query).where(SavedSearch.organization_id == org)))
-        .tuples()
-        .all()
-    )
+    views = {
+        name: query
+        for name, query in await session.execute(
+            select(SavedSearch.name, SavedSearch.query).where(SavedSearch.organization_id == org)
+        )
+    }
     users = await views_using(session, org, principal.user_id, views, view=row.name)
     sending = list(
         await session.scalars(
