@@ -180,6 +180,17 @@ async def test_integers_beyond_64_bits_are_400_or_404(tenant):
         assert response.status_code == 400, constant
 
 
+async def test_nul_characters_are_refused_before_the_database_sees_them(tenant):
+    body = await tenant.client.post("/api/v1/lead/", json={"name": "a\x00b"})
+    assert body.status_code == 400 and "NUL" in body.json()["detail"]
+    query = await tenant.client.get("/api/v1/lead/", params={"query": "name:a\x00"})
+    assert query.status_code == 400 and "NUL" in query.json()["detail"]
+    csv = await tenant.client.post(
+        "/api/v1/lead/import", content=b"name\nA\x00B\n", headers={"Content-Type": "text/csv"}
+    )
+    assert csv.status_code == 400 and csv.json()["detail"].startswith("line 2: a NUL byte")
+
+
 async def test_a_body_without_content_type_is_refused_saying_so(tenant):
     response = await tenant.client.post("/api/v1/lead/", content=b'{"name": "A"}')  # httpx adds none for bytes
     assert response.status_code == 415 and "no Content-Type" in response.json()["detail"]

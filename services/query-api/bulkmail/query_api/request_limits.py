@@ -7,6 +7,7 @@
   ``BULKMAIL_MAX_JSON_DEPTH`` is refused before the parser recurses into it; integers outside
   64 bits and non-finite numbers (``NaN``, ``1e999``) are refused, as no column could hold them.
 - A body without a Content-Type is refused saying so, instead of being guessed at.
+- A string holding NUL (``\\u0000``) is refused: PostgreSQL cannot store it, SQLite would.
 
 The import streams NDJSON or CSV itself: only its size is counted here, and its lines are held to
 the same JSON rules by ``load_json`` (``bulkmail.query_api.imports.parsing``).
@@ -71,9 +72,24 @@ def load_json(text: str, max_depth: int) -> Any:
             elif token in "]}":
                 depth -= 1
     try:
-        return json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
+        value = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
     except json.JSONDecodeError as exc:
         raise JSONProblem(f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    # JSON can carry NUL only escaped; PostgreSQL's text cannot hold it at all.
+    if "\\u0000" in text and _has_nul(value):
+        at = text.find("\\u0000")
+        raise JSONProblem(f"a string holds a NUL character (\\u0000) near {_position(text, at)}; no text field can")
+    return value
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _refusal(status: int, error: str, detail: str) -> JSONResponse:
@@ -99,7 +115,14 @@ class RequestLimitsMiddleware:
         self.streamed_paths = streamed_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _WITH_BODY:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if b"%00" in scope.get("query_string", b""):
+            refusal = _refusal(400, "Bad request", "The query string holds a NUL character (%00); no field can.")
+            await refusal(scope, receive, send)
+            return
+        if scope["method"] not in _WITH_BODY:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

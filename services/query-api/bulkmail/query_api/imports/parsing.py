@@ -30,6 +30,8 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 def _decode(line: bytes, line_no: int) -> str:
+    if b"\x00" in line:
+        raise LeadImportError(line_no, "a NUL byte; no text field can hold it")
     try:
         return line.decode("utf-8")
     except UnicodeDecodeError:
