@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     rotate = sub.add_parser("rotate-secrets", help="re-encrypt stored passwords with the current secret key")
     rotate.set_defaults(handler=_rotate_secrets)
 
+    label = sub.add_parser("account-label", help="the account_id label an email account's metrics carry")
+    label.add_argument("account_id", type=int)
+    label.set_defaults(handler=_account_label)
+
     sub.add_parser("explain", help='show how a search query parses and compiles: bulkmail explain "status:potential"')
     return parser
 
@@ -82,7 +86,11 @@ def _query_api(settings: Settings, _args: argparse.Namespace) -> int:
     import uvicorn
 
     from bulkmail.query_api.app import create_app
+    from bulkmail.shared.metrics import start_metrics_server, use_label_key
 
+    # Metrics on their own port, never on the public API port.
+    use_label_key(settings.encryption_keys()[0])
+    start_metrics_server(settings.metrics_port)
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=25
     )
@@ -90,7 +98,7 @@ def _query_api(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from bulkmail.shared.metrics import start_metrics_server
+    from bulkmail.shared.metrics import start_metrics_server, use_label_key
     from bulkmail.shared.worker import check_heartbeat
 
     if args.check:
@@ -103,8 +111,17 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         from bulkmail.mailer.worker import MailerWorker
 
         worker = MailerWorker(settings)
+    use_label_key(settings.encryption_keys()[0])
     start_metrics_server(settings.metrics_port)
     event_loop.run(worker.run())  # type: ignore[attr-defined]
+    return 0
+
+
+def _account_label(settings: Settings, args: argparse.Namespace) -> int:
+    from bulkmail.shared.metrics import account_label, use_label_key
+
+    use_label_key(settings.encryption_keys()[0])
+    print(account_label(args.account_id))
     return 0
 
 

@@ -21,6 +21,7 @@ from bulkmail.query_api.app import create_app
 from bulkmail.shared.broker import create_broker
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
+from bulkmail.shared.metrics import start_metrics_server, use_label_key
 from bulkmail.shared.migrate import upgrade_async
 from bulkmail.shared.models import ApiKey, ConnectionSecurity, EmailAccount, Organization, User
 from bulkmail.shared.organizations import add_api_key, create_organization, hash_api_key
@@ -47,6 +48,7 @@ async def run_embedded(settings: Settings, demo_leads: int = 2_000) -> None:
         for worker in workers:
             await worker.open()
         app = create_app(settings, database=database, broker=broker)
+        _serve_metrics(settings)
         server = uvicorn.Server(
             uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10)
         )
@@ -61,6 +63,15 @@ async def run_embedded(settings: Settings, demo_leads: int = 2_000) -> None:
         await database.dispose()
         if capture is not None:
             capture.stop()
+
+
+def _serve_metrics(settings: Settings) -> None:
+    """One process, one registry: every service's metrics on the metrics port, on loopback."""
+    use_label_key(settings.encryption_keys()[0])
+    try:
+        start_metrics_server(settings.metrics_port, addr="127.0.0.1")
+    except OSError as exc:  # a developer machine may run a node exporter on 9100
+        log.warning("metrics not served", port=settings.metrics_port, error=str(exc))
 
 
 async def ensure_demo(settings: Settings, database: Database, demo_leads: int) -> str | None:

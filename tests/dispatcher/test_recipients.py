@@ -1,9 +1,10 @@
 """The ledger the dispatcher writes in SQL follows the audience rules the pre-send audit shows.
 
 A deliberately tangled audience (several contacts and addresses per lead, the same address on
-many leads in different cases, unsubscribed and suppressed addresses, leads that already got
-the template, leads with no address) is built into a ledger in small batches, so duplicates
-also cross batches, and compared row by row with ``audience.decide`` under every preference.
+many leads in different cases, unsubscribed and suppressed addresses, addresses the mailer
+cannot deliver to, leads that already got the template, leads with no address) is built into a
+ledger in small batches, so duplicates also cross batches, and compared row by row with
+``audience.decide`` under every preference.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from bulkmail.shared.models import (
 )
 from tests.data import add_sender
 
-ADDRESSES = [f"person{i}@tangle.example" for i in range(30)]
+# Three the mailer cannot deliver to, stored straight into the database (the API refuses them).
+UNDELIVERABLE = ["a@x.example,b@tangle.example", "<b>@tangle.example", "c d@tangle.example"]
+ADDRESSES = [f"person{i}@tangle.example" for i in range(30)] + UNDELIVERABLE
 
 
 async def _tangled_audience(database: Database, seed: int) -> tuple[int, int, int, list[int]]:
@@ -127,7 +130,7 @@ async def test_the_ledger_follows_the_audience_rules(
     assert n_duplicates == duplicates == report.duplicates
     assert duplicates > 0, "the audience must exercise duplicates"
     reasons = {row[5] for row in expected}
-    assert {"no_email", "unsubscribed", "suppressed", None} <= reasons
+    assert {"no_email", "unsubscribed", "suppressed", "invalid_address", None} <= reasons
     if exclude_already_emailed:
         assert "already_received_template" in reasons
     assert report.leads == len(snapshot)

@@ -4,7 +4,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from bulkmail.query_api.imports import service
+from bulkmail.query_api.app import create_app
+from bulkmail.shared.broker.memory import MemoryBroker
 from bulkmail.shared.counters import refresh_lead_counters
 from bulkmail.shared.db import Database
 from bulkmail.shared.models import ContactEmail, CustomField, Lead, LeadCustomValue
@@ -115,25 +116,33 @@ async def test_csv_rows_become_leads_with_one_contact_and_address(client, databa
     assert (delta.name, delta.num_contacts) == ("Delta", 0)
 
 
-async def test_a_bad_line_refuses_the_whole_import_even_after_batches_were_written(client, database, monkeypatch):
-    monkeypatch.setattr(service, "BATCH_SIZE", 2)
+async def test_a_bad_line_refuses_the_whole_import_before_any_batch_is_written(settings, database, make_tenant):
+    tenant = await make_tenant("Batched")
+    app = create_app(settings.model_copy(update={"import_batch_leads": 2}), database=database, broker=MemoryBroker("x"))
+    client = Importer(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://t",
+        headers={"Authorization": f"Bearer {tenant.api_key}"},
+    )
+    client.organization_id = tenant.organization_id
     good = [{"name": f"Lead {i}", "contacts": [{"emails": [{"email": f"l{i}@x.example"}]}]} for i in range(5)]
     bad = {"name": "Broken", "contacts": [{"emails": [{"email": "not-an-address"}]}]}
     response = await client.post(IMPORT, content=_ndjson(*good, bad), headers=NDJSON)
     assert response.status_code == 400
     body = response.json()
     assert body["error"] == "Invalid import" and body["line"] == 6
-    assert body["detail"].startswith("line 6: contacts.0.emails.0.email")
+    assert body["detail"].startswith("line 6: contacts[0].emails[0].email")
     assert await _leads(database, client.organization_id) == []
     async with database.session() as session:
         count = select(func.count()).where(LeadCustomValue.organization_id == client.organization_id)
         assert await session.scalar(count) == 0
+    await client.aclose()
 
 
 @pytest.mark.parametrize(
     ("body", "headers", "detail"),
     [
-        (b'{"name": "A"}\n{"name": ', NDJSON, "line 2: not valid JSON"),
+        (b'{"name": "A"}\n{"name": ', NDJSON, "line 2: malformed JSON at column 10"),
         (_ndjson({"name": "A", "status": "No Such Status"}), NDJSON, "line 1: unknown lead status 'No Such Status'"),
         (_ndjson({"name": "A", "custom": {"Employees": 5}}, {"name": "B", "custom": {"Employees": "many"}}), NDJSON,
          "line 2: custom field 'Employees' holds numbers"),

@@ -37,18 +37,28 @@ def _free_port() -> int:
 
 
 def test_sent_failed_and_deferred_count_per_account_and_reason() -> None:
-    before_sent = _value("bulkmail_emails_sent_total", account_id="41")
-    before_failed = _value("bulkmail_emails_failed_total", account_id="41", reason="recipient_refused")
-    before_deferred = _value("bulkmail_emails_deferred_total", account_id="41", reason="rate_limited")
+    before_sent = _value("bulkmail_emails_sent_total", account_id=metrics.account_label(41))
+    before_failed = _value(
+        "bulkmail_emails_failed_total", account_id=metrics.account_label(41), reason="recipient_refused"
+    )
+    before_deferred = _value(
+        "bulkmail_emails_deferred_total", account_id=metrics.account_label(41), reason="rate_limited"
+    )
 
     metrics.record_sent(41, duration_seconds=0.2)
     metrics.record_sent(41)
     metrics.record_failed(41, "recipient_refused", duration_seconds=0.1)
     metrics.record_deferred(41, "rate_limited")
 
-    assert _value("bulkmail_emails_sent_total", account_id="41") == before_sent + 2
-    assert _value("bulkmail_emails_failed_total", account_id="41", reason="recipient_refused") == before_failed + 1
-    assert _value("bulkmail_emails_deferred_total", account_id="41", reason="rate_limited") == before_deferred + 1
+    assert _value("bulkmail_emails_sent_total", account_id=metrics.account_label(41)) == before_sent + 2
+    assert (
+        _value("bulkmail_emails_failed_total", account_id=metrics.account_label(41), reason="recipient_refused")
+        == before_failed + 1
+    )
+    assert (
+        _value("bulkmail_emails_deferred_total", account_id=metrics.account_label(41), reason="rate_limited")
+        == before_deferred + 1
+    )
 
 
 def test_send_latency_lands_in_the_histogram_by_outcome() -> None:
@@ -63,11 +73,11 @@ def test_send_latency_lands_in_the_histogram_by_outcome() -> None:
 
 def test_an_unlisted_reason_is_counted_as_other_not_as_a_new_series() -> None:
     smtp_text = "550 5.1.1 <jane@example.com>: Recipient address rejected"
-    before = _value("bulkmail_emails_failed_total", account_id="3", reason="other")
+    before = _value("bulkmail_emails_failed_total", account_id=metrics.account_label(3), reason="other")
 
     metrics.record_failed(3, smtp_text)
 
-    assert _value("bulkmail_emails_failed_total", account_id="3", reason="other") == before + 1
+    assert _value("bulkmail_emails_failed_total", account_id=metrics.account_label(3), reason="other") == before + 1
     assert "jane@example.com" not in generate_latest(REGISTRY).decode()
 
 
@@ -80,12 +90,12 @@ def test_account_label_refuses_anything_but_the_integer_id() -> None:
 
 def test_backlog_rate_limiter_imap_and_bulk_email_metrics() -> None:
     metrics.set_queue_backlog("send", 1234)
-    waits = _value("bulkmail_rate_limiter_waits_total", account_id="9", limit="per_minute")
-    waited = _value("bulkmail_rate_limiter_wait_seconds_total", account_id="9", limit="per_minute")
-    copies = _value("bulkmail_imap_copies_total", account_id="9", outcome="appended")
+    waits = _value("bulkmail_rate_limiter_waits_total", account_id=metrics.account_label(9), limit="per_minute")
+    waited = _value("bulkmail_rate_limiter_wait_seconds_total", account_id=metrics.account_label(9), limit="per_minute")
+    copies = _value("bulkmail_imap_copies_total", account_id=metrics.account_label(9), outcome="appended")
     done = _value("bulkmail_bulk_emails_total", status="done")
     skipped = _value("bulkmail_recipients_skipped_total", reason="unsubscribed")
-    unknown = _value("bulkmail_emails_unknown_total", account_id="9")
+    unknown = _value("bulkmail_emails_unknown_total", account_id=metrics.account_label(9))
 
     metrics.record_rate_limit_wait(9, "per_minute", 1.5)
     metrics.record_imap_copy(9, "appended")
@@ -94,12 +104,18 @@ def test_backlog_rate_limiter_imap_and_bulk_email_metrics() -> None:
     metrics.record_unknown(9)
 
     assert _value("bulkmail_queue_backlog_messages", queue="send") == 1234
-    assert _value("bulkmail_rate_limiter_waits_total", account_id="9", limit="per_minute") == waits + 1
-    assert _value("bulkmail_rate_limiter_wait_seconds_total", account_id="9", limit="per_minute") == waited + 1.5
-    assert _value("bulkmail_imap_copies_total", account_id="9", outcome="appended") == copies + 1
+    assert (
+        _value("bulkmail_rate_limiter_waits_total", account_id=metrics.account_label(9), limit="per_minute")
+        == waits + 1
+    )
+    assert (
+        _value("bulkmail_rate_limiter_wait_seconds_total", account_id=metrics.account_label(9), limit="per_minute")
+        == waited + 1.5
+    )
+    assert _value("bulkmail_imap_copies_total", account_id=metrics.account_label(9), outcome="appended") == copies + 1
     assert _value("bulkmail_bulk_emails_total", status="done") == done + 1
     assert _value("bulkmail_recipients_skipped_total", reason="unsubscribed") == skipped + 3
-    assert _value("bulkmail_emails_unknown_total", account_id="9") == unknown + 1
+    assert _value("bulkmail_emails_unknown_total", account_id=metrics.account_label(9)) == unknown + 1
 
 
 def test_exposition_parses_and_no_metric_carries_an_unbounded_label() -> None:
@@ -150,7 +166,7 @@ def test_worker_metrics_server_serves_the_registry_over_http() -> None:
         server.server_close()
         thread.join(timeout=5)
     assert content_type.startswith("text/plain")
-    assert 'bulkmail_emails_sent_total{account_id="5"}' in body
+    assert f'bulkmail_emails_sent_total{{account_id="{metrics.account_label(5)}"}}' in body
 
 
 def test_port_zero_turns_the_worker_server_off() -> None:
@@ -171,7 +187,7 @@ async def test_query_api_route_serves_metrics_at_exactly_slash_metrics() -> None
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    assert 'bulkmail_emails_sent_total{account_id="6"}' in response.text
+    assert f'bulkmail_emails_sent_total{{account_id="{metrics.account_label(6)}"}}' in response.text
     assert "bulkmail_emails_sent" in {f.name for f in text_string_to_metric_families(response.text)}
 
 
@@ -182,4 +198,4 @@ async def test_bare_asgi_app_serves_the_same_exposition() -> None:
         response = await client.get("/")
 
     assert response.status_code == 200
-    assert 'bulkmail_emails_sent_total{account_id="8"}' in response.text
+    assert f'bulkmail_emails_sent_total{{account_id="{metrics.account_label(8)}"}}' in response.text

@@ -4,21 +4,28 @@ All metric objects live here so their names, help texts and label sets are revie
 place. Services call the small ``record_*`` functions rather than touching the objects: the
 functions are what keeps label cardinality bounded.
 
-- ``account_id`` is the email account's numeric id (``EmailAccount.id``): one series per
-  account, never an address, a host name or anything a user typed.
+- ``account_id`` is an opaque token per email account (``account_label``: an HMAC of the
+  account's id under a key derived from ``BULKMAIL_SECRET_KEY``): one series per account, never
+  an address, a host name or anything a user typed, and not the database id, so metrics that
+  leak do not tell an outsider how many accounts (or organisations) there are or which is which.
+  ``bulkmail account-label <id>`` prints an account's token for the operator.
 - ``queue`` is a queue name the code itself passes to the broker, so it is bounded by the code.
 - Every other label takes values from a closed set below. A value outside its set is counted
   as ``other`` instead of creating a new series, so a new SMTP error text can never explode the
   time-series database.
 
-Serving: a worker (dispatcher, mailer) calls ``start_metrics_server(port)`` once at startup;
-the query-api answers ``GET /metrics`` with ``render_metrics()``. Each pod runs one process,
+Serving: every service (query-api, dispatcher, mailer) calls ``start_metrics_server(port)``
+once at startup, on ``BULKMAIL_METRICS_PORT``, apart from the public API port. Each pod runs one process,
 so the default registry is enough (no prometheus multiprocess directory): scale with replicas,
 not with uvicorn workers.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
+import secrets
 import threading
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
@@ -46,6 +53,7 @@ __all__ = [
     "SEND_OUTCOMES",
     "SKIP_REASONS",
     "MetricsASGIApp",
+    "account_label",
     "record_bulk_email_status",
     "record_deferred",
     "record_failed",
@@ -58,6 +66,7 @@ __all__ = [
     "render_metrics",
     "set_queue_backlog",
     "start_metrics_server",
+    "use_label_key",
 ]
 
 OTHER = "other"
@@ -97,6 +106,7 @@ SKIP_REASONS = frozenset(
         "duplicate_address",
         "already_received_template",
         "suppressed",
+        "invalid_address",
         "cancelled",
         OTHER,
     }
@@ -181,11 +191,32 @@ def _bounded(value: str, allowed: frozenset[str]) -> str:
     return value if value in allowed else OTHER
 
 
+# Until a service sets the installation's key, a random one: labels are opaque either way, and
+# only processes sharing BULKMAIL_SECRET_KEY agree on them (what sums across mailers need).
+_label_key = secrets.token_bytes(32)
+
+
+def use_label_key(secret: str) -> None:
+    """Derive the account-label key from the installation's secret key (every service does this)."""
+    global _label_key
+    _label_key = hmac.new(secret.encode(), b"bulkmail metrics account labels", hashlib.sha256).digest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _token(key: bytes, account_id: int) -> str:
+    return "a" + hmac.new(key, str(account_id).encode(), hashlib.sha256).hexdigest()[:12]
+
+
+def account_label(account_id: int) -> str:
+    """The ``account_id`` label value of an email account: stable, opaque, not enumerable."""
+    return _token(_label_key, account_id)
+
+
 def _account(account_id: int) -> str:
     # Only the integer id is accepted: anything else (an address, a name) is a bug at the call site.
     if isinstance(account_id, bool) or not isinstance(account_id, int):
         raise TypeError(f"account_id must be the EmailAccount's integer id, not {type(account_id).__name__}")
-    return str(account_id)
+    return account_label(account_id)
 
 
 def record_sent(account_id: int, duration_seconds: float | None = None) -> None:

@@ -463,6 +463,8 @@ class BulkEmail(Base):
         Enum(BulkEmailStatus, native_enum=False, length=20), default=BulkEmailStatus.created
     )
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # SHA-256 of the request the key was first used for ("": before migration 0010, not known).
+    idempotency_fingerprint: Mapped[str] = mapped_column(String(64), default="", server_default="")
     n_leads: Mapped[int] = mapped_column(Integer, default=0)
     n_leads_processed: Mapped[int] = mapped_column(Integer, default=0)
     n_objects: Mapped[int] = mapped_column(Integer, default=0)
@@ -525,6 +527,8 @@ class SkipReason(enum.StrEnum):
     duplicate_address = "duplicate_address"
     already_received_template = "already_received_template"
     suppressed = "suppressed"
+    # An address the mailer cannot deliver to (bulkmail.shared.addresses), stored before the API checked.
+    invalid_address = "invalid_address"
     cancelled = "cancelled"
 
 

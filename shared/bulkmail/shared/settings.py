@@ -62,6 +62,27 @@ class Settings(BaseSettings):
     mailer_prefetch: int = 4
     smtp_timeout_s: float = 30.0
     metrics_port: int = 9100
+    # Input bounds (docs/operations.md, "Limits"): each refusal names the limit it hit.
+    # HTTP: request bodies (413 above), the lead import's body, and JSON nesting (400 deeper).
+    max_request_bytes: int = 4_000_000
+    max_import_bytes: int = 200_000_000
+    max_json_depth: int = 32
+    # Leads: per lead, per request and per organisation; an import counts against the same caps.
+    max_contacts_per_lead: int = 200
+    max_emails_per_lead: int = 200
+    max_phones_per_lead: int = 200
+    max_custom_fields_per_request: int = 100
+    max_custom_fields_per_organization: int = 1_000
+    max_import_leads: int = 100_000
+    # Leads an import writes per transaction: a short write lock on SQLite between batches.
+    import_batch_leads: int = 500
+    # Templates: what one render may produce and how long it may take (refused above).
+    max_rendered_subject_chars: int = 998
+    max_rendered_part_chars: int = 2_000_000
+    max_render_ms: int = 250
+    max_template_loop_iterations: int = 10_000
+    # The query-api's /metrics: served on this port apart from the API (0: not served).
+    api_metrics_port: int = 9101
     # Shrinks the per-minute/hour/day windows of account limits (0.05: a "minute" of 3 s), so
     # tests can prove a limit in seconds. Leave at 1 anywhere real.
     rate_window_scale: float = 1.0

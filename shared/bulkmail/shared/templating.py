@@ -26,6 +26,15 @@ preview can show them per recipient. A tag rescued by `default` is not reported.
 The sandbox: no loader (no include/import/extends), no globals (no range, cycler, lipsum...),
 attributes starting with "_" refused at compile time, method calls refused, a short list of
 filters, and `*` / `**` bounded so a template cannot build huge strings.
+
+Bounds (`TemplateLimits`, from the ``BULKMAIL_MAX_RENDERED_*`` and ``BULKMAIL_MAX_RENDER_MS``
+settings): what can be known to explode is refused when the template is saved (nested loops, a
+variable built from itself with `~`, `+` or `replace`, `replace` of the empty string, a macro
+calling itself); at render, the subject and each body part are capped in characters, every
+string a template builds (`~`, `+`, `replace`, `join`, `wordwrap`) is measured before it is
+built, loops are capped in iterations, and a render that outlasts its time budget stops, each
+with a `TemplateLimitError` that names the limit. Nothing a template does can take the process's
+memory or more than its budget of CPU.
 """
 
 from __future__ import annotations
@@ -33,18 +42,22 @@ from __future__ import annotations
 import contextvars
 import html
 import re
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from itertools import islice
 from typing import Any, NoReturn
 
-from jinja2 import Template, Undefined, nodes
+from jinja2 import Environment, Template, Undefined, nodes, pass_environment, pass_eval_context
 from jinja2.exceptions import SecurityError, TemplateRuntimeError, TemplateSyntaxError, UndefinedError
 from jinja2.lexer import Token, TokenStream
+from jinja2.nodes import EvalContext
 from jinja2.parser import Parser
-from jinja2.runtime import Context, Macro
+from jinja2.runtime import Context, Macro, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
 __all__ = [
@@ -55,6 +68,8 @@ __all__ = [
     "RenderContext",
     "RenderResult",
     "TemplateError",
+    "TemplateLimitError",
+    "TemplateLimits",
     "TemplateRenderError",
     "UserData",
     "compile_template",
@@ -153,6 +168,59 @@ class TemplateRenderError(ValueError):
         self.part = part
         self.line = line
         self.message = message
+
+
+class TemplateLimitError(TemplateRenderError):
+    """A render went over one of the template limits; ``limit`` names the setting."""
+
+    def __init__(self, part: str, message: str, limit: str) -> None:
+        super().__init__(part, None, message)
+        self.limit = limit
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateLimits:
+    """What one render may produce and spend. The defaults are the settings' defaults."""
+
+    subject_chars: int = 998  # one header line (RFC 5322)
+    part_chars: int = 2_000_000  # the HTML and the text part, each
+    render_ms: int = 250
+    loop_iterations: int = 10_000
+
+
+class _OverLimit(Exception):
+    """Raised inside a render; ``CompiledTemplate.render`` turns it into a TemplateLimitError."""
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+@dataclass(slots=True)
+class _Budget:
+    deadline: float
+    max_chars: int
+    limits: TemplateLimits
+
+    def check_time(self) -> None:
+        if time.perf_counter() > self.deadline:
+            raise _OverLimit(f"rendering took longer than {self.limits.render_ms} ms", "BULKMAIL_MAX_RENDER_MS")
+
+    def check_size(self, n: int) -> None:
+        if n > self.max_chars:
+            raise _OverLimit(
+                f"the text would be longer than {self.max_chars:,} characters", "BULKMAIL_MAX_RENDERED_PART_CHARS"
+            )
+
+
+# The budget of the render in progress (None outside a render: compile-time constant folding).
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("_BUDGET", default=None)
+
+
+def _check_size(n: int) -> None:
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.check_size(n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,7 +380,7 @@ _MAX_INT = 1_000_000
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "+"})
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, _Namespace):
@@ -328,11 +396,18 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         # Only macros defined in the template itself; no methods of strings or anything else.
         if not isinstance(__obj, Macro):
             raise SecurityError("templates cannot call functions or methods")
+        budget = _BUDGET.get()
+        if budget is not None:  # macros are the one way to repeat work besides loops
+            budget.check_time()
         return super().call(__context, __obj, *args, **kwargs)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**":
             raise SecurityError("the power operator is not allowed in templates")
+        if operator == "+":
+            if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+                _check_size(len(left) + len(right))
+            return super().call_binop(context, operator, left, right)
         if isinstance(left, str | list | tuple) or isinstance(right, str | list | tuple):
             count = right if isinstance(right, int) else left
             size = len(left) if not isinstance(left, int) else len(right)
@@ -361,7 +436,70 @@ def _make_env() -> _Sandbox:
     env.globals.clear()
     env.filters = {k: v for k, v in env.filters.items() if k in _ALLOWED_FILTERS}
     env.filters["default"] = env.filters["d"] = _default
+    env.filters["replace"] = _bounded_replace(env.filters["replace"])
+    env.filters["join"] = _bounded_join(env.filters["join"])
+    env.filters["wordwrap"] = _bounded_wordwrap(env.filters["wordwrap"])
+    env.filters["_loop"] = _loop
+    env.filters["_concat"] = _concat
     return env
+
+
+# Filters that can build text far longer than their input measure the result before building it.
+def _bounded_replace(replace: Callable[..., Any]) -> Callable[..., Any]:
+    @pass_eval_context
+    def bounded(eval_ctx: EvalContext, s: Any, old: Any, new: Any, count: int | None = None) -> Any:
+        text, old_text, new_text = str(s), str(old), str(new)
+        hits = text.count(old_text) if old_text else len(text) + 1
+        if count is not None and count >= 0:
+            hits = min(hits, count)
+        _check_size(len(text) + hits * max(len(new_text) - len(old_text), 0))
+        return replace(eval_ctx, s, old, new, count)
+
+    return bounded
+
+
+def _bounded_join(join: Callable[..., Any]) -> Callable[..., Any]:
+    @pass_eval_context
+    def bounded(eval_ctx: EvalContext, value: Any, d: Any = "", attribute: Any = None) -> Any:
+        items = list(value)
+        _check_size(sum(len(str(item)) for item in items) + len(str(d)) * max(len(items) - 1, 0))
+        return join(eval_ctx, items, d, attribute)
+
+    return bounded
+
+
+def _bounded_wordwrap(wordwrap: Callable[..., Any]) -> Callable[..., Any]:
+    @pass_environment
+    def bounded(environment: Environment, s: Any, width: int = 79, *args: Any, **kwargs: Any) -> Any:
+        wrapstring = kwargs.get("wrapstring", args[1] if len(args) > 1 else None) or "\n"
+        width = max(int(width), 1)
+        _check_size(len(str(s)) + (len(str(s)) // width + 1) * len(str(wrapstring)))
+        return wordwrap(environment, s, width, *args, **kwargs)
+
+    return bounded
+
+
+def _loop(iterable: Any) -> Iterator[Any]:
+    """Every `{% for %}`'s iterable: capped in iterations, and the time budget checked as it goes."""
+    budget = _BUDGET.get()
+    if budget is None or isinstance(iterable, Undefined):
+        yield from iterable
+        return
+    cap = budget.limits.loop_iterations
+    for n, item in enumerate(iterable):
+        if n >= cap:
+            raise _OverLimit(f"a loop ran more than {cap:,} times", "BULKMAIL_MAX_TEMPLATE_LOOP_ITERATIONS")
+        if n % 64 == 0:
+            budget.check_time()
+        yield item
+
+
+@pass_eval_context
+def _concat(eval_ctx: EvalContext, operands: list[Any]) -> Any:
+    """`a ~ b ~ c`, measured before it is joined (Jinja's own Concat joins first)."""
+    parts = [str(x) if not hasattr(x, "__html__") else x for x in operands]
+    _check_size(sum(len(str(p)) for p in parts))
+    return markup_join(parts) if eval_ctx.autoescape else str_join(parts)
 
 
 _ENV = _make_env()
@@ -462,7 +600,65 @@ def _check(part: str, source: str, tree: nodes.Template) -> None:
             _refuse(part, source, const, "number too large", str(const.value))
 
 
+def _refuse_explosions(part: str, source: str, tree: nodes.Template) -> None:
+    """What can be known at save time to grow without bound, refused with its position."""
+    for loop in tree.find_all(nodes.For):
+        for inner in [*_descendants(loop.body, nodes.For), *_descendants(loop.else_, nodes.For)]:
+            _refuse(part, source, inner, "a loop inside a loop is not allowed in email templates", "for")
+    for assign in tree.find_all(nodes.Assign):
+        if not isinstance(assign.target, nodes.Name):
+            continue
+        name = assign.target.name
+        uses_itself = any(n.name == name for n in assign.node.find_all(nodes.Name))
+        grows = (
+            any(True for _ in assign.node.find_all((nodes.Concat, nodes.Add, nodes.Mul)))
+            or any(f.name in _GROWING_FILTERS for f in assign.node.find_all(nodes.Filter))
+            or isinstance(assign.node, nodes.Concat | nodes.Add | nodes.Mul)
+        )
+        if isinstance(assign.node, nodes.Filter) and assign.node.name in _GROWING_FILTERS:
+            grows = True
+        if uses_itself and grows:
+            _refuse(part, source, assign, f"'{name}' is built from itself, which can grow it without bound", name)
+    for filt in tree.find_all(nodes.Filter):
+        if filt.name != "replace" or len(filt.args) < 2:
+            continue
+        old, new = filt.args[0], filt.args[1]
+        if isinstance(old, nodes.Const) and old.value == "":
+            _refuse(part, source, filt, "replace of the empty string inserts text between every character", "replace")
+        if filt.node is not None and any(n == filt.node for n in [new, *new.find_all(nodes.Expr)]):
+            _refuse(part, source, filt, "replace by the text itself can grow it without bound", "replace")
+    for macro in tree.find_all(nodes.Macro):
+        for call in macro.find_all(nodes.Call):
+            if isinstance(call.node, nodes.Name) and call.node.name == macro.name:
+                _refuse(part, source, call, f"macro '{macro.name}' calls itself", macro.name)
+
+
+_GROWING_FILTERS = {"replace", "join", "wordwrap"}
+
+
+def _descendants(body: list[nodes.Node], kind: type[nodes.Node]) -> Iterator[nodes.Node]:
+    for node in body:
+        if isinstance(node, kind):
+            yield node
+        yield from node.find_all(kind)
+
+
+class _Guard(NodeTransformer):
+    """Loops get their iterable through `_loop`, and `~` goes through `_concat` (both bounded)."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        node.iter = nodes.Filter(node.iter, "_loop", [], [], None, None, lineno=node.lineno)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        operands = nodes.List(list(node.nodes), lineno=node.lineno)
+        return nodes.Filter(operands, "_concat", [], [], None, None, lineno=node.lineno)
+
+
 def _compile_tree(part: str, tree: nodes.Template) -> Template:
+    _Guard().visit(tree)  # in place: the derived text part reuses the body's (guarded) expressions
     code = _ENV.compile(tree, name=part, filename=f"<template {part}>")
     return _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None), None)
 
@@ -471,6 +667,7 @@ def _compile_part(part: str, source: str) -> tuple[Template, nodes.Template]:
     rewritten = _rewrite_close_syntax(source)
     tree = _parse(rewritten, source, part)
     _check(part, source, tree)
+    _refuse_explosions(part, source, tree)
     return _compile_tree(part, tree), tree
 
 
@@ -671,11 +868,33 @@ def _error_line(exc: BaseException, part: str) -> int | None:
     return line
 
 
-def _run(template: Template, part: str, variables: dict[str, Any]) -> str:
+def _run(template: Template, part: str, variables: dict[str, Any], max_chars: int, shown_max: int = 0) -> str:
+    """One part rendered 16 pieces at a time, so an oversized output stops soon after it is too
+    long (a loop may print a long value thousands of times), and the clock is read between them.
+    (Taken and measured in C: a Python step per piece doubled the time of a typical render.)"""
+    budget = _BUDGET.get()
+    out: list[str] = []
+    size = 0
+    pieces = template.root_render_func(template.new_context(variables))
     try:
-        return template.render(variables)
+        while batch := list(islice(pieces, 16)):
+            size += sum(map(len, batch))
+            if size > max_chars:
+                limit = "SUBJECT_CHARS" if part == "subject" else "PART_CHARS"
+                raise _OverLimit(
+                    f"the rendered {part} is longer than {shown_max or max_chars:,} characters",
+                    f"BULKMAIL_MAX_RENDERED_{limit}",
+                )
+            out += batch
+            if budget is not None:
+                budget.check_time()
+    except _OverLimit as exc:
+        raise TemplateLimitError(part, str(exc), exc.limit) from None
+    except RecursionError:
+        raise TemplateLimitError(part, "the template nests too deeply", "BULKMAIL_MAX_RENDER_MS") from None
     except Exception as exc:  # anything a template does wrong is this recipient's render error
         raise TemplateRenderError(part, _error_line(exc, part), str(exc) or type(exc).__name__) from exc
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -687,21 +906,37 @@ class CompiledTemplate:
     # Written by the author, or derived from the body at compile time; None: derived per render.
     body_text: Template | None
     text_is_derived: bool = False
+    limits: TemplateLimits = field(default_factory=TemplateLimits)
 
     def render(self, ctx: RenderContext) -> RenderResult:
+        """Raises `TemplateRenderError` (or its `TemplateLimitError`) for this recipient."""
         report: dict[str, bool] = {}
+        limits = self.limits
         token = _REPORT.set(report)
+        budget = _Budget(time.perf_counter() + limits.render_ms / 1000, limits.part_chars, limits)
+        budget_token = _BUDGET.set(budget)
         try:
             variables: dict[str, Any] = dict(_namespaces(ctx))
             # A subject is one header line: newlines from data or template become spaces.
-            subject = " ".join(_run(self.subject, "subject", variables).split())
-            html = _run(self.body, "body", variables)
+            budget.max_chars = limits.subject_chars * 4  # before whitespace is collapsed
+            # Measured again once whitespace runs are collapsed: 4x leaves room for those.
+            raw = _run(self.subject, "subject", variables, limits.subject_chars * 4, limits.subject_chars)
+            subject = " ".join(raw.split())
+            if len(subject) > limits.subject_chars:
+                raise TemplateLimitError(
+                    "subject",
+                    f"the rendered subject is longer than {limits.subject_chars:,} characters",
+                    "BULKMAIL_MAX_RENDERED_SUBJECT_CHARS",
+                )
+            budget.max_chars = limits.part_chars
+            html = _run(self.body, "body", variables, limits.part_chars)
             if self.body_text is None:
                 text = html_to_text(html)
             else:
-                text = _run(self.body_text, "body_text", variables)
+                text = _run(self.body_text, "body_text", variables, limits.part_chars)
                 text = _finish_text(text) if self.text_is_derived else text
         finally:
+            _BUDGET.reset(budget_token)
             _REPORT.reset(token)
         return RenderResult(
             subject=subject,
@@ -712,7 +947,9 @@ class CompiledTemplate:
         )
 
 
-def compile_template(subject: str, body: str, body_text: str = "") -> CompiledTemplate:
+def compile_template(
+    subject: str, body: str, body_text: str = "", limits: TemplateLimits | None = None
+) -> CompiledTemplate:
     """Compile a template's three parts; raises `TemplateError` naming the part, line and column."""
     body_template, body_tree = _compile_part("body", body)
     if body_text.strip():
@@ -724,4 +961,5 @@ def compile_template(subject: str, body: str, body_text: str = "") -> CompiledTe
         body=body_template,
         body_text=text_template,
         text_is_derived=not body_text.strip() and text_template is not None,
+        limits=limits or TemplateLimits(),
     )

@@ -18,10 +18,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.shared import metrics
+from bulkmail.shared.audience import undeliverable_email_ids
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
 from bulkmail.shared.models import BulkEmail, BulkEmailLead, ContactPreference
@@ -103,6 +104,7 @@ async def _write_batch(session: AsyncSession, bulk: BulkEmail, first: int, last:
         "last": last,
         "preference": ContactPreference(bulk.contact_preference).value,
         "template_id": bulk.template_id if bulk.exclude_already_emailed else None,
+        "undeliverable": await undeliverable_email_ids(session, bulk.organization_id, bulk.id, first, last),
     }
     written = Counter((await session.execute(_INSERT_BATCH, params)).scalars())
     chosen = int(await session.scalar(_CHOSEN[ContactPreference(bulk.contact_preference)], params) or 0)
@@ -135,7 +137,7 @@ WITH batch AS (
     WHERE bulk_email_id = :bulk_email_id AND lead_id BETWEEN :first AND :last
 ),
 candidate AS (
-    SELECT ce.lead_id, ce.contact_id, ce.email, ce.email_normalized, ce.is_unsubscribed,
+    SELECT ce.id AS email_id, ce.lead_id, ce.contact_id, ce.email, ce.email_normalized, ce.is_unsubscribed,
            row_number() OVER (PARTITION BY ce.lead_id ORDER BY c.position, c.id, ce.position, ce.id) AS nth_in_lead,
            row_number() OVER (PARTITION BY ce.contact_id ORDER BY ce.position, ce.id) AS nth_in_contact
     FROM batch
@@ -160,6 +162,7 @@ decided AS (
                ) THEN 'already_received_template'
                WHEN chosen.is_unsubscribed OR suppressed.reason = 'unsubscribed' THEN 'unsubscribed'
                WHEN suppressed.reason IS NOT NULL THEN 'suppressed'
+               WHEN chosen.email_id IN :undeliverable THEN 'invalid_address'
            END AS skip_reason
     FROM chosen
     LEFT JOIN suppressions AS suppressed
@@ -185,7 +188,7 @@ WHERE true
 ON CONFLICT (bulk_email_id, email_normalized) DO NOTHING
 RETURNING skip_reason
 """
-)
+).bindparams(bindparam("undeliverable", expanding=True))
 
 # How many addresses the preference chooses in the batch, duplicates included.
 _CHOSEN_FROM = """

@@ -18,13 +18,13 @@ from bulkmail.query_api.email_templates.endpoints import router as email_templat
 from bulkmail.query_api.errors import install_error_handlers
 from bulkmail.query_api.imports.endpoints import router as imports_router
 from bulkmail.query_api.leads.endpoints import router as leads_router
+from bulkmail.query_api.request_limits import RequestLimitsMiddleware
 from bulkmail.query_api.saved_searches.endpoints import router as saved_searches_router
 from bulkmail.query_api.statuses.endpoints import router as statuses_router
 from bulkmail.query_api.unsubscribe import router as unsubscribe_router
 from bulkmail.shared.broker import Broker, create_broker
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
-from bulkmail.shared.metrics import render_metrics
 from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
 
@@ -42,6 +42,10 @@ API_ROUTERS: list[APIRouter] = [
     bulk_emails_router,
     template_preview_router,
 ]
+
+
+# Bodies read as a stream by their endpoint (NDJSON or CSV), bounded by their own size limit.
+STREAMED_PATHS = frozenset({"/api/v1/lead/import"})
 
 
 def create_app(settings: Settings, database: Database | None = None, broker: Broker | None = None) -> FastAPI:
@@ -76,6 +80,13 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
         app.state.database = database
     if broker is not None:
         app.state.broker = broker
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=settings.max_request_bytes,
+        max_streamed_bytes=settings.max_import_bytes,
+        max_json_depth=settings.max_json_depth,
+        streamed_paths=STREAMED_PATHS,
+    )
     app.add_middleware(CorrelationIdMiddleware)
     install_error_handlers(app)
     api = APIRouter(prefix="/api/v1")
@@ -88,11 +99,8 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
 
 
 def _add_health(app: FastAPI) -> None:
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        body, content_type = render_metrics()
-        return Response(body, media_type=content_type)
-
+    # No /metrics here: the API port is public. Metrics are served on BULKMAIL_METRICS_PORT
+    # (``bulkmail query-api`` starts that server, as the workers do).
     @app.get("/healthz", include_in_schema=False)
     async def liveness() -> dict[str, str]:
         return {"status": "ok"}

@@ -1,7 +1,8 @@
 """API errors: each class carries its HTTP status and renders as ``{"error", "detail"}``.
 
-One handler turns them into responses; payload validation keeps FastAPI's 422 but in the same
-shape, and anything unexpected is a 500 with no traceback or internals in the body.
+One handler turns them into responses. A payload that fails validation is a 400 (as Close's API
+answers) naming each field as a path into the body (``contacts[0].emails[1].email``), and
+anything unexpected is a 500 with no traceback or internals in the body.
 """
 
 from __future__ import annotations
@@ -72,11 +73,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            where = field_path(err.get("loc", ()))
             problems.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg")))
         return JSONResponse(
             {"error": "Invalid request", "detail": "; ".join(problems), "field_errors": _field_errors(exc)},
-            status_code=422,
+            status_code=400,
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -92,11 +93,21 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
+def field_path(loc: Any) -> str:
+    """A validation error's location as a path into the payload: ``contacts[0].emails[1].email``
+    (query and path parameters keep their names)."""
+    out = ""
+    for i, part in enumerate(loc):
+        if i == 0 and part in ("body", "query", "path", "header"):
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
 def _field_errors(exc: RequestValidationError) -> dict[str, str]:
     out: dict[str, str] = {}
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        out[".".join(loc) or "body"] = str(err.get("msg", "invalid"))
+        out[field_path(err.get("loc", ())) or "body"] = str(err.get("msg", "invalid"))
     return out
 
 

@@ -12,12 +12,16 @@ from bulkmail.query_api.errors import Conflict, NotFound
 
 M = TypeVar("M")
 
+MAX_ID = 2**63 - 1  # ids are BIGINT
+
 
 async def get_owned(
     session: AsyncSession, model: type[M], row_id: int, organization_id: int, *options: Any, what: str = ""
 ) -> M:
     org_col: InstrumentedAttribute[int] = model.organization_id  # type: ignore[attr-defined]
     id_col: InstrumentedAttribute[int] = model.id  # type: ignore[attr-defined]
+    if not 1 <= row_id <= MAX_ID:  # no such row, and the drivers refuse integers beyond 64 bits
+        raise NotFound(f"No {what or model.__name__.lower()} with id {row_id}.")
     row = await session.scalar(select(model).where(id_col == row_id, org_col == organization_id).options(*options))
     if row is None:
         raise NotFound(f"No {what or model.__name__.lower()} with id {row_id}.")

@@ -21,12 +21,14 @@ class Page(BaseModel):
 
 def page_params(
     limit: Annotated[int, Query(alias="_limit", ge=1, le=MAX_LIMIT)] = 100,
-    skip: Annotated[int, Query(alias="_skip", ge=0)] = 0,
+    skip: Annotated[int, Query(alias="_skip", ge=0, le=2**63 - 1)] = 0,
 ) -> Page:
     return Page(limit=limit, skip=skip)
 
 
 PageDep = Annotated[Page, Depends(page_params)]
+# An id in a query string (a filter): within BIGINT, so a huge one is a 400, not a driver error.
+IdFilter = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
 
 
 class ListResponse(BaseModel, Generic[T]):

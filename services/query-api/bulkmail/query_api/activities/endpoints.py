@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, StringConstraints
 from sqlalchemy import select
 
 from bulkmail.query_api.deps import AuthDep, SessionDep
 from bulkmail.query_api.errors import BadRequest
 from bulkmail.query_api.ownership import get_owned
-from bulkmail.query_api.pagination import ListResponse, PageDep, fetch_page
+from bulkmail.query_api.pagination import IdFilter, ListResponse, PageDep, fetch_page
 from bulkmail.shared.counters import refresh_lead_counters
 from bulkmail.shared.models import Contact, EmailActivity, EmailTemplate, Lead
 
@@ -76,8 +76,8 @@ async def list_email_activities(
     session: SessionDep,
     principal: AuthDep,
     page: PageDep,
-    lead_id: Annotated[int | None, Query()] = None,
-    bulk_email_id: Annotated[int | None, Query()] = None,
+    lead_id: IdFilter = None,
+    bulk_email_id: IdFilter = None,
 ) -> ListResponse[EmailActivityOut]:
     stmt = select(EmailActivity).where(EmailActivity.organization_id == principal.organization_id)
     if lead_id is not None:

@@ -148,9 +148,10 @@ async def render_template(
     template_id: int,
     session: SessionDep,
     principal: AuthDep,
+    settings: SettingsDep,
     query: Annotated[str, Query(min_length=1, max_length=10_000)],
     entry: Annotated[int, Query(ge=0, le=99)] = 0,
     mode: Annotated[Literal["lead", "contact"], Query()] = "lead",
 ) -> RenderedSample:
     """Close's template preview: the template rendered for the ``entry``-th lead (or contact) of a search."""
-    return await service.render_entry(session, principal, template_id, query, entry, mode)
+    return await service.render_entry(session, settings, principal, template_id, query, entry, mode)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.auth import Principal
 from bulkmail.query_api.bulk_emails.schemas import BulkEmailIn, BulkEmailOut, PreviewIn, PreviewOut, RenderedSample
-from bulkmail.query_api.errors import BadRequest, Conflict, NotFound
+from bulkmail.query_api.email_templates.rendering import compile_or_400, render_error, render_or_400
+from bulkmail.query_api.errors import APIError, BadRequest, Conflict, NotFound
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.search import CompiledSearch, compile_search, load_search_context
 from bulkmail.shared import bulk_emails
@@ -33,9 +36,16 @@ from bulkmail.shared.providers import limits_for_account
 from bulkmail.shared.rate_limit import SessionFactory, describe_resume, eta
 from bulkmail.shared.render_data import RecipientRef, load_render_contexts, sender_context
 from bulkmail.shared.settings import Settings
-from bulkmail.shared.templating import CompiledTemplate, TemplateError, compile_template
+from bulkmail.shared.templating import CompiledTemplate, TemplateRenderError
 
 S = BulkEmailStatus
+
+
+class IdempotencyKeyReused(APIError):
+    status_code = 422
+    error = "Idempotency key reused"
+
+
 RESUME_WINDOW = timedelta(days=7)  # as Close: a bulk email paused longer cannot be resumed
 AUDIT_BATCH = 5_000
 
@@ -50,14 +60,13 @@ class Audience:
     n_leads: int
 
 
-async def resolve_audience(session: AsyncSession, principal: Principal, payload: BulkEmailIn) -> Audience:
+async def resolve_audience(
+    session: AsyncSession, settings: Settings, principal: Principal, payload: BulkEmailIn
+) -> Audience:
     org = principal.organization_id
     template = await get_owned(session, EmailTemplate, payload.template_id, org, what="email template")
     account = await get_owned(session, EmailAccount, payload.email_account_id, org, what="email account")
-    try:
-        compiled_template = compile_template(template.subject, template.body, template.body_text)
-    except TemplateError as exc:
-        raise BadRequest(f"Template {template.name!r} cannot be used: {exc}") from None
+    compiled_template = compile_or_400(settings, template.subject, template.body, template.body_text, template.name)
     if payload.saved_search_id is not None:
         view = await get_owned(session, SavedSearch, payload.saved_search_id, org, what="Smart View")
         query = view.query
@@ -81,15 +90,17 @@ async def create(
     session: AsyncSession, settings: Settings, principal: Principal, payload: BulkEmailIn, idempotency_key: str | None
 ) -> tuple[BulkEmail, bool]:
     """The bulk email and whether it is new (a retried request returns the first one)."""
+    fingerprint = request_fingerprint(payload)
     if idempotency_key:
         existing = await _by_idempotency_key(session, principal.organization_id, idempotency_key)
         if existing is not None:
-            return existing, False
-    audience = await resolve_audience(session, principal, payload)
+            return _same_request(existing, fingerprint), False
+    audience = await resolve_audience(session, settings, principal, payload)
     if audience.n_leads > settings.max_bulk_email_leads:
         raise BadRequest(_too_many(audience.n_leads, settings.max_bulk_email_leads))
     if audience.n_leads == 0:
         raise BadRequest("The query matches no leads; nothing to send.")
+    await _renders_for_someone(session, principal, audience, payload.contact_preference)
     bulk = BulkEmail(
         organization_id=principal.organization_id,
         user_id=principal.user_id,
@@ -102,6 +113,7 @@ async def create(
         exclude_already_emailed=payload.exclude_already_emailed,
         status=S.created,
         idempotency_key=idempotency_key,
+        idempotency_fingerprint=fingerprint if idempotency_key else "",
         correlation_id=correlation_id.get(),
     )
     try:
@@ -113,12 +125,64 @@ async def create(
         existing = await _by_idempotency_key(session, principal.organization_id, idempotency_key or "")
         if existing is None:
             raise
-        return existing, False
+        return _same_request(existing, fingerprint), False
     # The snapshot: the matching lead ids frozen now, in one INSERT ... SELECT.
     await session.execute(audience.compiled.snapshot_insert(bulk.id, settings.max_bulk_email_leads))
     bulk.n_leads = min(audience.n_leads, settings.max_bulk_email_leads)
     await session.flush()
     return bulk, True
+
+
+def request_fingerprint(payload: BulkEmailIn) -> str:
+    """SHA-256 of the request as validated (defaults filled in, keys sorted), so the same request
+    spelt differently (key order, an omitted default) is still the same."""
+    canonical = json.dumps(payload.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _same_request(existing: BulkEmail, fingerprint: str) -> BulkEmail:
+    if existing.idempotency_fingerprint and existing.idempotency_fingerprint != fingerprint:
+        raise IdempotencyKeyReused(
+            f"This Idempotency-Key was already used for a different request (bulk email {existing.id}); "
+            "send the same body to get that bulk email back, or use a new key for a new bulk email.",
+            bulk_email_id=existing.id,
+        )
+    return existing
+
+
+RENDER_CHECK_RECIPIENTS = 20
+
+
+async def _renders_for_someone(
+    session: AsyncSession, principal: Principal, audience: Audience, preference: ContactPreference
+) -> None:
+    """Refuse a template that renders for none of the first recipients, with the first error: it
+    would fail for (nearly) everyone. One that renders for the first is accepted at once."""
+    lead_ids = list(await session.scalars(audience.compiled.page(0, RENDER_CHECK_RECIPIENTS)))
+    batch = await load_batch(session, principal.organization_id, lead_ids, None)
+    chosen = [d.candidate for d in decide(batch, lead_ids, preference, set()) if d.candidate is not None]
+    chosen = chosen[:RENDER_CHECK_RECIPIENTS]
+    if not chosen:
+        return  # nobody to send to: the ledger will say so, per lead
+    user, organization = await sender_context(session, principal.organization_id, principal.user_id)
+    contexts = await load_render_contexts(
+        session,
+        principal.organization_id,
+        [RecipientRef(c.lead_id, c.contact_id, c.email) for c in chosen],
+        user,
+        organization,
+    )
+    first: tuple[Candidate, TemplateRenderError] | None = None
+    for candidate, ctx in zip(chosen, contexts, strict=True):
+        try:
+            audience.compiled_template.render(ctx)
+            return
+        except TemplateRenderError as exc:
+            first = first or (candidate, exc)
+    assert first is not None
+    error = render_error(first[1], audience.template.name, first[0].email)
+    error.detail = f"It renders for none of the first {len(chosen)} recipients. {error.detail}"
+    raise error
 
 
 async def _by_idempotency_key(session: AsyncSession, organization_id: int, key: str) -> BulkEmail | None:
@@ -247,7 +311,7 @@ async def retry_failed(session: AsyncSession, bulk: BulkEmail, include_unknown: 
 
 
 async def preview(session: AsyncSession, settings: Settings, principal: Principal, payload: PreviewIn) -> PreviewOut:
-    audience = await resolve_audience(session, principal, payload)
+    audience = await resolve_audience(session, settings, principal, payload)
     limit = settings.max_bulk_email_leads
     warnings: list[str] = []
     if audience.n_leads > limit:
@@ -260,6 +324,7 @@ async def preview(session: AsyncSession, settings: Settings, principal: Principa
             SkipReason.unsubscribed,
             SkipReason.suppressed,
             SkipReason.already_received_template,
+            SkipReason.invalid_address,
         )
     }
     excluded["duplicate_address"] = 0
@@ -323,7 +388,7 @@ async def _samples(
     )
     out = []
     for c, ctx in zip(chosen, contexts, strict=True):
-        rendered = audience.compiled_template.render(ctx)
+        rendered = render_or_400(audience.compiled_template, ctx, audience.template.name, c.email)
         out.append(
             RenderedSample(
                 lead_id=c.lead_id,
@@ -340,14 +405,17 @@ async def _samples(
 
 
 async def render_entry(
-    session: AsyncSession, principal: Principal, template_id: int, query: str, entry: int, mode: str
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    template_id: int,
+    query: str,
+    entry: int,
+    mode: str,
 ) -> RenderedSample:
     org = principal.organization_id
     template = await get_owned(session, EmailTemplate, template_id, org, what="email template")
-    try:
-        compiled_template = compile_template(template.subject, template.body, template.body_text)
-    except TemplateError as exc:
-        raise BadRequest(f"Template {template.name!r} cannot be rendered: {exc}") from None
+    compiled_template = compile_or_400(settings, template.subject, template.body, template.body_text, template.name)
     ctx = await load_search_context(session, organization_id=org, user_id=principal.user_id)
     compiled = compile_search(query, ctx)
     # Enough leads to reach the entry even when every lead has one contact (mode=contact).
@@ -369,7 +437,7 @@ async def render_entry(
     (render_ctx,) = await load_render_contexts(
         session, org, [RecipientRef(chosen.lead_id, chosen.contact_id, chosen.email)], user, organization
     )
-    rendered = compiled_template.render(render_ctx)
+    rendered = render_or_400(compiled_template, render_ctx, template.name, chosen.email)
     return RenderedSample(
         lead_id=chosen.lead_id,
         contact_id=chosen.contact_id,

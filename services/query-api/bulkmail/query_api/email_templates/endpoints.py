@@ -9,12 +9,14 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, StringConstraints
 from sqlalchemy import delete, select
 
-from bulkmail.query_api.deps import AuthDep, SessionDep
-from bulkmail.query_api.errors import BadRequest
+from bulkmail.query_api.deps import AuthDep, SessionDep, SettingsDep
+from bulkmail.query_api.email_templates.rendering import check_limits_at_save, compile_or_400
+from bulkmail.query_api.errors import Conflict
 from bulkmail.query_api.ownership import ensure_name_free, get_owned
 from bulkmail.query_api.pagination import ListResponse, PageDep, fetch_page
-from bulkmail.shared.models import EmailTemplate
-from bulkmail.shared.templating import TemplateError, compile_template
+from bulkmail.query_api.saved_searches.usage import views_using
+from bulkmail.shared.models import BulkEmail, EmailTemplate, SavedSearch
+from bulkmail.shared.settings import Settings
 
 router = APIRouter(prefix="/email_template", tags=["email_template"])
 
@@ -61,17 +63,10 @@ def to_out(t: EmailTemplate) -> EmailTemplateOut:
     )
 
 
-def _validate(subject: str, body: str, body_text: str) -> None:
-    """A template is saved only if every part compiles in the sandbox."""
-    try:
-        compile_template(subject, body, body_text)
-    except TemplateError as exc:
-        raise BadRequest(
-            f"The template's {exc.part} does not compile at line {exc.line}, column {exc.column}: {exc.message}",
-            part=exc.part,
-            line=exc.line,
-            column=exc.column,
-        ) from None
+def _validate(settings: Settings, subject: str, body: str, body_text: str) -> None:
+    """A template is saved only if every part compiles in the sandbox, and nothing that can be
+    known to explode (see ``bulkmail.shared.templating``) is in it."""
+    check_limits_at_save(compile_or_400(settings, subject, body, body_text))
 
 
 @router.get("/", response_model=ListResponse[EmailTemplateOut])
@@ -82,9 +77,11 @@ async def list_templates(session: SessionDep, principal: AuthDep, page: PageDep)
 
 
 @router.post("/", response_model=EmailTemplateOut, status_code=status.HTTP_201_CREATED)
-async def create_template(payload: EmailTemplateIn, session: SessionDep, principal: AuthDep) -> EmailTemplateOut:
+async def create_template(
+    payload: EmailTemplateIn, session: SessionDep, principal: AuthDep, settings: SettingsDep
+) -> EmailTemplateOut:
     await ensure_name_free(session, EmailTemplate, principal.organization_id, payload.name, None, "A template")
-    _validate(payload.subject, payload.body, payload.body_text)
+    _validate(settings, payload.subject, payload.body, payload.body_text)
     row = EmailTemplate(organization_id=principal.organization_id, **payload.model_dump())
     session.add(row)
     await session.flush()
@@ -101,14 +98,17 @@ async def get_template(template_id: int, session: SessionDep, principal: AuthDep
 
 @router.put("/{template_id}/", response_model=EmailTemplateOut)
 async def update_template(
-    template_id: int, payload: EmailTemplateUpdate, session: SessionDep, principal: AuthDep
+    template_id: int, payload: EmailTemplateUpdate, session: SessionDep, principal: AuthDep, settings: SettingsDep
 ) -> EmailTemplateOut:
     row = await get_owned(session, EmailTemplate, template_id, principal.organization_id, what="email template")
     changes = payload.model_dump(exclude_none=True)
     if "name" in changes:
         await ensure_name_free(session, EmailTemplate, principal.organization_id, changes["name"], row.id, "A template")
     _validate(
-        changes.get("subject", row.subject), changes.get("body", row.body), changes.get("body_text", row.body_text)
+        settings,
+        changes.get("subject", row.subject),
+        changes.get("body", row.body),
+        changes.get("body_text", row.body_text),
     )
     for key, value in changes.items():
         setattr(row, key, value)
@@ -119,6 +119,27 @@ async def update_template(
 
 @router.delete("/{template_id}/")
 async def delete_template(template_id: int, session: SessionDep, principal: AuthDep) -> dict[str, object]:
-    row = await get_owned(session, EmailTemplate, template_id, principal.organization_id, what="email template")
+    """Refused (409) while a bulk email (sending or done: its report shows the template) or a
+    Smart View (``emailed_template:``) uses it."""
+    org = principal.organization_id
+    row = await get_owned(session, EmailTemplate, template_id, org, what="email template")
+    sent_with = list(
+        await session.scalars(
+            select(BulkEmail.id).where(BulkEmail.template_id == row.id).order_by(BulkEmail.id).limit(10)
+        )
+    )
+    views = {
+        name: query
+        for name, query in await session.execute(
+            select(SavedSearch.name, SavedSearch.query).where(SavedSearch.organization_id == org)
+        )
+    }
+    users = await views_using(session, org, principal.user_id, views, template=row.name)
+    if sent_with or users:
+        uses = [f"bulk email {i}" for i in sent_with] + [f"Smart View {name!r}" for name in users]
+        raise Conflict(
+            f"Template {row.name!r} is used by {', '.join(uses)}; it cannot be deleted (rename it instead).",
+            used_by={"bulk_emails": sent_with, "smart_views": users},
+        )
     await session.execute(delete(EmailTemplate).where(EmailTemplate.id == row.id))
     return {}

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import AsyncIterator
+from typing import IO, Any
+
 from fastapi import APIRouter, Request
 
-from bulkmail.query_api.deps import AuthDep, SessionDep
+from bulkmail.query_api.deps import AuthDep, DatabaseDep, SettingsDep
 from bulkmail.query_api.imports import service
 from bulkmail.query_api.imports.errors import UnsupportedMediaType
 from bulkmail.query_api.imports.parsing import csv_records, ndjson_records
@@ -31,17 +35,32 @@ CSV_TYPES = {"text/csv", "application/csv"}
         }
     },
 )
-async def import_leads(request: Request, session: SessionDep, principal: AuthDep) -> ImportResult:
+async def import_leads(
+    request: Request, principal: AuthDep, database: DatabaseDep, settings: SettingsDep
+) -> ImportResult:
     """Import leads, one object per NDJSON line (the shape of ``POST /lead/``) or one per CSV row.
 
-    All or nothing: the first bad line refuses the import with its line number. Unknown status
-    labels are refused; unknown custom fields are created, typed by their first value.
+    The first bad line refuses the import with its line number, before anything is written.
+    Unknown status labels are refused; unknown custom fields are created, typed by their first
+    value. The leads are then written in short batches (see the import service).
     """
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type in NDJSON_TYPES:
-        records = ndjson_records(request.stream())
-    elif media_type in CSV_TYPES:
-        records = csv_records(request.stream())
-    else:
+    if media_type not in NDJSON_TYPES | CSV_TYPES:
         raise UnsupportedMediaType(f"Send application/x-ndjson or text/csv, not {media_type or 'no content type'}.")
-    return await service.import_leads(session, principal.organization_id, principal.user_id, records)
+    # Kept to be read twice (check, then write); in memory up to 8 MB, beyond that on disk.
+    with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as upload:
+        async for chunk in request.stream():
+            upload.write(chunk)
+
+        def records() -> AsyncIterator[tuple[int, Any]]:
+            upload.seek(0)
+            if media_type in NDJSON_TYPES:
+                return ndjson_records(_chunks(upload), settings.max_json_depth)
+            return csv_records(_chunks(upload))
+
+        return await service.import_leads(database, settings, principal.organization_id, principal.user_id, records)
+
+
+async def _chunks(upload: IO[bytes]) -> AsyncIterator[bytes]:
+    while chunk := upload.read(256 * 1024):
+        yield chunk

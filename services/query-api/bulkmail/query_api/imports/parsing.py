@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from bulkmail.query_api.imports.errors import LeadImportError
 from bulkmail.query_api.imports.schemas import CSV_COLUMNS
+from bulkmail.query_api.request_limits import JSONProblem, load_json
 
 MAX_LINE_BYTES = 1_000_000  # one lead per line: anything longer is a broken file, not a lead
 CUSTOM_PREFIX = "custom."
@@ -30,23 +30,26 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 def _decode(line: bytes, line_no: int) -> str:
+    if b"\x00" in line:
+        raise LeadImportError(line_no, "a NUL byte; no text field can hold it")
     try:
         return line.decode("utf-8")
     except UnicodeDecodeError:
         raise LeadImportError(line_no, "not UTF-8 text") from None
 
 
-async def ndjson_records(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, Any]]:
-    """One JSON lead object per line; blank lines are skipped."""
+async def ndjson_records(chunks: AsyncIterator[bytes], max_depth: int) -> AsyncIterator[tuple[int, Any]]:
+    """One JSON lead object per line, held to the API's JSON bounds; blank lines are skipped."""
     line_no = 0
     async for line in _lines(chunks):
         line_no += 1
         if not line.strip():
             continue
         try:
-            yield line_no, json.loads(_decode(line, line_no))
-        except json.JSONDecodeError as exc:
-            raise LeadImportError(line_no, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+            value = load_json(_decode(line, line_no), max_depth)
+        except JSONProblem as exc:
+            raise LeadImportError(line_no, str(exc).replace("at line 1, column", "at column")) from None
+        yield line_no, value
 
 
 async def csv_records(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, dict[str, Any]]]:

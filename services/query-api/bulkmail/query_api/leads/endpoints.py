@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 from sqlalchemy import delete
 
-from bulkmail.query_api.deps import AuthDep, SessionDep
+from bulkmail.query_api.deps import AuthDep, SessionDep, SettingsDep
 from bulkmail.query_api.leads import repository, service
+from bulkmail.query_api.leads.limits import LeadLimits
 from bulkmail.query_api.leads.schemas import LeadIn, LeadList, LeadOut, LeadUpdate
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.pagination import PageDep, fetch_page
@@ -36,8 +37,8 @@ async def list_leads(
 
 
 @router.post("/", response_model=LeadOut, status_code=status.HTTP_201_CREATED)
-async def create_lead(payload: LeadIn, session: SessionDep, principal: AuthDep) -> LeadOut:
-    return service.to_out(await service.create_lead(session, principal, payload))
+async def create_lead(payload: LeadIn, session: SessionDep, principal: AuthDep, settings: SettingsDep) -> LeadOut:
+    return service.to_out(await service.create_lead(session, principal, payload, LeadLimits.from_settings(settings)))
 
 
 @router.get("/{lead_id}/", response_model=LeadOut)
@@ -49,9 +50,12 @@ async def get_lead(lead_id: int, session: SessionDep, principal: AuthDep) -> Lea
 
 
 @router.put("/{lead_id}/", response_model=LeadOut)
-async def update_lead(lead_id: int, payload: LeadUpdate, session: SessionDep, principal: AuthDep) -> LeadOut:
+async def update_lead(
+    lead_id: int, payload: LeadUpdate, session: SessionDep, principal: AuthDep, settings: SettingsDep
+) -> LeadOut:
     lead = await get_owned(session, Lead, lead_id, principal.organization_id, what="lead")
-    return service.to_out(await service.update_lead(session, principal, lead, payload))
+    limits = LeadLimits.from_settings(settings)
+    return service.to_out(await service.update_lead(session, principal, lead, payload, limits))
 
 
 @router.delete("/{lead_id}/", status_code=status.HTTP_200_OK)

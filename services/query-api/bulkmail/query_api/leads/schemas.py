@@ -8,15 +8,18 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from bulkmail.shared.addresses import address_problem
+
 
 def _check_email(value: str) -> str:
     value = value.strip()
-    local, at, domain = value.rpartition("@")
-    if not at or not local or "." not in domain.strip(".") or any(c.isspace() for c in value):
-        raise ValueError(f"{value!r} is not an email address")
+    problem = address_problem(value)
+    if problem is not None:
+        raise ValueError(f"{value!r} is not an address the mailer can deliver to: {problem}")
     return value
 
 
+# The mailer's own rule (bulkmail.shared.addresses), so nothing stored here is refused at sending.
 EmailAddress = Annotated[str, StringConstraints(max_length=320), AfterValidator(_check_email)]
 Short = Annotated[str, StringConstraints(max_length=300)]
 CustomValue = str | int | float | Decimal | date | datetime | bool | None
@@ -41,6 +44,16 @@ class ContactIn(BaseModel):
     title: Short = ""
     emails: list[EmailIn] = Field(default_factory=list, max_length=50)
     phones: list[PhoneIn] = Field(default_factory=list, max_length=50)
+
+
+class ContactUpdate(BaseModel):
+    """``PUT /contact/{id}/``: fields present are changed; ``emails``/``phones`` given replace the lists."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Short | None = None
+    title: Short | None = None
+    emails: list[EmailIn] | None = Field(default=None, max_length=50)
+    phones: list[PhoneIn] | None = Field(default=None, max_length=50)
 
 
 class AddressIn(BaseModel):

@@ -11,12 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bulkmail.query_api.auth import Principal
 from bulkmail.query_api.errors import BadRequest
 from bulkmail.query_api.leads import repository
+from bulkmail.query_api.leads.limits import LeadLimits, LimitExceeded, check_lead, new_fields_problem, number_problem
 from bulkmail.query_api.leads.schemas import (
     AddressIn,
     AddressOut,
     ContactIn,
     ContactOut,
+    ContactUpdate,
     CustomValue,
+    EmailIn,
     EmailOut,
     LeadIn,
     LeadOut,
@@ -36,7 +39,8 @@ from bulkmail.shared.models import (
 )
 
 
-async def create_lead(session: AsyncSession, principal: Principal, payload: LeadIn) -> Lead:
+async def create_lead(session: AsyncSession, principal: Principal, payload: LeadIn, limits: LeadLimits) -> Lead:
+    check_lead(limits, payload.contacts, payload.custom)
     lead = Lead(
         organization_id=principal.organization_id,
         name=payload.name,
@@ -50,13 +54,17 @@ async def create_lead(session: AsyncSession, principal: Principal, payload: Lead
     await session.flush()
     _add_contacts(session, lead, payload.contacts)
     _add_addresses(session, lead, payload.addresses)
-    await _set_custom(session, lead, payload.custom)
+    await _set_custom(session, lead, payload.custom, limits)
     await session.flush()
     await refresh_lead_counters(session, [lead.id])
     return await reload(session, principal.organization_id, lead.id)
 
 
-async def update_lead(session: AsyncSession, principal: Principal, lead: Lead, payload: LeadUpdate) -> Lead:
+async def update_lead(
+    session: AsyncSession, principal: Principal, lead: Lead, payload: LeadUpdate, limits: LeadLimits
+) -> Lead:
+    """Fields present are changed, the others kept; ``contacts``/``addresses`` given replace the lists."""
+    check_lead(limits, payload.contacts or [], payload.custom or {})
     fields = payload.model_fields_set
     for name in ("name", "description", "url"):
         if name in fields and getattr(payload, name) is not None:
@@ -70,7 +78,7 @@ async def update_lead(session: AsyncSession, principal: Principal, lead: Lead, p
         await session.execute(delete(Address).where(Address.lead_id == lead.id))
         _add_addresses(session, lead, payload.addresses)
     if payload.custom is not None:
-        await _set_custom(session, lead, payload.custom)
+        await _set_custom(session, lead, payload.custom, limits)
     lead.updated_by_id = principal.user_id
     lead.updated_at = datetime.now(UTC)
     await session.flush()
@@ -103,10 +111,26 @@ def _add_contacts(session: AsyncSession, lead: Lead, contacts: list[ContactIn]) 
         session.add(contact)
 
 
-def fill_contact(contact: Contact, payload: ContactIn) -> None:
-    """Set a contact's fields and replace its emails and phones (the old ones go as orphans)."""
-    contact.name = payload.name
-    contact.title = payload.title
+def fill_contact(contact: Contact, payload: ContactIn | ContactUpdate) -> None:
+    """Set the contact's fields the payload carries; emails or phones given replace the lists
+    (the old rows go as orphans). A new contact's payload carries every field."""
+    fields = payload.model_fields_set if isinstance(payload, ContactUpdate) else set(ContactIn.model_fields)
+    if "name" in fields and payload.name is not None:
+        contact.name = payload.name
+    if "title" in fields and payload.title is not None:
+        contact.title = payload.title
+    if "emails" in fields and payload.emails is not None:
+        _set_emails(contact, payload.emails)
+    if "phones" in fields and payload.phones is not None:
+        contact.phones = [
+            ContactPhone(
+                organization_id=contact.organization_id, lead_id=contact.lead_id, position=i, phone=p.phone, type=p.type
+            )
+            for i, p in enumerate(payload.phones)
+        ]
+
+
+def _set_emails(contact: Contact, emails: list[EmailIn]) -> None:
     contact.emails = [
         ContactEmail(
             organization_id=contact.organization_id,
@@ -117,13 +141,7 @@ def fill_contact(contact: Contact, payload: ContactIn) -> None:
             type=e.type,
             is_unsubscribed=e.is_unsubscribed,
         )
-        for i, e in enumerate(payload.emails)
-    ]
-    contact.phones = [
-        ContactPhone(
-            organization_id=contact.organization_id, lead_id=contact.lead_id, position=i, phone=p.phone, type=p.type
-        )
-        for i, p in enumerate(payload.phones)
+        for i, e in enumerate(emails)
     ]
 
 
@@ -132,11 +150,14 @@ def _add_addresses(session: AsyncSession, lead: Lead, addresses: list[AddressIn]
         session.add(Address(organization_id=lead.organization_id, lead_id=lead.id, position=position, **a.model_dump()))
 
 
-async def _set_custom(session: AsyncSession, lead: Lead, custom: dict[str, CustomValue]) -> None:
+async def _set_custom(session: AsyncSession, lead: Lead, custom: dict[str, CustomValue], limits: LeadLimits) -> None:
     """Typed custom values; a field used for the first time is created with the value's type."""
     if not custom:
         return
     fields = await repository.custom_fields_by_name(session, lead.organization_id)
+    problem = new_fields_problem(limits, len(fields), sum(1 for name in custom if name not in fields))
+    if problem is not None:
+        raise LimitExceeded(f"custom: {problem}", field="custom")
     replaced = [f.id for name, f in fields.items() if name in custom]
     if replaced:
         await session.execute(
@@ -178,9 +199,12 @@ def _typed_value(lead: Lead, field: CustomField, value: CustomValue) -> LeadCust
     row = LeadCustomValue(organization_id=lead.organization_id, lead_id=lead.id, field_id=field.id)
     if field.type == CustomFieldType.number:
         try:
-            row.value_number = Decimal(str(value))
+            number = Decimal(str(value))
         except InvalidOperation:
             raise BadRequest(f"Custom field {field.name!r} holds numbers; {value!r} is not a number.") from None
+        if (problem := number_problem(number)) is not None:
+            raise BadRequest(f"Custom field {field.name!r}: {problem}.", field=f"custom.{field.name}")
+        row.value_number = number
         row.value_text = str(value)
     elif field.type == CustomFieldType.date:
         parsed = value if isinstance(value, datetime) else None

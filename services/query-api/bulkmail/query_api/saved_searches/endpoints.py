@@ -10,10 +10,13 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from sqlalchemy import delete, select
 
 from bulkmail.query_api.deps import AuthDep, SessionDep
+from bulkmail.query_api.errors import Conflict
 from bulkmail.query_api.ownership import ensure_name_free, get_owned
 from bulkmail.query_api.pagination import ListResponse, PageDep, fetch_page
+from bulkmail.query_api.saved_searches.usage import views_using
 from bulkmail.query_api.search.validation import validate_saved_search
-from bulkmail.shared.models import SavedSearch
+from bulkmail.shared import bulk_emails
+from bulkmail.shared.models import BulkEmail, SavedSearch
 
 router = APIRouter(prefix="/saved_search", tags=["saved_search"])
 
@@ -94,6 +97,29 @@ async def update_saved_search(
 
 @router.delete("/{saved_search_id}/")
 async def delete_saved_search(saved_search_id: int, session: SessionDep, principal: AuthDep) -> dict[str, object]:
-    row = await get_owned(session, SavedSearch, saved_search_id, principal.organization_id, what="Smart View")
+    """Refused (409) while another Smart View refers to it or an unfinished bulk email sends to it."""
+    org = principal.organization_id
+    row = await get_owned(session, SavedSearch, saved_search_id, org, what="Smart View")
+    views = {
+        name: query
+        for name, query in await session.execute(
+            select(SavedSearch.name, SavedSearch.query).where(SavedSearch.organization_id == org)
+        )
+    }
+    users = await views_using(session, org, principal.user_id, views, view=row.name)
+    sending = list(
+        await session.scalars(
+            select(BulkEmail.id)
+            .where(BulkEmail.saved_search_id == row.id, BulkEmail.status.in_(bulk_emails.ACTIVE_STATUSES))
+            .order_by(BulkEmail.id)
+            .limit(10)
+        )
+    )
+    if users or sending:
+        uses = [f"Smart View {name!r}" for name in users] + [f"bulk email {i} (still sending)" for i in sending]
+        raise Conflict(
+            f"Smart View {row.name!r} is used by {', '.join(uses)}; change or finish those first.",
+            used_by={"smart_views": users, "bulk_emails": sending},
+        )
     await session.execute(delete(SavedSearch).where(SavedSearch.id == row.id))
     return {}

@@ -1,0 +1,73 @@
+"""Templates as the API compiles and renders them: under the configured limits, errors as 400s.
+
+A render that fails for a recipient (a refused operation, a limit reached) is the user's
+template's fault, never the server's: it is a 400 naming the part, and for a limit the setting
+(``limit``), never a 500, a gigabyte or seconds of CPU.
+"""
+
+from __future__ import annotations
+
+from bulkmail.query_api.errors import BadRequest
+from bulkmail.shared.settings import Settings
+from bulkmail.shared.templating import (
+    CompiledTemplate,
+    RenderContext,
+    RenderResult,
+    TemplateError,
+    TemplateLimitError,
+    TemplateLimits,
+    TemplateRenderError,
+    compile_template,
+)
+
+
+def limits_from(settings: Settings) -> TemplateLimits:
+    return TemplateLimits(
+        subject_chars=settings.max_rendered_subject_chars,
+        part_chars=settings.max_rendered_part_chars,
+        render_ms=settings.max_render_ms,
+        loop_iterations=settings.max_template_loop_iterations,
+    )
+
+
+def compile_or_400(settings: Settings, subject: str, body: str, body_text: str, name: str = "") -> CompiledTemplate:
+    try:
+        return compile_template(subject, body, body_text, limits_from(settings))
+    except TemplateError as exc:
+        what = f"Template {name!r}" if name else "The template"
+        raise BadRequest(
+            f"{what}'s {exc.part} does not compile at line {exc.line}, column {exc.column}: {exc.message}",
+            part=exc.part,
+            line=exc.line,
+            column=exc.column,
+        ) from None
+
+
+def render_error(exc: TemplateRenderError, name: str = "", recipient: str = "") -> BadRequest:
+    what = f"Template {name!r}" if name else "The template"
+    whom = f" for {recipient}" if recipient else ""
+    if isinstance(exc, TemplateLimitError):
+        return BadRequest(
+            f"{what} cannot be rendered{whom}: {exc.message} ({exc.limit}).", part=exc.part, limit=exc.limit
+        )
+    where = f" at line {exc.line}" if exc.line else ""
+    return BadRequest(f"{what}'s {exc.part} fails{whom}{where}: {exc.message}", part=exc.part)
+
+
+def render_or_400(template: CompiledTemplate, ctx: RenderContext, name: str = "", recipient: str = "") -> RenderResult:
+    try:
+        return template.render(ctx)
+    except TemplateRenderError as exc:
+        raise render_error(exc, name, recipient) from None
+
+
+def check_limits_at_save(template: CompiledTemplate) -> None:
+    """What explodes whatever the data (``{{ "x" * 9999 }}`` a thousand times) is known at save:
+    a render with empty data that reaches a limit refuses the template. Other render errors may
+    depend on the data, so they wait for the preview and the send."""
+    try:
+        template.render(RenderContext())
+    except TemplateLimitError as exc:
+        raise render_error(exc) from None
+    except TemplateRenderError:
+        pass
