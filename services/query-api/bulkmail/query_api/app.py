@@ -18,8 +18,10 @@ from bulkmail.query_api.email_templates.endpoints import router as email_templat
 from bulkmail.query_api.errors import install_error_handlers
 from bulkmail.query_api.imports.endpoints import router as imports_router
 from bulkmail.query_api.leads.endpoints import router as leads_router
+from bulkmail.query_api.response_fields import ResponseFieldsMiddleware
 from bulkmail.query_api.saved_searches.endpoints import router as saved_searches_router
 from bulkmail.query_api.statuses.endpoints import router as statuses_router
+from bulkmail.query_api.trailing_slash import EitherSlashMiddleware
 from bulkmail.query_api.unsubscribe import router as unsubscribe_router
 from bulkmail.shared.broker import Broker, create_broker
 from bulkmail.shared.db import Database
@@ -76,6 +78,8 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
         app.state.database = database
     if broker is not None:
         app.state.broker = broker
+    app.add_middleware(ResponseFieldsMiddleware)
+    app.add_middleware(EitherSlashMiddleware, routes=app.router.routes)
     app.add_middleware(CorrelationIdMiddleware)
     install_error_handlers(app)
     api = APIRouter(prefix="/api/v1")

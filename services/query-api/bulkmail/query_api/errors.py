@@ -1,7 +1,9 @@
 """API errors: each class carries its HTTP status and renders as ``{"error", "detail"}``.
 
-One handler turns them into responses; payload validation keeps FastAPI's 422 but in the same
-shape, and anything unexpected is a 500 with no traceback or internals in the body.
+One handler turns them into responses; anything unexpected is a 500 with no traceback or
+internals in the body. Payload validation answers as Close does (docs/close-compatibility.md):
+400 with ``"errors"`` and ``"field-errors"``, which Close's own client turns into
+``ValidationError.field_errors``, plus our ``detail`` and ``field_errors``.
 """
 
 from __future__ import annotations
@@ -74,9 +76,16 @@ def install_error_handlers(app: FastAPI) -> None:
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             problems.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg")))
+        field_errors = _field_errors(exc)
         return JSONResponse(
-            {"error": "Invalid request", "detail": "; ".join(problems), "field_errors": _field_errors(exc)},
-            status_code=422,
+            {
+                "error": "Invalid request",
+                "detail": "; ".join(problems),
+                "errors": [],
+                "field-errors": field_errors,
+                "field_errors": field_errors,
+            },
+            status_code=400,
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -93,11 +102,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _field_errors(exc: RequestValidationError) -> dict[str, str]:
+    """``{"contacts.0.emails.0.email": "..."}``: keyed by the field's path as the client sent it."""
     out: dict[str, str] = {}
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        loc = [str(p) for p in err.get("loc", ())]
+        if loc and loc[0] in _WHERE:  # body, query, path, header: the field name alone, as Close keys it
+            loc = loc[1:]
         out[".".join(loc) or "body"] = str(err.get("msg", "invalid"))
     return out
+
+
+_WHERE = {"body", "query", "path", "header", "cookie"}
 
 
 def _reason(status: int) -> str:
