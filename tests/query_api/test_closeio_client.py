@@ -324,6 +324,17 @@ def test_logged_email_activities_and_smart_views_round_trip(api: Client, leads: 
         "<p>Hi there</p>",
     )
 
+    # A Smart View saved in Close's structured form is searched like any other.
+    industry = {"type": "custom_field", "custom_field_name": "Industry"}
+    s_query = {
+        "type": "field_condition",
+        "field": industry,
+        "condition": {"type": "text", "mode": "phrase", "value": "Software"},
+    }
+    structured = api.post("saved_search", {"name": "Close structured", "s_query": s_query})
+    assert structured["s_query"] == s_query and structured["query"] == 'custom.Industry:"Software"'
+    assert api.get("lead", params={"query": 'in:"Close structured"'})["total_results"] == N_LEADS
+
     view = api.post("saved_search", {"name": "Close Berlin", "query": "city:berlin"})
     assert api.put(f"saved_search/{view['id']}", {"name": "Close Berlin leads"})["name"] == "Close Berlin leads"
     assert api.delete(f"saved_search/{view['id']}") == {}

@@ -365,6 +365,7 @@ class SavedSearch(Base):
     organization_id: Mapped[int] = _org_fk()
     name: Mapped[str] = mapped_column(String(200))
     query: Mapped[str] = mapped_column(Text)
+    s_query: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # Close's form, when saved that way
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bulkmail.query_api.search.errors import QueryError
+from bulkmail.query_api.search.structured import StructuredQueryError
 from bulkmail.shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -69,6 +70,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(QueryError)
     async def _query_error(_request: Request, exc: QueryError) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=400)
+
+    @app.exception_handler(StructuredQueryError)
+    async def _structured_query_error(_request: Request, exc: StructuredQueryError) -> JSONResponse:
+        detail = f"s_query cannot be used: {exc}"
+        body = {"error": "Invalid request", "detail": detail, "errors": [], "field-errors": {exc.path: exc.detail}}
+        return JSONResponse(body, status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -72,9 +72,9 @@ class ResponseFieldsMiddleware:
             body = json.dumps(
                 select_fields(json.loads(b"".join(chunks)), wanted), ensure_ascii=False, separators=(",", ":")
             ).encode()
-            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-            headers.append((b"content-length", str(len(body)).encode()))
-            await send({**start, "headers": headers})
+            kept = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            kept.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": kept})
             await send({"type": "http.response.body", "body": body})
 
         await self.app(scope, receive, narrowing_send)

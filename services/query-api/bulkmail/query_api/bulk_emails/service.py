@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import formataddr, parseaddr
-from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -17,7 +15,7 @@ from bulkmail.query_api.bulk_emails.schemas import BulkEmailIn, BulkEmailOut, Pr
 from bulkmail.query_api.errors import BadRequest, Conflict
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.search import CompiledSearch, compile_search, load_search_context
-from bulkmail.query_api.search.structured import StructuredQueryError, directives, load_catalogue, translate
+from bulkmail.query_api.search.structured import directives, structured_query_text
 from bulkmail.shared import bulk_emails
 from bulkmail.shared.audience import Candidate, choose_candidates, decide, load_batch
 from bulkmail.shared.logging import correlation_id
@@ -65,7 +63,7 @@ async def resolve_audience(session: AsyncSession, principal: Principal, payload:
     except TemplateError as exc:
         raise BadRequest(f"Template {template.name!r} cannot be used: {exc}") from None
     if payload.s_query is not None:
-        query = await structured_query(session, org, payload.s_query, payload.results_limit, payload.sort)
+        query = await structured_query_text(session, org, payload.s_query, payload.results_limit, payload.sort)
     else:
         if payload.saved_search_id is not None:
             view = await get_owned(session, SavedSearch, payload.saved_search_id, org, what="Smart View")
@@ -73,7 +71,7 @@ async def resolve_audience(session: AsyncSession, principal: Principal, payload:
         else:
             query = payload.query or ""
         if payload.results_limit is not None or payload.sort:
-            query = f"({query}) {_structured(directives, payload.results_limit, payload.sort)}"
+            query = f"({query}) {directives(payload.results_limit, payload.sort)}"
     ctx = await load_search_context(session, organization_id=org, user_id=principal.user_id)
     compiled = compile_search(query, ctx)  # QueryError → 400 through the app's handler
     n_leads = int(await session.scalar(compiled.count()) or 0)
@@ -102,21 +100,6 @@ async def _account(session: AsyncSession, organization_id: int, payload: BulkEma
 def sender_of(account: EmailAccount) -> str:
     """Close's ``sender``: ``"Name" <address>``, or the address alone."""
     return formataddr((account.name, account.email)) if account.name else account.email
-
-
-async def structured_query(
-    session: AsyncSession, organization_id: int, s_query: dict[str, Any], results_limit: int | None, sort: Any
-) -> str:
-    """Close's ``s_query`` as classic query text; an untranslatable node is a 400 naming its path."""
-    catalogue = await load_catalogue(session, organization_id)
-    return _structured(lambda: translate(s_query, catalogue, results_limit=results_limit, sort=sort))
-
-
-def _structured(build: Callable[..., str], *args: Any) -> str:
-    try:
-        return build(*args)
-    except StructuredQueryError as exc:
-        raise BadRequest(f"s_query cannot be used: {exc}", **{"field-errors": {exc.path: exc.detail}}) from None
 
 
 def _too_many(n_leads: int, limit: int) -> str:

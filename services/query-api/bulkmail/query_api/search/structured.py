@@ -77,6 +77,14 @@ async def load_catalogue(session: AsyncSession, organization_id: int) -> Catalog
     )
 
 
+async def structured_query_text(
+    session: AsyncSession, organization_id: int, s_query: Mapping[str, Any], results_limit: Any = None, sort: Any = None
+) -> str:
+    """``translate`` with the organisation's catalogue loaded first."""
+    catalogue = await load_catalogue(session, organization_id)
+    return translate(s_query, catalogue, results_limit=results_limit, sort=sort)
+
+
 def translate(
     s_query: Mapping[str, Any],
     catalogue: Catalogue,
@@ -203,16 +211,17 @@ class _Translator:
                     f"only lead fields can be filtered here, not {field.get('object_type')!r} "
                     "(has_related is not supported)",
                 )
-            name = _text(field, "field_name", path)
-            return LEAD_FIELDS.get(name, name)
+            field_name = _text(field, "field_name", path)
+            return LEAD_FIELDS.get(field_name, field_name)
         if kind == "custom_field":
             ref = field.get("custom_field_id", field.get("custom_field_name"))
+            name: str | None = None
             if isinstance(ref, int) and not isinstance(ref, bool):
                 name = self.catalogue.custom_fields.get(ref)
             elif isinstance(ref, str) and ref.isdigit():
                 name = self.catalogue.custom_fields.get(int(ref))
-            else:
-                name = ref if isinstance(ref, str) and ref.strip() else None
+            elif isinstance(ref, str) and ref.strip():
+                name = ref  # bulkmail's custom fields are known by name
             if name is None:
                 raise StructuredQueryError(f"{path}.custom_field_id", f"no custom field {ref!r}")
             return f"custom.{name}"

@@ -33,6 +33,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("to_list", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("body_text", sa.Text(), nullable=False, server_default=""))
         batch.add_column(sa.Column("body_html", sa.Text(), nullable=False, server_default=""))
+    with op.batch_alter_table("saved_searches") as batch:
+        batch.add_column(sa.Column("s_query", sa.JSON(), nullable=True))
     with op.batch_alter_table("bulk_emails") as batch:
         batch.add_column(sa.Column("s_query", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("results_limit", sa.Integer(), nullable=True))
@@ -44,6 +46,8 @@ def downgrade() -> None:
     with op.batch_alter_table("bulk_emails") as batch:
         for name in ("updated_by_id", "sort", "results_limit", "s_query"):
             batch.drop_column(name)
+    with op.batch_alter_table("saved_searches") as batch:
+        batch.drop_column("s_query")
     with op.batch_alter_table("email_activities") as batch:
         for name in ("body_html", "body_text", "to_list", "sender"):
             batch.drop_column(name)
