@@ -278,6 +278,12 @@ def test_a_bulk_email_by_s_query_is_created_paused_resumed_and_finished(
     assert one["sender"] == "Close Sender <closeio@sender.example>" and one["user_id"] == leads[0]["created_by"]
     assert len(list(running_app.outbox.glob("*.eml"))) >= N_LEADS - 1
 
+    # Close's list filters.
+    by_template = api.get("bulk_action/email", params={"template_id": template["id"]})["data"]
+    assert [b["id"] for b in by_template] == [bulk["id"]]
+    mine = api.get("activity/email", params={"lead_id": leads[1]["id"], "user_id": leads[0]["created_by"]})
+    assert [a["id"] for a in mine["data"]] == [one["id"]]
+
     # _fields on a list: each item narrowed, the envelope kept.
     listed = api.get("bulk_action/email", params={"_fields": "id,status,sender"})
     assert listed["data"] and all(set(item) == {"id", "status", "sender"} for item in listed["data"])

@@ -94,10 +94,20 @@ async def list_email_activities(
     page: PageDep,
     lead_id: Annotated[int | None, Query()] = None,
     bulk_email_id: Annotated[int | None, Query()] = None,
+    user_id: Annotated[int | None, Query()] = None,
+    date_created__gt: Annotated[datetime | None, Query()] = None,
+    date_created__lt: Annotated[datetime | None, Query()] = None,
 ) -> ListResponse[EmailActivityOut]:
+    """Close's filters (lead, user, creation dates) and ours (the bulk email that sent it)."""
     stmt = select(EmailActivity).where(EmailActivity.organization_id == principal.organization_id)
     if lead_id is not None:
         stmt = stmt.where(EmailActivity.lead_id == lead_id)
+    if user_id is not None:
+        stmt = stmt.where(EmailActivity.user_id == user_id)
+    if date_created__gt is not None:
+        stmt = stmt.where(EmailActivity.created_at > date_created__gt)
+    if date_created__lt is not None:
+        stmt = stmt.where(EmailActivity.created_at < date_created__lt)
     if bulk_email_id is not None:
         stmt = stmt.where(EmailActivity.bulk_email_id == bulk_email_id)
     rows, has_more = await fetch_page(session, stmt.order_by(EmailActivity.id.desc()), page)

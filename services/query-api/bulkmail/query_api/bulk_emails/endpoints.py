@@ -63,8 +63,12 @@ async def create_bulk_email(
 
 
 @router.get("/", response_model=BulkEmailList)
-async def list_bulk_emails(session: SessionDep, principal: AuthDep, page: PageDep) -> BulkEmailList:
+async def list_bulk_emails(
+    session: SessionDep, principal: AuthDep, page: PageDep, template_id: Annotated[int | None, Query()] = None
+) -> BulkEmailList:
     stmt = select(BulkEmail).where(BulkEmail.organization_id == principal.organization_id).order_by(BulkEmail.id.desc())
+    if template_id is not None:  # Close's filter
+        stmt = stmt.where(BulkEmail.template_id == template_id)
     rows, has_more = await fetch_page(session, stmt, page)
     return BulkEmailList(data=[await service.to_out(session, b) for b in rows], has_more=has_more)
 
