@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from bulkmail.query_api.activities.endpoints import router as activities_router
 from bulkmail.query_api.bulk_emails.endpoints import router as bulk_emails_router
@@ -32,6 +33,7 @@ from bulkmail.shared.settings import Settings
 
 log = get_logger(__name__)
 
+API_PREFIX = "/api/v1"
 API_ROUTERS: list[APIRouter] = [
     imports_router,
     leads_router,
@@ -79,10 +81,18 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
     if broker is not None:
         app.state.broker = broker
     app.add_middleware(ResponseFieldsMiddleware)
-    app.add_middleware(EitherSlashMiddleware, routes=app.router.routes)
+    app.add_middleware(
+        EitherSlashMiddleware,
+        routes=[
+            (f"{API_PREFIX}{route.path}", route.methods)
+            for router in API_ROUTERS
+            for route in router.routes
+            if isinstance(route, APIRoute)
+        ],
+    )
     app.add_middleware(CorrelationIdMiddleware)
     install_error_handlers(app)
-    api = APIRouter(prefix="/api/v1")
+    api = APIRouter(prefix=API_PREFIX)
     for router in API_ROUTERS:
         api.include_router(router)
     app.include_router(api)

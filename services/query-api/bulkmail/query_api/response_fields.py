@@ -20,6 +20,8 @@ CUSTOM = "custom"
 
 def wanted_fields(query_string: bytes) -> frozenset[str] | None:
     """The field names of ``_fields`` (comma-separated, possibly repeated), or None for all."""
+    if b"_fields" not in query_string:
+        return None
     names: set[str] = set()
     for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=False):
         if key == "_fields":
