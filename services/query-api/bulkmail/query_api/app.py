@@ -84,7 +84,7 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
     app.add_middleware(
         EitherSlashMiddleware,
         routes=[
-            (f"{API_PREFIX}{route.path}", route.methods)
+            (f"{API_PREFIX}{route.path}", route.methods or set())
             for router in API_ROUTERS
             for route in router.routes
             if isinstance(route, APIRoute)
