@@ -9,6 +9,7 @@ filtering on it, and composite indexes lead with it. Counters that the search la
 from __future__ import annotations
 
 import enum
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -378,6 +379,9 @@ class ConnectionSecurity(enum.StrEnum):
     tls = "tls"
 
 
+_NEEDS_QUOTES = re.compile(r'[()<>\[\]:;@\\,."]')
+
+
 class EmailAccount(Base):
     """A user's sending account: their own SMTP server, and optionally their IMAP mailbox."""
 
@@ -416,6 +420,14 @@ class EmailAccount(Base):
     pause_reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+
+    @property
+    def sender(self) -> str:
+        """``Name <address>`` (the name quoted when it needs to be), as Close shows a sender."""
+        if not self.name:
+            return self.email
+        name = self.name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{name}" <{self.email}>' if _NEEDS_QUOTES.search(self.name) else f"{self.name} <{self.email}>"
 
 
 class Suppression(Base):

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from email.utils import formataddr
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -81,7 +80,7 @@ async def prepare(session: AsyncSession, settings: Settings, box: SecretBox, bul
         limits=_scaled(limits_for_account(account), settings.rate_window_scale),
         sent_copy=should_append_sent_copy(account, bulk.n_leads, None),
         user_id=bulk.user_id,
-        sender=formataddr((account.name, account.email)) if account.name else account.email,
+        sender=account.sender,
     )
 
 

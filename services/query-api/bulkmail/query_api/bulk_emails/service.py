@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import formataddr, parseaddr
+from email.utils import parseaddr
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -97,11 +97,6 @@ async def _account(session: AsyncSession, organization_id: int, payload: BulkEma
     return account
 
 
-def sender_of(account: EmailAccount) -> str:
-    """Close's ``sender``: ``"Name" <address>``, or the address alone."""
-    return formataddr((account.name, account.email)) if account.name else account.email
-
-
 def _too_many(n_leads: int, limit: int) -> str:
     return (
         f"The query matches {n_leads:,} leads; one bulk email can go to at most {limit:,}. "
@@ -180,7 +175,7 @@ async def to_out(
         contact_preference=bulk.contact_preference.value,
         template_id=bulk.template_id,
         email_account_id=bulk.email_account_id,
-        sender=sender_of(account) if account is not None else "",
+        sender=account.sender if account is not None else "",
         saved_search_id=bulk.saved_search_id,
         query=bulk.query,
         s_query=bulk.s_query,
