@@ -86,7 +86,7 @@ async def test_pause_resume_cancel_follow_the_rules(setup, database):
     assert cancelled.json()["status"] == "cancelled"
     assert (await client.put(url, json={"status": "cancelled"})).status_code == 409
     bad = await client.put(url, json={"status": "done"})
-    assert bad.status_code == 400
+    assert bad.status_code == 400 and "status" in bad.json()["field-errors"]
 
 
 async def test_retry_failed_requeues_failed_but_never_hard_bounces_or_unknown(setup, database):

@@ -82,8 +82,10 @@ async def test_bad_input_gets_a_clear_error_naming_the_field(tenant):
     bad_email = await tenant.client.post(
         "/api/v1/lead/", json={"name": "X", "contacts": [{"name": "Y", "emails": [{"email": "not-an-address"}]}]}
     )
+    # Close's shape and status: 400 with "field-errors", which its client reads; our "detail" stays.
     assert bad_email.status_code == 400
     assert "contacts[0].emails[0].email" in bad_email.json()["detail"]
+    assert "contacts[0].emails[0].email" in bad_email.json()["field-errors"]
 
     unknown_status = await tenant.client.post("/api/v1/lead/", json={"name": "X", "status": "Nope"})
     assert unknown_status.status_code == 400

@@ -9,10 +9,13 @@ filtering on it, and composite indexes lead with it. Counters that the search la
 from __future__ import annotations
 
 import enum
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     DateTime,
@@ -282,6 +285,7 @@ class Address(Base):
     state: Mapped[str] = mapped_column(String(200), default="")
     country: Mapped[str] = mapped_column(String(100), default="")
     zipcode: Mapped[str] = mapped_column(String(30), default="")
+    label: Mapped[str] = mapped_column(String(30), default="business", server_default="business")  # as Close
 
 
 class OpportunityStatus(enum.StrEnum):
@@ -346,6 +350,8 @@ class EmailTemplate(Base):
     subject: Mapped[str] = mapped_column(String(998), default="")
     body: Mapped[str] = mapped_column(Text, default="")  # HTML
     body_text: Mapped[str] = mapped_column(Text, default="")  # empty: derived from the HTML
+    # Close's flag, kept and returned; every template is visible to its whole organisation here.
+    is_shared: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_text("false"))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -360,6 +366,7 @@ class SavedSearch(Base):
     organization_id: Mapped[int] = _org_fk()
     name: Mapped[str] = mapped_column(String(200))
     query: Mapped[str] = mapped_column(Text)
+    s_query: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # Close's form, when saved that way
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -370,6 +377,9 @@ class ConnectionSecurity(enum.StrEnum):
     none = "none"
     starttls = "starttls"
     tls = "tls"
+
+
+_NEEDS_QUOTES = re.compile(r'[()<>\[\]:;@\\,."]')
 
 
 class EmailAccount(Base):
@@ -410,6 +420,14 @@ class EmailAccount(Base):
     pause_reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+
+    @property
+    def sender(self) -> str:
+        """``Name <address>`` (the name quoted when it needs to be), as Close shows a sender."""
+        if not self.name:
+            return self.email
+        name = self.name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{name}" <{self.email}>' if _NEEDS_QUOTES.search(self.name) else f"{self.name} <{self.email}>"
 
 
 class Suppression(Base):
@@ -453,6 +471,11 @@ class BulkEmail(Base):
     email_account_id: Mapped[int] = mapped_column(Id, ForeignKey("email_accounts.id"))
     saved_search_id: Mapped[int | None] = mapped_column(Id, ForeignKey("saved_searches.id", ondelete="SET NULL"))
     query: Mapped[str] = mapped_column(Text, default="")
+    # Close's structured filter when the audience was given that way (``query`` holds its translation).
+    s_query: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    results_limit: Mapped[int | None] = mapped_column(Integer)
+    sort: Mapped[list[Any] | None] = mapped_column(JSON)
+    updated_by_id: Mapped[int | None] = mapped_column(Id)  # who last paused, resumed or cancelled it
     contact_preference: Mapped[ContactPreference] = mapped_column(
         Enum(ContactPreference, native_enum=False, length=20), default=ContactPreference.lead
     )
@@ -595,7 +618,11 @@ class EmailActivity(Base):
     status: Mapped[str] = mapped_column(String(20), default="sent")  # sent | draft | inbox | error
     direction: Mapped[str] = mapped_column(String(20), default="outgoing")  # outgoing | incoming
     subject: Mapped[str] = mapped_column(String(998), default="")
-    to_address: Mapped[str] = mapped_column(String(320), default="")
+    to_address: Mapped[str] = mapped_column(String(320), default="")  # the first recipient: searched by to:
+    to_list: Mapped[list[str] | None] = mapped_column(JSON)  # every recipient, when more than to_address
+    sender: Mapped[str] = mapped_column(String(700), default="", server_default="")  # "Name" <address>
+    body_text: Mapped[str] = mapped_column(Text, default="", server_default="")
+    body_html: Mapped[str] = mapped_column(Text, default="", server_default="")
     message_id: Mapped[str] = mapped_column(String(255), default="")
     date_sent: Mapped[datetime | None] = mapped_column(UTCDateTime())
     date_opened: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -36,6 +36,10 @@ class OutcomeRow:
     sent_at: datetime | None
     attempts: int
     sent_copy_state: str | None
+    # What the recipient was sent, for the email activity (Close's subject, body_text, body_html).
+    subject: str = ""
+    body_text: str = ""
+    body_html: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class ActivitySource:
     organization_id: int
     template_id: int | None
     bulk_email_id: int
+    user_id: int | None = None  # who created the bulk email: the activity is theirs, as in Close
+    sender: str = ""  # "Name" <address> of the sending account
 
 
 # Only a recipient this send claimed (sending) or one a redelivery gave up on (unknown) takes an
@@ -55,8 +61,9 @@ WITH v AS (
     SELECT * FROM unnest(
         CAST(:ids AS bigint[]), CAST(:states AS varchar[]), CAST(:next_at AS timestamptz[]),
         CAST(:replies AS text[]), CAST(:message_ids AS varchar[]), CAST(:sent_at AS timestamptz[]),
-        CAST(:attempts AS integer[]), CAST(:copy_states AS varchar[])
-    ) AS v(id, state, next_at, reply, message_id, sent_at, attempts, copy_state)
+        CAST(:attempts AS integer[]), CAST(:copy_states AS varchar[]), CAST(:subjects AS text[]),
+        CAST(:bodies_text AS text[]), CAST(:bodies_html AS text[])
+    ) AS v(id, state, next_at, reply, message_id, sent_at, attempts, copy_state, subject, body_text, body_html)
 ),
 recorded AS (
     UPDATE recipients AS r
@@ -65,17 +72,18 @@ recorded AS (
         updated_at = CAST(:now AS timestamptz)
     FROM v
     WHERE r.id = v.id AND r.state IN ('sending', 'unknown')
-    RETURNING r.lead_id, r.contact_id, r.email, r.message_id, r.state
+    RETURNING r.id, r.lead_id, r.contact_id, r.email, r.message_id, r.state
 ),
 activities AS (
     INSERT INTO email_activities (
-        organization_id, lead_id, contact_id, template_id, bulk_email_id, status, direction,
-        subject, to_address, message_id, date_sent, created_at
+        organization_id, lead_id, contact_id, template_id, bulk_email_id, user_id, status, direction,
+        subject, to_address, sender, body_text, body_html, message_id, date_sent, created_at
     )
-    SELECT CAST(:organization_id AS bigint), lead_id, contact_id, CAST(:template_id AS bigint),
-           CAST(:bulk_email_id AS bigint), 'sent', 'outgoing', '', email, message_id,
+    SELECT CAST(:organization_id AS bigint), recorded.lead_id, recorded.contact_id, CAST(:template_id AS bigint),
+           CAST(:bulk_email_id AS bigint), CAST(:user_id AS bigint), 'sent', 'outgoing',
+           v.subject, recorded.email, CAST(:sender AS varchar), v.body_text, v.body_html, recorded.message_id,
            CAST(:now AS timestamptz), CAST(:now AS timestamptz)
-    FROM recorded WHERE state = 'sent'
+    FROM recorded JOIN v ON v.id = recorded.id WHERE recorded.state = 'sent'
 ),
 counted AS (
     UPDATE leads AS l
@@ -111,7 +119,12 @@ async def _write_postgresql(
             "sent_at": [r.sent_at for r in rows],
             "attempts": [r.attempts for r in rows],
             "copy_states": [r.sent_copy_state for r in rows],
+            "subjects": [r.subject for r in rows],
+            "bodies_text": [r.body_text for r in rows],
+            "bodies_html": [r.body_html for r in rows],
             "organization_id": source.organization_id,
+            "user_id": source.user_id,
+            "sender": source.sender,
             "template_id": source.template_id,
             "bulk_email_id": source.bulk_email_id,
             "now": now,
@@ -162,11 +175,14 @@ async def _write_generic(session: AsyncSession, rows: list[OutcomeRow], source: 
             "contact_id": r.contact_id,
             "template_id": source.template_id,
             "bulk_email_id": source.bulk_email_id,
-            "user_id": None,
+            "user_id": source.user_id,
             "status": "sent",
             "direction": "outgoing",
-            "subject": "",
+            "subject": r.subject,
             "to_address": r.email,
+            "sender": source.sender,
+            "body_text": r.body_text,
+            "body_html": r.body_html,
             "message_id": r.message_id,
             "date_sent": now,
             "created_at": now,

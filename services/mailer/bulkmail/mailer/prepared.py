@@ -38,6 +38,9 @@ class PreparedBulkEmail:
     limits: AccountLimits
     # Whether sent messages are copied to the account's IMAP Sent folder (the Gmail rules).
     sent_copy: Decision
+    # Whose email activities the sends become, and from whom ("Name" <address>), as Close records them.
+    user_id: int | None = None
+    sender: str = ""
 
 
 async def prepare(session: AsyncSession, settings: Settings, box: SecretBox, bulk: BulkEmail) -> PreparedBulkEmail:
@@ -76,6 +79,8 @@ async def prepare(session: AsyncSession, settings: Settings, box: SecretBox, bul
         message_id_secret=secret,
         limits=_scaled(limits_for_account(account), settings.rate_window_scale),
         sent_copy=should_append_sent_copy(account, bulk.n_leads, None),
+        user_id=bulk.user_id,
+        sender=account.sender,
     )
 
 

@@ -61,7 +61,7 @@ from bulkmail.shared.rate_limit import day_window_frees_at, reserve_send_slot
 from bulkmail.shared.render_data import RecipientRef, load_render_contexts
 from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
-from bulkmail.shared.templating import RenderContext, TemplateRenderError
+from bulkmail.shared.templating import RenderContext, RenderResult, TemplateRenderError
 from bulkmail.shared.unsubscribe import unsubscribe_url
 
 log = get_logger(__name__)
@@ -127,6 +127,8 @@ class Outcome:
     held_back: timedelta | None = None
     # The message's Date header; recorded as sent_at, so a Sent copy rebuilt later is identical.
     date: datetime | None = None
+    # What was sent (subject and bodies), for the email activity.
+    rendered: RenderResult | None = None
 
 
 class ChunkSender:
@@ -285,7 +287,7 @@ class ChunkSender:
             return _held_back(r, message_id, CONNECTION_WAIT, "waiting for a free connection of the account")
         except Exception as exc:  # connecting or logging in failed: nothing was handed over
             verdict = classify_exception(exc, body_sent=False)
-        return Outcome(r, verdict, message_id, time.perf_counter() - started, date=date)
+        return Outcome(r, verdict, message_id, time.perf_counter() - started, date=date, rendered=rendered)
 
     # -- the ledger --------------------------------------------------------------------------
 
@@ -336,11 +338,20 @@ class ChunkSender:
                         sent_at=(o.date or now) if sent else None,
                         attempts=attempts,
                         sent_copy_state=_copy_state(prepared) if sent else None,
+                        subject=o.rendered.subject if sent and o.rendered else "",
+                        body_text=o.rendered.text if sent and o.rendered else "",
+                        body_html=o.rendered.html if sent and o.rendered else "",
                     )
                 )
             # The ledger rows, an email activity per sent message (so ``emailed_template:`` and
             # ``last_emailed`` see it) and the lead counters; one round trip on PostgreSQL.
-            source = ActivitySource(prepared.organization_id, prepared.template_id, prepared.bulk_email_id)
+            source = ActivitySource(
+                prepared.organization_id,
+                prepared.template_id,
+                prepared.bulk_email_id,
+                user_id=prepared.user_id,
+                sender=prepared.sender,
+            )
             await write_outcomes(session, rows, source, now)
             if bounced:
                 await self._suppress(session, prepared.organization_id, bounced)

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from bulkmail.query_api.activities.endpoints import router as activities_router
 from bulkmail.query_api.bulk_emails.endpoints import router as bulk_emails_router
@@ -19,8 +20,10 @@ from bulkmail.query_api.errors import install_error_handlers
 from bulkmail.query_api.imports.endpoints import router as imports_router
 from bulkmail.query_api.leads.endpoints import router as leads_router
 from bulkmail.query_api.request_limits import RequestLimitsMiddleware
+from bulkmail.query_api.response_fields import ResponseFieldsMiddleware
 from bulkmail.query_api.saved_searches.endpoints import router as saved_searches_router
 from bulkmail.query_api.statuses.endpoints import router as statuses_router
+from bulkmail.query_api.trailing_slash import EitherSlashMiddleware
 from bulkmail.query_api.unsubscribe import router as unsubscribe_router
 from bulkmail.shared.broker import Broker, create_broker
 from bulkmail.shared.db import Database
@@ -30,6 +33,7 @@ from bulkmail.shared.settings import Settings
 
 log = get_logger(__name__)
 
+API_PREFIX = "/api/v1"
 API_ROUTERS: list[APIRouter] = [
     imports_router,
     leads_router,
@@ -87,9 +91,19 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
         max_json_depth=settings.max_json_depth,
         streamed_paths=STREAMED_PATHS,
     )
+    app.add_middleware(ResponseFieldsMiddleware)
+    app.add_middleware(
+        EitherSlashMiddleware,
+        routes=[
+            (f"{API_PREFIX}{route.path}", route.methods or set())
+            for router in API_ROUTERS
+            for route in router.routes
+            if isinstance(route, APIRoute)
+        ],
+    )
     app.add_middleware(CorrelationIdMiddleware)
     install_error_handlers(app)
-    api = APIRouter(prefix="/api/v1")
+    api = APIRouter(prefix=API_PREFIX)
     for router in API_ROUTERS:
         api.include_router(router)
     app.include_router(api)

@@ -1,8 +1,10 @@
 """API errors: each class carries its HTTP status and renders as ``{"error", "detail"}``.
 
-One handler turns them into responses. A payload that fails validation is a 400 (as Close's API
-answers) naming each field as a path into the body (``contacts[0].emails[1].email``), and
-anything unexpected is a 500 with no traceback or internals in the body.
+One handler turns them into responses; anything unexpected is a 500 with no traceback or
+internals in the body. Payload validation answers as Close does (docs/close-compatibility.md):
+400 with ``"errors"`` and ``"field-errors"``, which Close's own client turns into
+``ValidationError.field_errors``, plus our ``detail`` and ``field_errors``. Each field is named
+by its path into the body (``contacts[0].emails[1].email``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bulkmail.query_api.search.errors import QueryError
+from bulkmail.query_api.search.structured import StructuredQueryError
 from bulkmail.shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -69,14 +72,27 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _query_error(_request: Request, exc: QueryError) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=400)
 
+    @app.exception_handler(StructuredQueryError)
+    async def _structured_query_error(_request: Request, exc: StructuredQueryError) -> JSONResponse:
+        detail = f"s_query cannot be used: {exc}"
+        body = {"error": "Invalid request", "detail": detail, "errors": [], "field-errors": {exc.path: exc.detail}}
+        return JSONResponse(body, status_code=400)
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for err in exc.errors():
             where = field_path(err.get("loc", ()))
             problems.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg")))
+        field_errors = _field_errors(exc)
         return JSONResponse(
-            {"error": "Invalid request", "detail": "; ".join(problems), "field_errors": _field_errors(exc)},
+            {
+                "error": "Invalid request",
+                "detail": "; ".join(problems),
+                "errors": [],
+                "field-errors": field_errors,
+                "field_errors": field_errors,
+            },
             status_code=400,
         )
 
@@ -98,13 +114,14 @@ def field_path(loc: Any) -> str:
     (query and path parameters keep their names)."""
     out = ""
     for i, part in enumerate(loc):
-        if i == 0 and part in ("body", "query", "path", "header"):
+        if i == 0 and part in ("body", "query", "path", "header", "cookie"):
             continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
 def _field_errors(exc: RequestValidationError) -> dict[str, str]:
+    """``{"contacts.0.emails.0.email": "..."}``: keyed by the field's path as the client sent it."""
     out: dict[str, str] = {}
     for err in exc.errors():
         out[field_path(err.get("loc", ())) or "body"] = str(err.get("msg", "invalid"))

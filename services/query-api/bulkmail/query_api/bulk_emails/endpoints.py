@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from bulkmail.query_api.bulk_emails import service
@@ -23,7 +24,7 @@ from bulkmail.query_api.bulk_emails.schemas import (
 from bulkmail.query_api.deps import AuthDep, DatabaseDep, OutboxDep, SessionDep, SettingsDep
 from bulkmail.query_api.errors import BadRequest
 from bulkmail.query_api.ownership import get_owned
-from bulkmail.query_api.pagination import PageDep, fetch_page
+from bulkmail.query_api.pagination import IdFilter, PageDep, fetch_page
 from bulkmail.shared import bulk_emails, metrics
 from bulkmail.shared.contracts import DISPATCH_QUEUE, DispatchBulkEmail
 from bulkmail.shared.models import BulkEmail, Recipient, RecipientState
@@ -62,8 +63,12 @@ async def create_bulk_email(
 
 
 @router.get("/", response_model=BulkEmailList)
-async def list_bulk_emails(session: SessionDep, principal: AuthDep, page: PageDep) -> BulkEmailList:
+async def list_bulk_emails(
+    session: SessionDep, principal: AuthDep, page: PageDep, template_id: Annotated[int | None, Query()] = None
+) -> BulkEmailList:
     stmt = select(BulkEmail).where(BulkEmail.organization_id == principal.organization_id).order_by(BulkEmail.id.desc())
+    if template_id is not None:  # Close's filter
+        stmt = stmt.where(BulkEmail.template_id == template_id)
     rows, has_more = await fetch_page(session, stmt, page)
     return BulkEmailList(data=[await service.to_out(session, b) for b in rows], has_more=has_more)
 
@@ -83,7 +88,7 @@ async def change_bulk_email_status(
 ) -> BulkEmailOut:
     """Pause, resume or cancel."""
     bulk = await get_owned(session, BulkEmail, bulk_email_id, principal.organization_id, what="bulk email")
-    new_status = await service.change_status(session, bulk, payload.status)
+    new_status = await service.change_status(session, bulk, payload.status, principal.user_id)
     await session.refresh(bulk)
     outbox.add_event(await bulk_emails.event_for(session, bulk, new_status))
     if payload.status == "resuming":
@@ -149,9 +154,21 @@ async def render_template(
     session: SessionDep,
     principal: AuthDep,
     settings: SettingsDep,
-    query: Annotated[str, Query(min_length=1, max_length=10_000)],
+    query: Annotated[str | None, Query(min_length=1, max_length=10_000)] = None,
     entry: Annotated[int, Query(ge=0, le=99)] = 0,
     mode: Annotated[Literal["lead", "contact"], Query()] = "lead",
-) -> RenderedSample:
-    """Close's template preview: the template rendered for the ``entry``-th lead (or contact) of a search."""
-    return await service.render_entry(session, settings, principal, template_id, query, entry, mode)
+    lead_id: IdFilter = None,
+    contact_id: IdFilter = None,
+) -> RenderedSample | JSONResponse:
+    """Close's template preview, in its two forms: for ``lead_id`` (and ``contact_id``), or for the
+    ``entry``-th lead (or contact) with an email address among a search's results. Past the last
+    one the answer is ``{}``, as Close's."""
+    if (lead_id is None) == (query is None):
+        raise BadRequest(
+            "Give either lead_id (and optionally contact_id) or query (with entry and mode).",
+            **{"field-errors": {"query": "give lead_id or query"}},
+        )
+    if lead_id is not None:
+        return await service.render_for_lead(session, settings, principal, template_id, lead_id, contact_id)
+    rendered = await service.render_entry(session, settings, principal, template_id, query or "", entry, mode)
+    return rendered if rendered is not None else JSONResponse({})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -12,19 +12,30 @@ from bulkmail.shared.models import ContactPreference
 
 
 class BulkEmailIn(BaseModel):
+    """The audience is one of ``query`` (the classic language), ``saved_search_id`` or Close's
+    structured ``s_query``; the account is ``email_account_id`` or Close's ``sender`` (its address)."""
+
     model_config = ConfigDict(extra="forbid")
     query: Annotated[str, StringConstraints(max_length=10_000)] | None = None
     saved_search_id: int | None = None
+    s_query: dict[str, Any] | None = None
+    results_limit: Annotated[int, Field(ge=1)] | None = None
+    sort: list[dict[str, Any]] | None = Field(default=None, max_length=20)
     template_id: int
-    email_account_id: int
+    email_account_id: int | None = None
+    sender: Annotated[str, StringConstraints(min_length=3, max_length=700)] | None = None
     contact_preference: ContactPreference = ContactPreference.lead
     send_done_email: bool = True
     exclude_already_emailed: bool = True
 
     @model_validator(mode="after")
     def _one_audience(self) -> BulkEmailIn:
-        if (self.query is None or not self.query.strip()) == (self.saved_search_id is None):
-            raise ValueError("give exactly one of 'query' or 'saved_search_id'")
+        given = [self.query is not None and bool(self.query.strip()), self.saved_search_id is not None]
+        given.append(self.s_query is not None)
+        if sum(given) != 1:
+            raise ValueError("give exactly one of 'query', 'saved_search_id' or 's_query'")
+        if self.email_account_id is None and self.sender is None:
+            raise ValueError("give 'email_account_id' or 'sender' (the address of one of your email accounts)")
         return self
 
 
@@ -45,12 +56,19 @@ class RetryIn(BaseModel):
 
 class BulkEmailOut(BaseModel):
     id: int
+    organization_id: int
     status: str
     contact_preference: str
     template_id: int
     email_account_id: int
+    sender: str  # the account's "Name" <address>, as Close shows it
     saved_search_id: int | None
     query: str
+    s_query: dict[str, Any] | None
+    results_limit: int | None
+    sort: list[dict[str, Any]]
+    created_by: int | None
+    updated_by: int | None
     n_leads: int
     n_leads_processed: int
     n_objects: int

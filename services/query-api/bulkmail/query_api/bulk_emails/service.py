@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import parseaddr
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -17,15 +18,18 @@ from bulkmail.query_api.email_templates.rendering import compile_or_400, render_
 from bulkmail.query_api.errors import APIError, BadRequest, Conflict, NotFound
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.search import CompiledSearch, compile_search, load_search_context
+from bulkmail.query_api.search.structured import directives, structured_query_text
 from bulkmail.shared import bulk_emails
 from bulkmail.shared.audience import Candidate, choose_candidates, decide, load_batch
 from bulkmail.shared.logging import correlation_id
 from bulkmail.shared.models import (
     BulkEmail,
     BulkEmailStatus,
+    Contact,
     ContactPreference,
     EmailAccount,
     EmailTemplate,
+    Lead,
     Recipient,
     RecipientState,
     SavedSearch,
@@ -65,17 +69,41 @@ async def resolve_audience(
 ) -> Audience:
     org = principal.organization_id
     template = await get_owned(session, EmailTemplate, payload.template_id, org, what="email template")
-    account = await get_owned(session, EmailAccount, payload.email_account_id, org, what="email account")
+    account = await _account(session, org, payload)
     compiled_template = compile_or_400(settings, template.subject, template.body, template.body_text, template.name)
-    if payload.saved_search_id is not None:
-        view = await get_owned(session, SavedSearch, payload.saved_search_id, org, what="Smart View")
-        query = view.query
+    if payload.s_query is not None:
+        query = await structured_query_text(session, org, payload.s_query, payload.results_limit, payload.sort)
     else:
-        query = payload.query or ""
+        if payload.saved_search_id is not None:
+            view = await get_owned(session, SavedSearch, payload.saved_search_id, org, what="Smart View")
+            query = view.query
+        else:
+            query = payload.query or ""
+        if payload.results_limit is not None or payload.sort:
+            query = f"({query}) {directives(payload.results_limit, payload.sort)}"
     ctx = await load_search_context(session, organization_id=org, user_id=principal.user_id)
     compiled = compile_search(query, ctx)  # QueryError → 400 through the app's handler
     n_leads = int(await session.scalar(compiled.count()) or 0)
     return Audience(query, compiled, template, compiled_template, account, n_leads)
+
+
+async def _account(session: AsyncSession, organization_id: int, payload: BulkEmailIn) -> EmailAccount:
+    """The sending account by id, or by Close's ``sender`` ("Name" <address> or the address)."""
+    if payload.email_account_id is not None:
+        return await get_owned(session, EmailAccount, payload.email_account_id, organization_id, what="email account")
+    address = parseaddr(payload.sender or "")[1].strip().lower()
+    account = await session.scalar(
+        select(EmailAccount)
+        .where(EmailAccount.organization_id == organization_id, func.lower(EmailAccount.email) == address)
+        .order_by(EmailAccount.id)
+        .limit(1)
+    )
+    if account is None:
+        raise BadRequest(
+            f"No email account sends as {payload.sender!r}; add it with POST /api/v1/email_account/.",
+            **{"field-errors": {"sender": "not one of your email accounts"}},
+        )
+    return account
 
 
 def _too_many(n_leads: int, limit: int) -> str:
@@ -108,6 +136,9 @@ async def create(
         email_account_id=audience.account.id,
         saved_search_id=payload.saved_search_id,
         query=audience.query,
+        s_query=payload.s_query,
+        results_limit=payload.results_limit,
+        sort=payload.sort,
         contact_preference=payload.contact_preference,
         send_done_email=payload.send_done_email,
         exclude_already_emailed=payload.exclude_already_emailed,
@@ -200,14 +231,22 @@ async def to_out(
         eta_at, eta_text = await _eta(
             session, sessionmaker, bulk, counts.pending + counts.deferred + counts.sending, timezone
         )
+    account = await session.get(EmailAccount, bulk.email_account_id)
     return BulkEmailOut(
         id=bulk.id,
+        organization_id=bulk.organization_id,
         status=bulk.status.value,
         contact_preference=bulk.contact_preference.value,
         template_id=bulk.template_id,
         email_account_id=bulk.email_account_id,
+        sender=account.sender if account is not None else "",
         saved_search_id=bulk.saved_search_id,
         query=bulk.query,
+        s_query=bulk.s_query,
+        results_limit=bulk.results_limit,
+        sort=bulk.sort or [],
+        created_by=bulk.user_id,
+        updated_by=bulk.updated_by_id if bulk.updated_by_id is not None else bulk.user_id,
         n_leads=bulk.n_leads,
         n_leads_processed=bulk.n_leads_processed,
         n_objects=bulk.n_objects,
@@ -246,7 +285,13 @@ async def _eta(
     return finish, f"{text}; the last recipient goes out about {finish:%Y-%m-%d %H:%M} UTC"
 
 
-async def change_status(session: AsyncSession, bulk: BulkEmail, to: str) -> BulkEmailStatus:
+async def change_status(session: AsyncSession, bulk: BulkEmail, to: str, user_id: int | None) -> BulkEmailStatus:
+    new_status = await _change_status(session, bulk, to)
+    await session.execute(update(BulkEmail).where(BulkEmail.id == bulk.id).values(updated_by_id=user_id))
+    return new_status
+
+
+async def _change_status(session: AsyncSession, bulk: BulkEmail, to: str) -> BulkEmailStatus:
     now = datetime.now(UTC)
     if to == "paused":
         if not await bulk_emails.transition(
@@ -412,27 +457,77 @@ async def render_entry(
     query: str,
     entry: int,
     mode: str,
-) -> RenderedSample:
+) -> RenderedSample | None:
+    """Close's search preview: the ``entry``-th lead (its first contact) or contact with an email
+    address among the search's results; None past the end (Close answers an empty object)."""
     org = principal.organization_id
-    template = await get_owned(session, EmailTemplate, template_id, org, what="email template")
-    compiled_template = compile_or_400(settings, template.subject, template.body, template.body_text, template.name)
+    template, compiled_template = await _compiled_template(session, settings, org, template_id)
     ctx = await load_search_context(session, organization_id=org, user_id=principal.user_id)
     compiled = compile_search(query, ctx)
-    # Enough leads to reach the entry even when every lead has one contact (mode=contact).
-    lead_ids = list(await session.scalars(compiled.page(0, entry + 1 if mode == "lead" else 100)))
-    chosen: Candidate | None = None
+    if compiled.limit is not None and entry >= compiled.limit:
+        return None
+    # As Close: leads without an email address are skipped, so only leads with one are read.
+    with_email = select(Lead.id).where(compiled.where, Lead.num_email_addresses > 0).order_by(*compiled.order_by)
     if mode == "lead":
-        if entry < len(lead_ids):
-            rows = (await load_batch(session, org, [lead_ids[entry]], None)).candidates[lead_ids[entry]]
-            chosen = rows[0] if rows else Candidate(lead_ids[entry], None, "", "", False)
+        lead_ids = list(await session.scalars(with_email.offset(entry).limit(1)))
+        rows = (await load_batch(session, org, lead_ids, None)).candidates.get(lead_ids[0], []) if lead_ids else []
+        chosen = rows[0] if rows else None
     else:
+        # Every such lead has at least one contact with an email: entry + 1 leads reach the entry.
+        lead_ids = list(await session.scalars(with_email.limit(entry + 1)))
         by_lead = (await load_batch(session, org, lead_ids, None)).candidates if lead_ids else {}
         contacts = [
             c for lead_id in lead_ids for c in choose_candidates(by_lead.get(lead_id, []), ContactPreference.contact)
         ]
         chosen = contacts[entry] if entry < len(contacts) else None
     if chosen is None:
-        raise NotFound(f"The search has no {mode} number {entry} (entries count from 0).")
+        return None
+    return await _render_for(session, principal, template, compiled_template, chosen)
+
+
+async def render_for_lead(
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    template_id: int,
+    lead_id: int,
+    contact_id: int | None,
+) -> RenderedSample:
+    """Close's single form: the template for one lead and one of its contacts (the first with an
+    email address when ``contact_id`` is not given)."""
+    org = principal.organization_id
+    template, compiled_template = await _compiled_template(session, settings, org, template_id)
+    lead = await get_owned(session, Lead, lead_id, org, what="lead")
+    rows = (await load_batch(session, org, [lead.id], None)).candidates.get(lead.id, [])
+    if contact_id is not None:
+        contact = await get_owned(session, Contact, contact_id, org, what="contact")
+        if contact.lead_id != lead.id:
+            raise BadRequest(
+                f"Contact {contact_id} does not belong to lead {lead_id}.",
+                **{"field-errors": {"contact_id": "not a contact of this lead"}},
+            )
+        rows = [r for r in rows if r.contact_id == contact.id]
+        chosen = rows[0] if rows else Candidate(lead.id, contact.id, "", "", False)
+    else:
+        chosen = rows[0] if rows else Candidate(lead.id, None, "", "", False)
+    return await _render_for(session, principal, template, compiled_template, chosen)
+
+
+async def _compiled_template(
+    session: AsyncSession, settings: Settings, organization_id: int, template_id: int
+) -> tuple[EmailTemplate, CompiledTemplate]:
+    template = await get_owned(session, EmailTemplate, template_id, organization_id, what="email template")
+    return template, compile_or_400(settings, template.subject, template.body, template.body_text, template.name)
+
+
+async def _render_for(
+    session: AsyncSession,
+    principal: Principal,
+    template: EmailTemplate,
+    compiled_template: CompiledTemplate,
+    chosen: Candidate,
+) -> RenderedSample:
+    org = principal.organization_id
     user, organization = await sender_context(session, org, principal.user_id)
     (render_ctx,) = await load_render_contexts(
         session, org, [RecipientRef(chosen.lead_id, chosen.contact_id, chosen.email)], user, organization

@@ -31,6 +31,7 @@ class EmailTemplateIn(BaseModel):
     subject: Subject = ""
     body: Body = ""
     body_text: Body = ""
+    is_shared: bool = False
 
 
 class EmailTemplateUpdate(BaseModel):
@@ -39,6 +40,7 @@ class EmailTemplateUpdate(BaseModel):
     subject: Subject | None = None
     body: Body | None = None
     body_text: Body | None = None
+    is_shared: bool | None = None
 
 
 class EmailTemplateOut(BaseModel):
@@ -47,6 +49,8 @@ class EmailTemplateOut(BaseModel):
     subject: str
     body: str
     body_text: str
+    # Close's flag, kept and returned; in bulkmail every template is visible to the whole organisation.
+    is_shared: bool
     date_created: datetime
     date_updated: datetime
 
@@ -58,6 +62,7 @@ def to_out(t: EmailTemplate) -> EmailTemplateOut:
         subject=t.subject,
         body=t.body,
         body_text=t.body_text,
+        is_shared=t.is_shared,
         date_created=t.created_at,
         date_updated=t.updated_at,
     )

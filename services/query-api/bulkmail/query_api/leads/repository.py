@@ -45,6 +45,12 @@ async def status_by_label(session: AsyncSession, organization_id: int, label: st
     )
 
 
+async def status_by_id(session: AsyncSession, organization_id: int, status_id: int) -> LeadStatus | None:
+    return await session.scalar(
+        select(LeadStatus).where(LeadStatus.organization_id == organization_id, LeadStatus.id == status_id)
+    )
+
+
 async def status_labels(session: AsyncSession, organization_id: int) -> list[str]:
     return list(
         await session.scalars(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from bulkmail.shared.addresses import address_problem
 
@@ -63,6 +63,22 @@ class AddressIn(BaseModel):
     state: Annotated[str, StringConstraints(max_length=200)] = ""
     country: Annotated[str, StringConstraints(max_length=100)] = ""
     zipcode: Annotated[str, StringConstraints(max_length=30)] = ""
+    label: Annotated[str, StringConstraints(min_length=1, max_length=30)] = "business"  # business, mailing, other
+
+
+CUSTOM_KEY = "custom."
+
+
+def _gather_custom(data: Any) -> Any:
+    """Close's top-level ``"custom.<Field Name>": value`` keys join the ``custom`` dict (they win)."""
+    if not isinstance(data, dict) or not any(isinstance(k, str) and k.startswith(CUSTOM_KEY) for k in data):
+        return data
+    out = {k: v for k, v in data.items() if not k.startswith(CUSTOM_KEY)}
+    custom = out.get("custom") or {}
+    if not isinstance(custom, dict):
+        return data  # the custom dict's own type error is reported as usual
+    out["custom"] = {**custom, **{k[len(CUSTOM_KEY) :]: v for k, v in data.items() if k.startswith(CUSTOM_KEY)}}
+    return out
 
 
 class LeadIn(BaseModel):
@@ -71,11 +87,17 @@ class LeadIn(BaseModel):
     description: Annotated[str, StringConstraints(max_length=20_000)] = ""
     url: Annotated[str, StringConstraints(max_length=500)] = ""
     status: Annotated[str, StringConstraints(max_length=100)] | None = None
+    status_id: int | None = None
     custom: dict[Annotated[str, StringConstraints(min_length=1, max_length=200)], CustomValue] = Field(
         default_factory=dict
     )
     contacts: list[ContactIn] = Field(default_factory=list, max_length=200)
     addresses: list[AddressIn] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _custom_keys(cls, data: Any) -> Any:
+        return _gather_custom(data)
 
 
 class LeadUpdate(BaseModel):
@@ -86,9 +108,15 @@ class LeadUpdate(BaseModel):
     description: Annotated[str, StringConstraints(max_length=20_000)] | None = None
     url: Annotated[str, StringConstraints(max_length=500)] | None = None
     status: Annotated[str, StringConstraints(max_length=100)] | None = None
+    status_id: int | None = None
     custom: dict[Annotated[str, StringConstraints(min_length=1, max_length=200)], CustomValue] | None = None
     contacts: list[ContactIn] | None = Field(default=None, max_length=200)
     addresses: list[AddressIn] | None = Field(default=None, max_length=50)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _custom_keys(cls, data: Any) -> Any:
+        return _gather_custom(data)
 
 
 class EmailOut(BaseModel):
@@ -112,6 +140,7 @@ class ContactOut(BaseModel):
 
 
 class AddressOut(BaseModel):
+    label: str
     address_1: str
     city: str
     state: str
@@ -120,12 +149,17 @@ class AddressOut(BaseModel):
 
 
 class LeadOut(BaseModel):
+    """Also carries Close's top-level ``custom.<Field Name>`` keys (extra fields), one per value."""
+
+    model_config = ConfigDict(extra="allow")
     id: int
     display_name: str
     name: str
     description: str
     url: str
     status: str | None
+    status_id: int | None
+    status_label: str | None
     custom: dict[str, CustomValue]
     contacts: list[ContactOut]
     addresses: list[AddressOut]

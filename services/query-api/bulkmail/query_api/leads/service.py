@@ -13,6 +13,7 @@ from bulkmail.query_api.errors import BadRequest
 from bulkmail.query_api.leads import repository
 from bulkmail.query_api.leads.limits import LeadLimits, LimitExceeded, check_lead, new_fields_problem, number_problem
 from bulkmail.query_api.leads.schemas import (
+    CUSTOM_KEY,
     AddressIn,
     AddressOut,
     ContactIn,
@@ -49,7 +50,7 @@ async def create_lead(session: AsyncSession, principal: Principal, payload: Lead
         created_by_id=principal.user_id,
         updated_by_id=principal.user_id,
     )
-    lead.status_id = await _status_id(session, principal.organization_id, payload.status)
+    lead.status_id = await _status_id(session, principal.organization_id, payload.status, payload.status_id)
     session.add(lead)
     await session.flush()
     _add_contacts(session, lead, payload.contacts)
@@ -69,8 +70,8 @@ async def update_lead(
     for name in ("name", "description", "url"):
         if name in fields and getattr(payload, name) is not None:
             setattr(lead, name, getattr(payload, name))
-    if "status" in fields:
-        lead.status_id = await _status_id(session, principal.organization_id, payload.status)
+    if "status" in fields or "status_id" in fields:
+        lead.status_id = await _status_id(session, principal.organization_id, payload.status, payload.status_id)
     if payload.contacts is not None:
         await session.execute(delete(Contact).where(Contact.lead_id == lead.id))
         _add_contacts(session, lead, payload.contacts)
@@ -92,7 +93,16 @@ async def reload(session: AsyncSession, organization_id: int, lead_id: int) -> L
     return lead
 
 
-async def _status_id(session: AsyncSession, organization_id: int, label: str | None) -> int | None:
+async def _status_id(
+    session: AsyncSession, organization_id: int, label: str | None, status_id: int | None = None
+) -> int | None:
+    """The status named by label (``status``) or by id (``status_id``, Close's recommended way)."""
+    if status_id is not None:
+        if label is not None and label.strip():
+            raise BadRequest("Give either 'status' or 'status_id', not both.", field="status_id")
+        if await repository.status_by_id(session, organization_id, status_id) is None:
+            raise BadRequest(f"Unknown lead status id {status_id}. List them with GET /api/v1/status/lead/.")
+        return status_id
     if label is None or not label.strip():
         return None
     status = await repository.status_by_label(session, organization_id, label)
@@ -231,6 +241,7 @@ def custom_out(value: LeadCustomValue) -> CustomValue:
 
 
 def to_out(lead: Lead) -> LeadOut:
+    custom = {v.field.name: custom_out(v) for v in sorted(lead.custom_values, key=lambda v: v.field.name)}
     return LeadOut(
         id=lead.id,
         display_name=lead.display_name,
@@ -238,16 +249,22 @@ def to_out(lead: Lead) -> LeadOut:
         description=lead.description,
         url=lead.url,
         status=lead.status.label if lead.status else None,
-        custom={v.field.name: custom_out(v) for v in sorted(lead.custom_values, key=lambda v: v.field.name)},
+        status_id=lead.status_id,
+        status_label=lead.status.label if lead.status else None,
+        custom=custom,
         contacts=[contact_out(c) for c in lead.contacts],
         addresses=[
-            AddressOut(address_1=a.address_1, city=a.city, state=a.state, country=a.country, zipcode=a.zipcode)
+            AddressOut(
+                label=a.label, address_1=a.address_1, city=a.city, state=a.state, country=a.country, zipcode=a.zipcode
+            )
             for a in lead.addresses
         ],
         date_created=lead.created_at,
         date_updated=lead.updated_at,
         created_by=lead.created_by_id,
         updated_by=lead.updated_by_id,
+        # Close's top-level form of the same values (it keys them by field id; we by name).
+        **{f"{CUSTOM_KEY}{name}": value for name, value in custom.items()},
     )
 
 
