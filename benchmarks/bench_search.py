@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -31,9 +32,11 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from bulkmail.query_api.search import compile_search, load_search_context
+from bulkmail.query_api.search import CompiledSearch, QueryError, compile_search, load_search_context
+from bulkmail.query_api.search.counting import EXACT_COUNT_BUDGET_MS, MatchCount, count_matches
 from bulkmail.shared.db import Database
 from bulkmail.shared.migrate import upgrade
 from bulkmail.shared.models import BulkEmail, EmailAccount, EmailTemplate, Lead, LeadStatus, User
@@ -217,15 +220,180 @@ async def _bench(database: Database, runs: int) -> tuple[list[str], list[str]]:
     return lines, plans
 
 
+# --- the public corpus --------------------------------------------------------------------------
+
+CORPUS = Path(__file__).with_name("close_queries_public.tsv")
+TIMEOUT_MS = 10_000  # a statement past this is reported as "timeout", not waited for
+COUNT_TARGET_MS, APPROX_TARGET_MS, PAGE_TARGET_MS = 500.0, 200.0, 100.0
+
+
+def corpus_queries() -> list[str]:
+    lines = CORPUS.read_text(encoding="utf-8").splitlines()[1:]
+    return [line.split("\t")[0] for line in lines if line.strip()]
+
+
+def _placeholders(query: str, user_id: int) -> str:
+    """The corpus's stand-ins for a real user and a real template name, as a user would type them."""
+    return query.replace("user_XXXX", f"user_{user_id}").replace('"My Template Name"', '"Intro"')
+
+
+def plan_shape(plan: dict[str, Any]) -> str:
+    """A plan in one line: node types with their index or table, children in brackets."""
+    name = plan["Node Type"]
+    if "Join Type" in plan and plan["Join Type"] != "Inner":
+        name = f"{name} {plan['Join Type']}"
+    target = plan.get("Index Name") or plan.get("Relation Name")
+    label = f"{name}({target})" if target else name
+    children = [plan_shape(child) for child in plan.get("Plans", [])]
+    return f"{label}[{', '.join(children)}]" if children else label
+
+
+async def _plan(conn: AsyncConnection, stmt: Any) -> dict[str, Any]:
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+    raw = (await conn.execute(text(f"EXPLAIN (FORMAT JSON) {compiled}"))).scalar_one()
+    plan: dict[str, Any] = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
+    return plan
+
+
+async def _median_ms(conn: AsyncConnection, run: Callable[[], Awaitable[object]], runs: int) -> float | None:
+    """Median of ``runs`` timings after one warm-up, or None when the statement timed out."""
+    timings: list[float] = []
+    for i in range(runs + 1):
+        try:
+            elapsed = await _timed(run)
+        except DBAPIError as exc:
+            await conn.rollback()
+            if getattr(exc.orig, "sqlstate", None) == "57014":
+                return None
+            raise
+        if i:
+            timings.append(elapsed)
+    return statistics.median(timings)
+
+
+def _ms(value: float | None) -> str:
+    return "timeout" if value is None else f"{value:.1f}"
+
+
+async def _time_query(
+    session: AsyncSession, compiled: CompiledSearch, runs: int
+) -> tuple[int, MatchCount, float | None, float | None, float | None]:
+    """Exact count, the API's count and the first page of one query: medians in ms (None: timeout)."""
+    conn = await session.connection()
+    count_stmt, page_stmt = compiled.count(), compiled.page(0, PAGE)
+    matches = 0
+    api = MatchCount(0, approximate=False)
+
+    async def exact() -> object:
+        nonlocal matches
+        matches = int((await conn.execute(count_stmt)).scalar_one())
+        return matches
+
+    async def api_count() -> object:
+        nonlocal api
+        api = await count_matches(session, compiled)
+        return api
+
+    async def page() -> object:
+        return (await conn.execute(page_stmt)).all()
+
+    count_ms = await _median_ms(conn, exact, runs)
+    api_ms = await _median_ms(conn, api_count, runs)
+    page_ms = await _median_ms(conn, page, runs)
+    await session.rollback()
+    return matches, api, count_ms, api_ms, page_ms
+
+
+async def _corpus(database: Database, runs: int) -> list[str]:
+    """Every corpus query: refused (and why), or its count, API count, first page and plans."""
+    async with database.session() as session:
+        org_id = await session.scalar(select(func.min(Lead.organization_id)))
+        assert org_id is not None
+        user_id = await session.scalar(select(func.min(User.id)).where(User.organization_id == org_id))
+        assert user_id is not None
+        ctx = await load_search_context(session, organization_id=org_id, user_id=user_id)
+    rows: list[tuple[str, str, str, str, str, str, str]] = []
+    misses: list[str] = []
+    slowest: tuple[float, str, Any] = (0.0, "", None)
+    # Every connection from here on stops a statement at the timeout (reset by _main at the end).
+    await _admin(f'ALTER DATABASE "{DB_NAME}" SET statement_timeout = {TIMEOUT_MS}')
+    await database.engine.dispose()
+    async with database.session() as session:
+        for original in corpus_queries():
+            query = _placeholders(original, user_id)
+            try:
+                compiled = compile_search(query, ctx)
+            except QueryError as exc:
+                rows.append((original, f"refused: {exc.kind}", "", "", "", "", exc.detail[:70]))
+                continue
+            count_stmt, page_stmt = compiled.count(), compiled.page(0, PAGE)
+            matches, api, count_ms, api_ms, page_ms = await _time_query(session, compiled, runs)
+            await session.rollback()
+            conn = await session.connection()
+            count_plan, page_plan = await _plan(conn, count_stmt), await _plan(conn, page_stmt)
+            shown = f"~{api.value:,}" if api.approximate else f"{api.value:,}"
+            rows.append(
+                (original, f"{matches:,}" if count_ms is not None else "?", _ms(count_ms), f"{_ms(api_ms)} {shown}",
+                 _ms(page_ms), plan_shape(count_plan), plan_shape(page_plan))
+            )  # fmt: skip
+            count_ok = count_ms is not None and count_ms < COUNT_TARGET_MS
+            api_ok = api_ms is not None and (api_ms < APPROX_TARGET_MS if api.approximate else count_ok)
+            if not api_ok:
+                misses.append(f"count {_ms(api_ms)} ms: {original}")
+            if page_ms is None or page_ms >= PAGE_TARGET_MS:
+                misses.append(f"first page {_ms(page_ms)} ms: {original}")
+            worst = max(api_ms or TIMEOUT_MS, page_ms or TIMEOUT_MS)
+            if worst > slowest[0]:
+                page_worse = (page_ms or TIMEOUT_MS) >= (api_ms or TIMEOUT_MS)
+                slowest = (worst, original, page_stmt if page_worse else count_stmt)
+            await session.rollback()
+
+        lines = [
+            f"--- public corpus ({CORPUS.name}): {len(rows)} queries, medians of {runs} after a warm-up",
+            f"count = exact COUNT; api = what GET /lead/ answers (~ = approximate: the exact count took over "
+            f"{EXACT_COUNT_BUDGET_MS} ms); page = first {PAGE} ids",
+            f"targets: count < {COUNT_TARGET_MS:.0f} ms or approximate < {APPROX_TARGET_MS:.0f} ms; "
+            f"page < {PAGE_TARGET_MS:.0f} ms",
+            "",
+            f"{'query':<58}{'matches':>10}{'count ms':>10}{'api ms':>10} {'api says':<10}{'page ms':>9}",
+        ]
+        plan_lines = []
+        for query, matches_s, count_s, api_s, page_s, count_plan_s, page_plan_s in rows:
+            api_ms_s, _, says = api_s.partition(" ")
+            short = query if len(query) <= 56 else query[:53] + "..."
+            lines.append(f"{short:<58}{matches_s:>10}{count_s:>10}{api_ms_s:>10} {says:<10}{page_s:>9}")
+            if count_plan_s or page_plan_s:
+                plan_lines += [query, f"    count: {count_plan_s}", f"    page:  {page_plan_s}"]
+        refused = sum(1 for r in rows if r[1].startswith("refused"))
+        modelled = len(rows) - refused
+        lines += [
+            "",
+            f"modelled {modelled}, refused {refused}; missed targets: {len(misses)}",
+            *(f"  MISS {m}" for m in misses),
+            f"slowest: {slowest[1]!r} ({_ms(slowest[0])} ms)",
+            "",
+            "--- plan shapes (EXPLAIN, count then first page)",
+            *plan_lines,
+        ]
+        if slowest[2] is not None:
+            await session.rollback()
+            conn = await session.connection()
+            await conn.execute(text(f"SET LOCAL statement_timeout = {TIMEOUT_MS * 3}"))
+            lines += [f"--- EXPLAIN (ANALYZE, BUFFERS): slowest, {slowest[1]}", await _explain(conn, slowest[2])]
+    return lines
+
+
 async def _main(args: argparse.Namespace) -> str:
     database = await _prepare(args.leads, args.reuse)
     try:
         lines, plans = await _bench(database, args.runs)
+        corpus_lines = await _corpus(database, runs=3)
     finally:
+        await _admin(f'ALTER DATABASE "{DB_NAME}" RESET statement_timeout')
         await database.dispose()
         if not args.keep:
             await _admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-    return "\n".join([*lines, "", *plans])
+    return "\n".join([*lines, "", *corpus_lines, "", *plans])
 
 
 def main(argv: list[str] | None = None) -> None:
