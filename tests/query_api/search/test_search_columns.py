@@ -21,7 +21,9 @@ from bulkmail.shared.unsubscribe import make_token
 
 async def _primary(database: Database, lead_id: int) -> tuple[str | None, bool]:
     async with database.session() as session:
-        row = (await session.execute(select(Lead.primary_email, Lead.has_sendable_email).where(Lead.id == lead_id))).one()
+        row = (
+            await session.execute(select(Lead.primary_email, Lead.has_sendable_email).where(Lead.id == lead_id))
+        ).one()
     return row[0], bool(row[1])
 
 
@@ -37,7 +39,10 @@ async def test_lead_create_and_update_keep_the_primary_email(make_tenant, databa
         "name": "Acme",
         "contacts": [
             {"name": "No Email"},
-            {"name": "Jane", "emails": [{"email": " Jane@Acme.example ", "is_unsubscribed": True}, {"email": "j2@x.io"}]},
+            {
+                "name": "Jane",
+                "emails": [{"email": " Jane@Acme.example ", "is_unsubscribed": True}, {"email": "j2@x.io"}],
+            },
         ],
     }
     created = await tenant.client.post("/api/v1/lead/", json=body)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 from datetime import timedelta
 
+import pytest
 from conftest import NOW, Dataset
 from sqlalchemy import select
 

@@ -310,7 +310,7 @@ def _custom_field(env: Env, name: str, offset: int) -> CustomFieldHandler:
     if not name.strip():
         # Refused even with an open catalogue: no field has an empty name.
         raise env.fail(
-            "custom. needs the field's name, e.g. custom.Industry or \"custom.Lead Source\"",
+            'custom. needs the field\'s name, e.g. custom.Industry or "custom.Lead Source"',
             offset,
             expected=["custom.<Field Name>"],
             kind="unknown_field",

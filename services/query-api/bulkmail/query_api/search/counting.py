@@ -30,9 +30,7 @@ from bulkmail.query_api.search.compiler import CompiledSearch
 EXACT_COUNT_BUDGET_MS = 120
 QUERY_CANCELED = "57014"  # SQLSTATE of a statement stopped by statement_timeout
 # Sets the budget for the rest of the transaction and returns the setting it replaces.
-_SET_TIMEOUT = text(
-    "SELECT current_setting('statement_timeout') || left(set_config('statement_timeout', :t, true), 0)"
-)
+_SET_TIMEOUT = text("SELECT current_setting('statement_timeout') || left(set_config('statement_timeout', :t, true), 0)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from sqlalchemy import and_, func, literal_column, or_, true
+from sqlalchemy import ColumnElement, String, and_, func, literal_column, or_, true
 
 from bulkmail.query_api.search import ast
 from bulkmail.query_api.search.fields import (
@@ -250,14 +250,16 @@ _phone = RelatedField("phone_number", "number", LEAD_PHONE)
 _calls = CountField(lambda: Lead.num_calls)
 
 
+# A literal, not a parameter, so the partial index ix_email_activities_search_sent applies.
+OUTGOING: ColumnElement[str] = literal_column("'outgoing'", String)
+
+
 def _some_email_sent(env: Env, cond: Callable[[Column], Cond]) -> Cond:
-    # The literal 'outgoing' matches the partial index ix_email_activities_search_sent.
     return related_exists(
         env, "email", LEAD_ACTIVITY, and_(EmailActivity.direction == OUTGOING, cond(EmailActivity.date_sent))
     )
 
 
-OUTGOING = literal_column("'outgoing'")
 _last_email = LatestDateField(lambda: Lead.last_emailed_at, _some_email_sent)
 _last_call = DateField(lambda: Lead.last_called_at)
 _opp_status = RelatedField("opportunity", "status", LEAD_OPPORTUNITY)
