@@ -82,30 +82,38 @@ UPDATE leads SET
     has_sendable_email = coalesce(({_FIRST_EMAIL.format(column="NOT ce.is_unsubscribed")}), false)
 WHERE num_email_addresses > 0
 """
-# The same in one pass over the emails (PostgreSQL): per-lead sub-queries took minutes at 1M leads.
+# The same on PostgreSQL, one range of lead ids per transaction: a single UPDATE of every lead
+# would hold each row's lock (blocking the send path's counter updates) until the end.
+BACKFILL_BATCH = 20_000
 BACKFILL_POSTGRESQL = """
 UPDATE leads SET primary_email = first.email_normalized, has_sendable_email = NOT first.is_unsubscribed
 FROM (
     SELECT DISTINCT ON (ce.lead_id) ce.lead_id, ce.email_normalized, ce.is_unsubscribed
     FROM contact_emails ce JOIN contacts c ON c.id = ce.contact_id
+    WHERE ce.lead_id >= {first} AND ce.lead_id < {end}
     ORDER BY ce.lead_id, c.position, c.id, ce.position, ce.id
 ) AS first
-WHERE leads.id = first.lead_id
+WHERE leads.id = first.lead_id AND leads.id >= {first} AND leads.id < {end}
 """
 
 
 def upgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
-    with op.batch_alter_table("leads") as batch:
-        batch.add_column(sa.Column("primary_email", sa.String(320), nullable=True))
-        batch.add_column(sa.Column("has_sendable_email", sa.Boolean(), nullable=False, server_default=sa.text("false")))
-    op.execute(BACKFILL_POSTGRESQL if postgres else BACKFILL)
+    # Plain ALTER TABLE ADD COLUMN on both backends: SQLite's batch mode would copy the table,
+    # and dropping the old copy cascades (ON DELETE CASCADE) to every contact and email.
+    op.add_column("leads", sa.Column("primary_email", sa.String(320), nullable=True))
+    op.add_column("leads", sa.Column("has_sendable_email", sa.Boolean(), nullable=False, server_default=sa.false()))
     if not postgres:
+        op.execute(BACKFILL)
         for name, table, columns, where in BTREE_INDEXES:
             op.create_index(name, table, columns, sqlite_where=sa.text(where) if where else None)
         return
     op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
     with op.get_context().autocommit_block():
+        bind = op.get_bind()
+        last = bind.execute(sa.text("SELECT coalesce(max(id), 0) FROM leads")).scalar_one()
+        for first in range(0, int(last) + 1, BACKFILL_BATCH):
+            op.execute(BACKFILL_POSTGRESQL.format(first=first, end=first + BACKFILL_BATCH))
         for name, table, columns, where in BTREE_INDEXES:
             partial = f" WHERE {where}" if where else ""
             op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} ({', '.join(columns)}){partial}")
@@ -129,6 +137,6 @@ def downgrade() -> None:
     else:
         for name, table, _columns, _where in reversed(BTREE_INDEXES):
             op.drop_index(name, table_name=table)
-    with op.batch_alter_table("leads") as batch:
-        batch.drop_column("has_sendable_email")
-        batch.drop_column("primary_email")
+    # SQLite 3.35+ drops a column in place (no table copy, so no cascade).
+    op.drop_column("leads", "has_sendable_email")
+    op.drop_column("leads", "primary_email")
