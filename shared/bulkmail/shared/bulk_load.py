@@ -155,7 +155,7 @@ COLUMNS: dict[Table, tuple[str, ...]] = {
     _table(Lead): _names("""id organization_id name description url status_id created_at updated_at created_by_id
         updated_by_id search_text num_contacts num_addresses num_email_addresses num_phone_numbers
         num_emails num_calls num_opportunities num_tasks last_emailed_at last_called_at
-        last_email_opened_at"""),
+        last_email_opened_at primary_email has_sendable_email"""),
     _table(Contact): _names("id organization_id lead_id position name title"),
     _table(ContactEmail): _names("""id organization_id contact_id lead_id position email email_normalized type
         is_unsubscribed"""),
@@ -320,12 +320,15 @@ class LeadLoader:
             if m.date_opened is not None and (last_opened_at is None or m.date_opened > last_opened_at):
                 last_opened_at = m.date_opened
 
+        # The primary email: the first email of the first contact that has one.
+        primary = next((c.emails[0] for c in lead.contacts if c.emails), None)
         rows[_table(Lead)].append(
             (lead_id, org, lead.name, lead.description, lead.url, lead.status_id, lead.created_at,
              lead.created_at, lead.user_id, lead.user_id, build_search_text(text_parts),
              len(lead.contacts), len(lead.addresses), n_emails, n_phones, len(lead.emails),
              len(lead.calls), len(lead.opportunities), len(lead.tasks), last_emailed_at,
-             last_called_at, last_opened_at)
+             last_called_at, last_opened_at, normalize_email(primary.email) if primary else None,
+             primary is not None and not primary.is_unsubscribed)
         )  # fmt: skip
         return lead_id
 

@@ -2,7 +2,8 @@
 
 Every write that changes a lead's contacts, addresses or activities calls
 ``refresh_lead_counters`` for the leads it touched (one UPDATE for all of them); bulk loaders
-compute the same values while generating rows. The search language then reads columns on
+compute the same values while generating rows. That includes the lead's primary email (the
+address a send to the lead goes to) and whether it may be mailed. The search language then reads columns on
 ``leads`` instead of aggregating related tables per query.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import false, func, not_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.shared.models import (
@@ -53,6 +54,38 @@ def build_search_text(parts: Iterable[str | None]) -> str:
     return " ".join(" ".join(words).split())
 
 
+def first_email(column: Any) -> Any:
+    """``column`` of the lead's primary email: the first email of the first contact that has one.
+
+    The order is the dispatcher's for contact preference "lead" (contact position, then email
+    position, ids breaking ties), so ``leads.primary_email`` is the address such a send uses.
+    """
+    return (
+        select(column)
+        .select_from(ContactEmail)
+        .join(Contact, Contact.id == ContactEmail.contact_id)
+        .where(ContactEmail.lead_id == Lead.id)
+        .order_by(Contact.position, Contact.id, ContactEmail.position, ContactEmail.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+async def refresh_primary_email(session: AsyncSession, lead_ids: Sequence[int]) -> None:
+    """Only the primary email columns: for writes that change no counter (an unsubscribe)."""
+    if not lead_ids:
+        return
+    await session.execute(
+        update(Lead)
+        .where(Lead.id.in_(list(lead_ids)))
+        .values(
+            primary_email=first_email(ContactEmail.email_normalized),
+            has_sendable_email=func.coalesce(first_email(not_(ContactEmail.is_unsubscribed)), false()),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def refresh_lead_counters(session: AsyncSession, lead_ids: Sequence[int]) -> None:
     """Recompute counters and search text for the given leads from their related rows."""
     if not lead_ids:
@@ -82,6 +115,8 @@ async def refresh_lead_counters(session: AsyncSession, lead_ids: Sequence[int]) 
             .where(EmailActivity.lead_id == Lead.id)
             .scalar_subquery(),
             last_called_at=select(func.max(Call.date)).where(Call.lead_id == Lead.id).scalar_subquery(),
+            primary_email=first_email(ContactEmail.email_normalized),
+            has_sendable_email=func.coalesce(first_email(not_(ContactEmail.is_unsubscribed)), false()),
         )
         .execution_options(synchronize_session=False)
     )

@@ -180,6 +180,10 @@ class Lead(Base):
     last_emailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_called_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_email_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The address a send with contact preference "lead" goes to (the first email of the first
+    # contact that has one, normalised), and whether it may be mailed (not marked unsubscribed).
+    primary_email: Mapped[str | None] = mapped_column(String(320))
+    has_sendable_email: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_text("false"))
 
     status: Mapped[LeadStatus | None] = relationship(lazy="raise")
     contacts: Mapped[list[Contact]] = relationship(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
-from conftest import Dataset
+from conftest import NOW, Dataset
 from sqlalchemy import select
 
 from bulkmail.query_api.search import compile_search
@@ -89,6 +91,14 @@ CASES: list[tuple[str, str]] = [
     ("updated > 30 days ago", "bruce initech umbrella stark hooli"),
     ('date_updated>="2026-11-01" date_updated<"2026-12-01"', "acme globex"),
     ("last_emailed < 2 days ago", "stark"),
+    # last_emailed is answered from the emails sent (the latest of them), not the lead's column
+    ("last_email <= 30 days ago", "acme globex stark"),
+    ("last_emailed > 5 days ago", "acme"),
+    ("last_emailed >= 3 days ago", "acme globex"),
+    ("not last_emailed < 2 days ago", "acme bruce globex initech umbrella hooli"),
+    ("last_emailed:*", "acme globex stark"),
+    (f"last_emailed:{(NOW - timedelta(days=3)).date().isoformat()}", "globex"),
+    ("last_emailed < 2026-11-21", "acme"),
     ("email_opened: yes", "acme"),
     ("email_opened: no", "bruce globex initech umbrella stark hooli"),
     ("email_opened > 1 day ago", "acme"),
@@ -127,6 +137,9 @@ CASES: list[tuple[str, str]] = [
     ("opportunity:won", "initech"),
     ("opportunity:on_hold", "umbrella"),
     ("opportunity_user:me", "initech"),
+    # Close's scripts search opportunities by owner as user_id:"user_…"
+    ("user_id:me", "initech"),
+    ("opportunity(user_id:mary status:lost)", "umbrella"),
     ("opportunity_value >= 1500", "initech umbrella"),
     ("opportunity_value < 1000", "umbrella"),
     ("not opportunity:lost", "acme bruce globex initech stark hooli"),

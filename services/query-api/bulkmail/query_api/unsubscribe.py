@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bulkmail.query_api.deps import SessionDep, SettingsDep
+from bulkmail.shared.counters import refresh_primary_email
 from bulkmail.shared.models import ContactEmail, Suppression
 from bulkmail.shared.unsubscribe import read_token
 
@@ -51,12 +52,14 @@ async def unsubscribe(token: str, request: Request, session: SessionDep, setting
     if found is None:
         return _page(_INVALID, 404)
     organization_id, email = found
-    await session.execute(
+    marked = await session.execute(
         update(ContactEmail)
         .where(ContactEmail.organization_id == organization_id, ContactEmail.email_normalized == email)
         .values(is_unsubscribed=True)
+        .returning(ContactEmail.lead_id)
         .execution_options(synchronize_session=False)
     )
+    await refresh_primary_email(session, sorted({lead_id for (lead_id,) in marked}))
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = insert(Suppression).values(organization_id=organization_id, email_normalized=email, reason="unsubscribed")
     await session.execute(

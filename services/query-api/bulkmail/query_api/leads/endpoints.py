@@ -14,6 +14,7 @@ from bulkmail.query_api.leads.schemas import LeadIn, LeadList, LeadOut, LeadUpda
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.pagination import PageDep, fetch_page
 from bulkmail.query_api.search import compile_search, load_search_context
+from bulkmail.query_api.search.counting import count_matches
 from bulkmail.shared.models import Lead
 
 router = APIRouter(prefix="/lead", tags=["lead"])
@@ -32,9 +33,15 @@ async def list_leads(
     ctx = await load_search_context(session, organization_id=principal.organization_id, user_id=principal.user_id)
     compiled = compile_search(query, ctx)
     ids = list((await session.scalars(compiled.page(page.skip, page.limit + 1))).all())
-    total = int(await session.scalar(compiled.count()) or 0)
+    # Exact when quick; past a budget, the planner's estimate, flagged (the search box shows "~").
+    total = await count_matches(session, compiled)
     leads = await repository.load_leads(session, principal.organization_id, ids[: page.limit])
-    return LeadList(data=[service.to_out(lead) for lead in leads], has_more=len(ids) > page.limit, total_results=total)
+    return LeadList(
+        data=[service.to_out(lead) for lead in leads],
+        has_more=len(ids) > page.limit,
+        total_results=total.value,
+        total_results_approximate=total.approximate,
+    )
 
 
 @router.post("/", response_model=LeadOut, status_code=status.HTTP_201_CREATED)

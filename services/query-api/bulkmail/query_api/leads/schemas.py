@@ -172,4 +172,7 @@ class LeadOut(BaseModel):
 class LeadList(BaseModel):
     data: list[LeadOut]
     has_more: bool
+    # With a query: how many leads match. Counting exactly may take too long on a large
+    # database; then this is the database's estimate and total_results_approximate is true.
     total_results: int | None = None
+    total_results_approximate: bool = False

@@ -5,7 +5,7 @@
     compiled = compile_search(query, ctx)        # QueryError when refused
     ids = (await session.scalars(compiled.page(skip=0, limit=101))).all()
 
-The grammar is ``grammar.lark``; SEARCH.md in the team docs describes the language.
+The grammar is ``grammar.lark``; docs/search.md says what the search reads, how it counts and how it is measured.
 """
 
 from bulkmail.query_api.search.ast import Query, to_dict

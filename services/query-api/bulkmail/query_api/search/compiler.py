@@ -65,6 +65,10 @@ class CompiledSearch:
         stmt = select(Lead.id).where(self.where).order_by(*self.order_by)
         return stmt.limit(self.limit) if self.limit is not None else stmt
 
+    def filtered(self) -> Select[Any]:
+        """Every matching lead id, unordered and uncapped (what the planner estimates)."""
+        return select(Lead.id).where(self.where)
+
     def page(self, skip: int, limit: int) -> Select[Any]:
         """One page of ids (ask for limit + 1 to learn has_more), never past `limit:`."""
         if self.limit is not None:
@@ -303,6 +307,14 @@ class CustomFieldHandler(Handler):
 
 
 def _custom_field(env: Env, name: str, offset: int) -> CustomFieldHandler:
+    if not name.strip():
+        # Refused even with an open catalogue: no field has an empty name.
+        raise env.fail(
+            'custom. needs the field\'s name, e.g. custom.Industry or "custom.Lead Source"',
+            offset,
+            expected=["custom.<Field Name>"],
+            kind="unknown_field",
+        )
     catalogue = env.ctx.custom_fields
     if catalogue is None:
         return CustomFieldHandler(CustomFieldRef(None, name, CustomFieldType.text))

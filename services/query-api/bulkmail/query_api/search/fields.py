@@ -24,6 +24,7 @@ from sqlalchemy import (
     exists,
     func,
     literal_column,
+    not_,
     or_,
     select,
     true,
@@ -185,6 +186,14 @@ class EmailField(Handler):
         return or_(*(col.like(p, escape="\\") for p in (f"{text}%", f"%@{text}%", f"%.{text}%")))
 
 
+def phone_digits(column: Column) -> Column:
+    """The digits of a phone number; literals, so PostgreSQL matches the trigram index of 0011."""
+    stripped: Column = column
+    for ch in " -().+/":
+        stripped = func.replace(stripped, literal_column(f"'{ch}'"), literal_column("''"))
+    return stripped
+
+
 @dataclass(frozen=True)
 class PhoneField(Handler):
     """Digits compared, so `415` finds "+1 (415) 555-0100": from the start, or after a country code."""
@@ -199,9 +208,7 @@ class PhoneField(Handler):
         if not wanted:
             raise env.fail(f"{name} takes digits, e.g. {name}:415", value.offset, expected=["a phone number"])
         col = self.column()
-        stripped: Column = col
-        for ch in " -().+/":
-            stripped = func.replace(stripped, ch, "")
+        stripped = phone_digits(col)
         after_code = or_(*(stripped.like("_" * n + wanted + "%") for n in (1, 2, 3)))
         return or_(stripped.like(wanted + "%"), and_(col.like("+%"), after_code))
 
@@ -282,7 +289,12 @@ class ChoiceField(Handler):
 _FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", ":": ":", "=": "="}
 
 
-def date_condition(env: Env, column: Column, op: str, value: ast.Value, name: str) -> Cond:
+# A bound on a date: (instant, inclusive).
+Bound = tuple[datetime, bool]
+
+
+def date_bounds(env: Env, op: str, value: ast.Value, name: str) -> tuple[Bound | None, Bound | None]:
+    """`name op value` as a lower and an upper bound on the date (either may be None)."""
     parsed = values.parse_date(value.text, now=env.now, tz=env.tz)
     if parsed is None:
         raise env.fail(
@@ -297,19 +309,37 @@ def date_condition(env: Env, column: Column, op: str, value: ast.Value, name: st
         if op in (":", "=") and start == end:
             start, end = values.day_of(start, env.tz)  # `last_called:"3 days ago"`: during that day
     if start == end:
-        cond = compare(column, op, start)
-    elif op in (":", "="):
-        cond = and_(column >= start, column < end)
-    elif op == "<":
-        cond = column < start
-    elif op == "<=":
-        cond = column < end
-    elif op == ">":
-        cond = column >= end
-    else:
-        cond = column >= start
+        return {
+            ":": ((start, True), (start, True)),
+            "=": ((start, True), (start, True)),
+            "<": (None, (start, False)),
+            "<=": (None, (start, True)),
+            ">": ((start, False), None),
+            ">=": ((start, True), None),
+        }[op]
+    return {
+        ":": ((start, True), (end, False)),
+        "=": ((start, True), (end, False)),
+        "<": (None, (start, False)),
+        "<=": (None, (end, False)),
+        ">": ((end, True), None),
+        ">=": ((start, True), None),
+    }[op]
+
+
+def after(column: Column, bound: Bound) -> Cond:
+    return column >= bound[0] if bound[1] else column > bound[0]
+
+
+def before(column: Column, bound: Bound) -> Cond:
+    return column <= bound[0] if bound[1] else column < bound[0]
+
+
+def date_condition(env: Env, column: Column, op: str, value: ast.Value, name: str) -> Cond:
+    lower, upper = date_bounds(env, op, value, name)
+    conds = [before(column, upper) if upper else None, after(column, lower) if lower else None]
     # Never NULL, so `not last_called < "3 days ago"` keeps the leads never called.
-    return and_(column.is_not(None), cond)
+    return and_(column.is_not(None), *(c for c in conds if c is not None))
 
 
 @dataclass(frozen=True)
@@ -328,6 +358,35 @@ class DateField(Handler):
             if answer is not None:
                 return col.is_not(None) if answer else col.is_(None)
         return date_condition(env, col, op, value, name)
+
+
+@dataclass(frozen=True)
+class LatestDateField(Handler):
+    """The latest date among a lead's related rows (`last_emailed`), asked of those rows' index.
+
+    The lead keeps the same date in a column (``column``: sorting, ``:*``), but that column
+    changes with every email sent, and an index on it would cost each send its HOT update. The
+    latest date is on or after a bound when some row is, and before a bound when no row is at
+    or after it; an index on the rows' dates answers both.
+    """
+
+    column: Callable[[], Column]
+    # The condition "some related row's date satisfies cond(date)".
+    some_row: Callable[[Env, Callable[[Column], Cond]], Cond]
+    ops: tuple[str, ...] = ALL_OPS
+
+    def compile(self, env: Env, name: str, op: str, value: ast.Value) -> Cond:
+        self.check_op(env, name, op, value)
+        if value.kind is ast.ValueKind.star:
+            return self.column().is_not(None)
+        lower, upper = date_bounds(env, op, value, name)
+        conds: list[Cond] = []
+        if lower is not None:
+            conds.append(self.some_row(env, lambda date: after(date, lower)))
+        if upper is not None:
+            later = (upper[0], not upper[1])  # "no row after the bound"
+            conds += [self.column().is_not(None), not_(self.some_row(env, lambda date: after(date, later)))]
+        return and_(*conds)
 
 
 # --- references by name: users, statuses, templates ------------------------------------------

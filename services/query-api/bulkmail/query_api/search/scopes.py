@@ -7,21 +7,23 @@ dates are read from the columns the write path keeps on `leads`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from sqlalchemy import func, literal_column, or_, true
+from sqlalchemy import ColumnElement, String, and_, func, literal_column, or_, true
 
 from bulkmail.query_api.search import ast
 from bulkmail.query_api.search.fields import (
     ZERO,
     BoolField,
     ChoiceField,
+    Column,
     Cond,
     CountField,
     DateField,
     EmailField,
     Env,
     Field,
+    LatestDateField,
     NumberField,
     PhoneField,
     RelatedField,
@@ -232,6 +234,7 @@ OPPORTUNITY_SCOPE = Scope(
         status=ChoiceField(lambda: Opportunity.status, OPPORTUNITY_STATUSES),
         value=NumberField(lambda: Opportunity.value),
         user=_opp_user,
+        user_id=_opp_user,
         owner=_opp_user,
         created=_opp_created,
         date_created=_opp_created,
@@ -245,7 +248,19 @@ _status = StatusField(lambda: Lead.status_id)
 _email = RelatedField("email_address", "address", LEAD_EMAIL_ADDRESS)
 _phone = RelatedField("phone_number", "number", LEAD_PHONE)
 _calls = CountField(lambda: Lead.num_calls)
-_last_email = DateField(lambda: Lead.last_emailed_at)
+
+
+# A literal, not a parameter, so the partial index ix_email_activities_search_sent applies.
+OUTGOING: ColumnElement[str] = literal_column("'outgoing'", String)
+
+
+def _some_email_sent(env: Env, cond: Callable[[Column], Cond]) -> Cond:
+    return related_exists(
+        env, "email", LEAD_ACTIVITY, and_(EmailActivity.direction == OUTGOING, cond(EmailActivity.date_sent))
+    )
+
+
+_last_email = LatestDateField(lambda: Lead.last_emailed_at, _some_email_sent)
 _last_call = DateField(lambda: Lead.last_called_at)
 _opp_status = RelatedField("opportunity", "status", LEAD_OPPORTUNITY)
 
@@ -301,6 +316,9 @@ LEAD_FIELDS: dict[str, Field] = _dict(
     opportunity=_opp_status,
     opportunity_status=_opp_status,
     opportunity_user=RelatedField("opportunity", "user", LEAD_OPPORTUNITY),
+    # Close's own scripts search opportunities with `user_id:"user_…"` (their owner); on a lead
+    # it means the same as opportunity_user.
+    user_id=RelatedField("opportunity", "user", LEAD_OPPORTUNITY),
     opportunity_value=RelatedField("opportunity", "value", LEAD_OPPORTUNITY),
     assigned_to=RelatedField("task", "assigned_to", LEAD_TASK),
     **{name: Unmodelled(what) for name, what in UNMODELLED_FIELDS.items()},  # type: ignore[arg-type]

@@ -1,0 +1,90 @@
+"""How many leads a search matches: exact when that is quick, else an estimate marked approximate.
+
+A search box that counts as the user types must not hold the database for seconds on a query
+that matches half a million leads. On PostgreSQL the exact count gets a time budget; when it
+runs past it, the answer is the planner's estimate of the matching rows, and the caller shows
+it as approximate (Close shows "~12,345 leads"). SQLite (the embedded mode, a small database)
+always counts exactly.
+
+Never use this for what is about to be sent: the audit before a send and the snapshot count
+exactly, whatever it costs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Executable, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from bulkmail.query_api.search.compiler import CompiledSearch
+
+# What an exact count may take before the estimate answers instead (a web app debounces key
+# strokes at ~250 ms; the first page and the request itself need the rest).
+EXACT_COUNT_BUDGET_MS = 120
+QUERY_CANCELED = "57014"  # SQLSTATE of a statement stopped by statement_timeout
+# Sets the budget for the rest of the transaction and returns the setting it replaces.
+_SET_TIMEOUT = text("SELECT current_setting('statement_timeout') || left(set_config('statement_timeout', :t, true), 0)")
+
+
+@dataclass(frozen=True, slots=True)
+class MatchCount:
+    value: int
+    approximate: bool  # True: the planner's estimate, the exact count would have taken too long
+
+
+class _Explain(Executable, ClauseElement):
+    """``EXPLAIN (FORMAT JSON) <statement>`` with the statement's own bound parameters."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+
+
+@compiles(_Explain, "postgresql")
+def _compile_explain(element: _Explain, compiler: SQLCompiler, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
+
+
+async def count_matches(
+    session: AsyncSession, compiled: CompiledSearch, *, budget_ms: int = EXACT_COUNT_BUDGET_MS
+) -> MatchCount:
+    """The number of leads ``compiled`` matches; approximate only on PostgreSQL past the budget."""
+    if session.get_bind().dialect.name != "postgresql":
+        return MatchCount(int(await session.scalar(compiled.count()) or 0), approximate=False)
+    try:
+        # A savepoint: a cancelled statement aborts only it, and rolling it back also undoes
+        # the local statement_timeout.
+        async with session.begin_nested():
+            previous = await session.scalar(
+                _SET_TIMEOUT,
+                {"t": f"{budget_ms}ms"},
+            )
+            value = int(await session.scalar(compiled.count()) or 0)
+            await session.execute(text("SELECT set_config('statement_timeout', :t, true)"), {"t": previous})
+        return MatchCount(value, approximate=False)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != QUERY_CANCELED:
+            raise
+    return MatchCount(await estimate_matches(session, compiled), approximate=True)
+
+
+async def estimate_matches(session: AsyncSession, compiled: CompiledSearch) -> int:
+    """The planner's estimate of the matching rows (no rows are read), capped by ``limit:``."""
+    plan = await session.scalar(_Explain(compiled.filtered()))
+    if isinstance(plan, str):  # asyncpg hands json back as text
+        plan = json.loads(plan)
+    rows = int(plan[0]["Plan"]["Plan Rows"]) if plan else 0
+    if compiled.limit is not None:
+        rows = min(rows, compiled.limit)
+    return rows
+
+
+__all__ = ["EXACT_COUNT_BUDGET_MS", "MatchCount", "count_matches", "estimate_matches"]

@@ -1,0 +1,69 @@
+"""Counts for the search box: exact when quick, the planner's estimate (flagged) when not."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Dataset
+from sqlalchemy import and_, text
+
+from bulkmail.query_api.search import compile_search
+from bulkmail.query_api.search.compiler import CompiledSearch
+from bulkmail.query_api.search.counting import count_matches
+from bulkmail.shared.db import Database
+from bulkmail.shared.models import Lead
+
+# Only PostgreSQL estimates (SQLite, the embedded mode, always counts exactly).
+POSTGRES_ONLY = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+
+
+async def test_a_quick_count_is_exact(database: Database, dataset: Dataset, backend):
+    compiled = compile_search("status:potential", dataset.context("sqlite" if backend == "sqlite" else "postgresql"))
+    async with database.session() as session:
+        counted = await count_matches(session, compiled)
+    assert (counted.value, counted.approximate) == (3, False)
+
+
+@POSTGRES_ONLY
+async def test_a_count_past_its_budget_answers_the_estimate_and_leaves_the_session_usable(
+    database: Database, dataset: Dataset
+):
+    # A filter that sleeps 50 ms per lead stands in for a count over millions of rows: it
+    # cannot finish within a 20 ms budget; EXPLAIN does not run it.
+    slow = CompiledSearch(
+        where=and_(Lead.organization_id == dataset.organization_id, text("(SELECT true FROM pg_sleep(0.05))")),
+        order_by=(Lead.id.asc(),),
+        limit=None,
+    )
+    async with database.session() as session:
+        await session.execute(text("ANALYZE leads"))
+        before = await session.scalar(text("SHOW statement_timeout"))
+        counted = await count_matches(session, slow, budget_ms=20)
+        assert counted.approximate is True
+        # The estimate of "leads of this organisation" (the sleep is a constant to the planner).
+        total = await session.scalar(text("SELECT count(*) FROM leads"))
+        assert 1 <= counted.value <= total
+        # The transaction goes on, with the timeout it had.
+        assert await session.scalar(text("SHOW statement_timeout")) == before
+        exact = await count_matches(session, compile_search("status:potential", dataset.context("postgresql")))
+        assert (exact.value, exact.approximate) == (3, False)
+
+
+@POSTGRES_ONLY
+async def test_limit_caps_the_estimate_too(database: Database, dataset: Dataset):
+    slow = CompiledSearch(
+        where=and_(Lead.organization_id == dataset.organization_id, text("(SELECT true FROM pg_sleep(0.05))")),
+        order_by=(Lead.id.asc(),),
+        limit=1,
+    )
+    async with database.session() as session:
+        counted = await count_matches(session, slow, budget_ms=20)
+    assert (counted.value, counted.approximate) == (1, True)
+
+
+async def test_the_lead_list_says_whether_its_total_is_approximate(make_tenant):
+    tenant = await make_tenant("Counters")
+    for name in ("Acme", "Acme Two", "Globex"):
+        assert (await tenant.client.post("/api/v1/lead/", json={"name": name})).status_code == 201
+    found = await tenant.client.get("/api/v1/lead/", params={"query": "acme"})
+    body = found.json()
+    assert (body["total_results"], body["total_results_approximate"]) == (2, False)
