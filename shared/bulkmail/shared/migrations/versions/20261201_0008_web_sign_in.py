@@ -7,7 +7,7 @@ Create Date: 2026-12-01 23:40:00
 The web app signs users in with an email and password: ``users.password_hash`` (argon2), an
 address unique among users who can sign in, ``web_sessions`` (the cookie's token stored as its
 SHA-256, expiring and revocable) and ``sign_in_failures`` (counted per account and per client
-address to slow and then refuse password guessing, shared by every query-api replica).
+address to slow and then refuse password guessing, shared by every query-api replica). ``api_keys.last_used_at`` is shown on the settings page.
 
 It follows 0008_webpages (account checks) only because both were written on the same branch.
 """
@@ -38,6 +38,9 @@ def upgrade() -> None:
         postgresql_where=sa.text(CAN_SIGN_IN),
         sqlite_where=sa.text(CAN_SIGN_IN),
     )
+    # When a key was last used, for the settings page (written at most once a minute per key).
+    with op.batch_alter_table("api_keys") as batch:
+        batch.add_column(sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "web_sessions",
         sa.Column("id", ID, nullable=False),
@@ -68,6 +71,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("sign_in_failures")
     op.drop_table("web_sessions")
+    with op.batch_alter_table("api_keys") as batch:
+        batch.drop_column("last_used_at")
     op.drop_index("uq_users_sign_in_email", table_name="users")
     with op.batch_alter_table("users") as batch:
         batch.drop_column("password_hash")
