@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.auth import Principal
 from bulkmail.query_api.bulk_emails.schemas import BulkEmailIn, BulkEmailOut, PreviewIn, PreviewOut, RenderedSample
+from bulkmail.query_api.deps import Outbox
 from bulkmail.query_api.errors import BadRequest, Conflict, NotFound
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.search import CompiledSearch, compile_search, load_search_context
-from bulkmail.shared import bulk_emails
+from bulkmail.shared import bulk_emails, metrics
 from bulkmail.shared.audience import Candidate, choose_candidates, decide, load_batch
+from bulkmail.shared.contracts import DISPATCH_QUEUE, DispatchBulkEmail
 from bulkmail.shared.logging import correlation_id
 from bulkmail.shared.models import (
     BulkEmail,
@@ -119,6 +122,47 @@ async def create(
     bulk.n_leads = min(audience.n_leads, settings.max_bulk_email_leads)
     await session.flush()
     return bulk, True
+
+
+async def create_and_queue(
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    payload: BulkEmailIn,
+    idempotency_key: str | None,
+    outbox: Outbox,
+) -> tuple[BulkEmail, bool]:
+    """Create (or find the retried) bulk email; a new one is handed to the dispatcher after commit."""
+    bulk, created = await create(session, settings, principal, payload, idempotency_key)
+    if created:
+        metrics.record_bulk_email_status(bulk.status.value)
+        outbox.add(DISPATCH_QUEUE, DispatchBulkEmail(bulk_email_id=bulk.id, organization_id=bulk.organization_id))
+        outbox.add_event(await bulk_emails.event_for(session, bulk, bulk.status))
+    return bulk, created
+
+
+async def control(session: AsyncSession, bulk: BulkEmail, to: str, outbox: Outbox) -> None:
+    """Pause, resume or cancel; the event goes out after commit, and a resumed send is pumped again."""
+    new_status = await change_status(session, bulk, to)
+    await session.refresh(bulk)
+    outbox.add_event(await bulk_emails.event_for(session, bulk, new_status))
+    if to == "resuming":
+        outbox.add(DISPATCH_QUEUE, DispatchBulkEmail(bulk_email_id=bulk.id, organization_id=bulk.organization_id))
+
+
+async def retry_and_queue(session: AsyncSession, bulk: BulkEmail, include_unknown: bool, outbox: Outbox) -> int:
+    n = await retry_failed(session, bulk, include_unknown)
+    if n == 0:
+        raise BadRequest(f"Bulk email {bulk.id} has no failed recipients to retry.")
+    await session.refresh(bulk)
+    outbox.add(DISPATCH_QUEUE, DispatchBulkEmail(bulk_email_id=bulk.id, organization_id=bulk.organization_id))
+    return n
+
+
+def recipients_of(bulk_email_id: int, state: RecipientState | None = None) -> Select[Any]:
+    """The per-recipient delivery report, in ledger order, optionally of one state."""
+    stmt = select(Recipient).where(Recipient.bulk_email_id == bulk_email_id).order_by(Recipient.id)
+    return stmt.where(Recipient.state == state) if state is not None else stmt
 
 
 async def _by_idempotency_key(session: AsyncSession, organization_id: int, key: str) -> BulkEmail | None:

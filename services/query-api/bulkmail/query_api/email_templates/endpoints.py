@@ -2,76 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated
-
 from fastapi import APIRouter, status
-from pydantic import BaseModel, ConfigDict, StringConstraints
 from sqlalchemy import delete, select
 
 from bulkmail.query_api.deps import AuthDep, SessionDep
-from bulkmail.query_api.errors import BadRequest
-from bulkmail.query_api.ownership import ensure_name_free, get_owned
+from bulkmail.query_api.email_templates import service
+from bulkmail.query_api.email_templates.schemas import EmailTemplateIn, EmailTemplateOut, EmailTemplateUpdate, to_out
+from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.pagination import ListResponse, PageDep, fetch_page
 from bulkmail.shared.models import EmailTemplate
-from bulkmail.shared.templating import TemplateError, compile_template
 
 router = APIRouter(prefix="/email_template", tags=["email_template"])
-
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Subject = Annotated[str, StringConstraints(max_length=998)]
-Body = Annotated[str, StringConstraints(max_length=1_000_000)]
-
-
-class EmailTemplateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: Name
-    subject: Subject = ""
-    body: Body = ""
-    body_text: Body = ""
-
-
-class EmailTemplateUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: Name | None = None
-    subject: Subject | None = None
-    body: Body | None = None
-    body_text: Body | None = None
-
-
-class EmailTemplateOut(BaseModel):
-    id: int
-    name: str
-    subject: str
-    body: str
-    body_text: str
-    date_created: datetime
-    date_updated: datetime
-
-
-def to_out(t: EmailTemplate) -> EmailTemplateOut:
-    return EmailTemplateOut(
-        id=t.id,
-        name=t.name,
-        subject=t.subject,
-        body=t.body,
-        body_text=t.body_text,
-        date_created=t.created_at,
-        date_updated=t.updated_at,
-    )
-
-
-def _validate(subject: str, body: str, body_text: str) -> None:
-    """A template is saved only if every part compiles in the sandbox."""
-    try:
-        compile_template(subject, body, body_text)
-    except TemplateError as exc:
-        raise BadRequest(
-            f"The template's {exc.part} does not compile at line {exc.line}, column {exc.column}: {exc.message}",
-            part=exc.part,
-            line=exc.line,
-            column=exc.column,
-        ) from None
 
 
 @router.get("/", response_model=ListResponse[EmailTemplateOut])
@@ -83,13 +24,7 @@ async def list_templates(session: SessionDep, principal: AuthDep, page: PageDep)
 
 @router.post("/", response_model=EmailTemplateOut, status_code=status.HTTP_201_CREATED)
 async def create_template(payload: EmailTemplateIn, session: SessionDep, principal: AuthDep) -> EmailTemplateOut:
-    await ensure_name_free(session, EmailTemplate, principal.organization_id, payload.name, None, "A template")
-    _validate(payload.subject, payload.body, payload.body_text)
-    row = EmailTemplate(organization_id=principal.organization_id, **payload.model_dump())
-    session.add(row)
-    await session.flush()
-    await session.refresh(row)
-    return to_out(row)
+    return to_out(await service.create(session, principal.organization_id, payload))
 
 
 @router.get("/{template_id}/", response_model=EmailTemplateOut)
@@ -104,17 +39,7 @@ async def update_template(
     template_id: int, payload: EmailTemplateUpdate, session: SessionDep, principal: AuthDep
 ) -> EmailTemplateOut:
     row = await get_owned(session, EmailTemplate, template_id, principal.organization_id, what="email template")
-    changes = payload.model_dump(exclude_none=True)
-    if "name" in changes:
-        await ensure_name_free(session, EmailTemplate, principal.organization_id, changes["name"], row.id, "A template")
-    _validate(
-        changes.get("subject", row.subject), changes.get("body", row.body), changes.get("body_text", row.body_text)
-    )
-    for key, value in changes.items():
-        setattr(row, key, value)
-    row.updated_at = datetime.now(UTC)
-    await session.flush()
-    return to_out(row)
+    return to_out(await service.update(session, row, payload))
 
 
 @router.delete("/{template_id}/")

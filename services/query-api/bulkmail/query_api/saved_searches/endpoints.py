@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, status
@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from sqlalchemy import delete, select
 
 from bulkmail.query_api.deps import AuthDep, SessionDep
-from bulkmail.query_api.ownership import ensure_name_free, get_owned
+from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.pagination import ListResponse, PageDep, fetch_page
-from bulkmail.query_api.search.validation import validate_saved_search
+from bulkmail.query_api.saved_searches import service
 from bulkmail.shared.models import SavedSearch
 
 router = APIRouter(prefix="/saved_search", tags=["saved_search"])
@@ -45,13 +45,6 @@ def to_out(s: SavedSearch) -> SavedSearchOut:
     return SavedSearchOut(id=s.id, name=s.name, query=s.query, date_created=s.created_at, date_updated=s.updated_at)
 
 
-async def _validate(session: SessionDep, principal: AuthDep, name: str, query: str) -> None:
-    """A Smart View is saved only if its query compiles (QueryError → 400 with the position)."""
-    await validate_saved_search(
-        session, organization_id=principal.organization_id, user_id=principal.user_id, name=name, query=query
-    )
-
-
 @router.get("/", response_model=ListResponse[SavedSearchOut])
 async def list_saved_searches(session: SessionDep, principal: AuthDep, page: PageDep) -> ListResponse[SavedSearchOut]:
     stmt = select(SavedSearch).where(SavedSearch.organization_id == principal.organization_id)
@@ -61,13 +54,7 @@ async def list_saved_searches(session: SessionDep, principal: AuthDep, page: Pag
 
 @router.post("/", response_model=SavedSearchOut, status_code=status.HTTP_201_CREATED)
 async def create_saved_search(payload: SavedSearchIn, session: SessionDep, principal: AuthDep) -> SavedSearchOut:
-    await ensure_name_free(session, SavedSearch, principal.organization_id, payload.name, None, "A Smart View")
-    await _validate(session, principal, payload.name, payload.query)
-    row = SavedSearch(organization_id=principal.organization_id, name=payload.name, query=payload.query)
-    session.add(row)
-    await session.flush()
-    await session.refresh(row)
-    return to_out(row)
+    return to_out(await service.create(session, principal, payload.name, payload.query))
 
 
 @router.get("/{saved_search_id}/", response_model=SavedSearchOut)
@@ -80,16 +67,7 @@ async def update_saved_search(
     saved_search_id: int, payload: SavedSearchUpdate, session: SessionDep, principal: AuthDep
 ) -> SavedSearchOut:
     row = await get_owned(session, SavedSearch, saved_search_id, principal.organization_id, what="Smart View")
-    if payload.name is not None:
-        await ensure_name_free(session, SavedSearch, principal.organization_id, payload.name, row.id, "A Smart View")
-        row.name = payload.name
-    if payload.query is not None or payload.name is not None:
-        await _validate(session, principal, payload.name or row.name, payload.query or row.query)
-    if payload.query is not None:
-        row.query = payload.query
-    row.updated_at = datetime.now(UTC)
-    await session.flush()
-    return to_out(row)
+    return to_out(await service.update(session, principal, row, payload.name, payload.query))
 
 
 @router.delete("/{saved_search_id}/")
