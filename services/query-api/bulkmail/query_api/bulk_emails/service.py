@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -294,8 +295,10 @@ async def preview(session: AsyncSession, settings: Settings, principal: Principa
     audience = await resolve_audience(session, principal, payload)
     limit = settings.max_bulk_email_leads
     warnings: list[str] = []
+    limit_fix = None
     if audience.n_leads > limit:
         warnings.append(_too_many(audience.n_leads, limit))
+        limit_fix = with_limit(audience.query, limit)
     n_audited = min(audience.n_leads, limit)
     excluded = {
         reason.value: 0
@@ -312,10 +315,14 @@ async def preview(session: AsyncSession, settings: Settings, principal: Principa
     org = principal.organization_id
     ids_stmt = audience.compiled.ids().limit(n_audited) if audience.compiled.limit is None else audience.compiled.ids()
     lead_ids = list(await session.scalars(ids_stmt))[:n_audited]
-    template = audience.template.id if payload.exclude_already_emailed else None
+    already_received = 0
     for start in range(0, len(lead_ids), AUDIT_BATCH):
         batch = lead_ids[start : start + AUDIT_BATCH]
-        loaded = await load_batch(session, org, batch, template)
+        # Earlier sends are always looked up: the re-send warning needs them even when they are not excluded.
+        loaded = await load_batch(session, org, batch, audience.template.id)
+        already_received += len(loaded.already_received)
+        if not payload.exclude_already_emailed:
+            loaded = replace(loaded, already_received=set())
         for d in decide(loaded, batch, payload.contact_preference, seen):
             if d.duplicate:
                 excluded["duplicate_address"] += 1
@@ -323,6 +330,14 @@ async def preview(session: AsyncSession, settings: Settings, principal: Principa
                 excluded[d.reason.value] += 1
             elif d.candidate is not None:
                 recipients.append(d.candidate)
+    resend_fix = None
+    if already_received:
+        name = audience.template.name
+        if payload.exclude_already_emailed:
+            warnings.append(f"{already_received:,} leads already received the template {name!r}; they are left out.")
+        else:
+            warnings.append(f"{already_received:,} leads already received the template {name!r} and will get it again.")
+        resend_fix = without_template(audience.query, name)
     warnings += _provider_warnings(audience.account, len(recipients))
     samples = await _samples(session, principal, audience, recipients[: payload.samples])
     return PreviewOut(
@@ -332,7 +347,31 @@ async def preview(session: AsyncSession, settings: Settings, principal: Principa
         excluded=excluded,
         warnings=warnings,
         samples=samples,
+        already_received=already_received,
+        resend_fix=resend_fix,
+        limit_fix=limit_fix,
     )
+
+
+_LIMIT = re.compile(r"\blimit\s*:\s*\d+", re.IGNORECASE)
+
+
+def with_limit(query: str, limit: int) -> str:
+    """The query capped at ``limit`` leads: its own `limit:` lowered, or one added."""
+    if _LIMIT.search(query):
+        return _LIMIT.sub(f"limit:{limit}", query, count=1)
+    return f"{query.strip()} limit:{limit}"
+
+
+def without_template(query: str, template_name: str) -> str:
+    """The query minus the leads that were already sent ``template_name``."""
+    quoted = template_name.replace("\\", "\\\\").replace('"', '\\"')
+    base = query.strip()
+    clause = f'not emailed_template:"{quoted}"'
+    if not base or base == "*":
+        return clause
+    # Parenthesised: an `or` in the query must not swallow the exclusion.
+    return f"({base}) {clause}" if re.search(r"\bor\b", base, re.IGNORECASE) else f"{base} {clause}"
 
 
 def _provider_warnings(account: EmailAccount, n_recipients: int) -> list[str]:
