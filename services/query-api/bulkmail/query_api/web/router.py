@@ -1,0 +1,16 @@
+"""Every web route, behind ``web_guard`` (signed-in user, CSRF on writes).
+
+Page packages add their router here, one include line each.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from bulkmail.query_api.web.session import web_guard
+from bulkmail.query_api.web.settings_page import router as settings_router
+from bulkmail.query_api.web.signin import router as signin_router
+
+web_router = APIRouter(include_in_schema=False, dependencies=[Depends(web_guard)])
+web_router.include_router(signin_router)
+web_router.include_router(settings_router)
