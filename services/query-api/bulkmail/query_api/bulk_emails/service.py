@@ -422,6 +422,29 @@ async def _samples(
     return out
 
 
+async def render_recipient(
+    session: AsyncSession, principal: Principal, template: EmailTemplate, recipient: RecipientRef
+) -> RenderedSample:
+    """The template as one recipient of the organisation would get it (the preview's email bodies)."""
+    try:
+        compiled_template = compile_template(template.subject, template.body, template.body_text)
+    except TemplateError as exc:
+        raise BadRequest(f"Template {template.name!r} cannot be rendered: {exc}") from None
+    user, organization = await sender_context(session, principal.organization_id, principal.user_id)
+    (ctx,) = await load_render_contexts(session, principal.organization_id, [recipient], user, organization)
+    rendered = compiled_template.render(ctx)
+    return RenderedSample(
+        lead_id=recipient.lead_id,
+        contact_id=recipient.contact_id,
+        email=recipient.email,
+        subject=rendered.subject,
+        body=rendered.html,
+        body_text=rendered.text,
+        empty_tags=rendered.empty_tags,
+        unknown_tags=rendered.unknown_tags,
+    )
+
+
 async def render_entry(
     session: AsyncSession, principal: Principal, template_id: int, query: str, entry: int, mode: str
 ) -> RenderedSample:
