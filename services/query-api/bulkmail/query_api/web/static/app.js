@@ -80,5 +80,14 @@
     }
   });
 
+  // On a phone the top navigation scrolls sideways: show the current page's entry.
+  document.addEventListener("DOMContentLoaded", function () {
+    var nav = document.querySelector(".mainnav");
+    var current = nav && nav.querySelector('[aria-current="page"]');
+    if (current && nav.scrollWidth > nav.clientWidth) {
+      nav.scrollLeft = current.offsetLeft - (nav.clientWidth - current.offsetWidth) / 2;
+    }
+  });
+
   window.bulkmail = { fetchJSON: fetchJSON, csrfToken: csrfToken, debounce: debounce, HTTPError: HTTPError };
 })();
