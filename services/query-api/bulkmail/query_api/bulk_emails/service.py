@@ -454,6 +454,14 @@ async def render_entry(
         compiled_template = compile_template(template.subject, template.body, template.body_text)
     except TemplateError as exc:
         raise BadRequest(f"Template {template.name!r} cannot be rendered: {exc}") from None
+    return await render_for_entry(session, principal, compiled_template, query, entry, mode)
+
+
+async def render_for_entry(
+    session: AsyncSession, principal: Principal, compiled_template: CompiledTemplate, query: str, entry: int, mode: str
+) -> RenderedSample:
+    """A compiled template (saved, or a draft being edited) rendered for the ``entry``-th lead or contact."""
+    org = principal.organization_id
     ctx = await load_search_context(session, organization_id=org, user_id=principal.user_id)
     compiled = compile_search(query, ctx)
     # Enough leads to reach the entry even when every lead has one contact (mode=contact).
