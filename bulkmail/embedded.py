@@ -101,7 +101,9 @@ async def ensure_demo(settings: Settings, database: Database, demo_leads: int) -
         async with database.session() as session:
             known = await session.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_api_key(wanted)))
             if known is None:
-                user = await session.scalar(select(User).where(User.email == settings.demo_user_email.lower()).order_by(User.id))
+                user = await session.scalar(
+                    select(User).where(User.email == settings.demo_user_email.lower()).order_by(User.id)
+                )
                 if user is None:
                     return None
                 await add_api_key(session, user, wanted)

@@ -80,7 +80,9 @@ def test_repeated_failures_on_one_account_are_slowed_then_refused_even_with_the_
     web_app: WebApp,
 ) -> None:
     email = f"target-{uuid.uuid4().hex[:6]}@example.com"
-    made = web_app.cli("create-user", "--email", email, "--name", "Tess Target", "--password", "right-password", "--org", "1")
+    made = web_app.cli(
+        "create-user", "--email", email, "--name", "Tess Target", "--password", "right-password", "--org", "1"
+    )
     assert made.returncode == 0, made.stderr
     with httpx.Client(base_url=web_app.base_url, timeout=30) as client:
         statuses = []
@@ -149,7 +151,7 @@ def test_each_sign_in_starts_a_new_session_and_ends_the_one_before(web_app: WebA
 
 
 @pytest.fixture
-def demo_cookie(demo_storage_state) -> str:
+def demo_cookie(demo_storage_state):
     return next(c["value"] for c in demo_storage_state["cookies"] if c["name"] == "bulkmail_session")
 
 
@@ -188,7 +190,7 @@ def test_a_cross_site_form_post_is_refused(web_app: WebApp, demo_cookie: str) ->
 class _AttackerPage(BaseHTTPRequestHandler):
     target = ""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         body = (
             f'<form id="f" method="post" action="{self.target}/settings/api-keys">'
             '<input name="csrf_token" value="guessed"></form>'
