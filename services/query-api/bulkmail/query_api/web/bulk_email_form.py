@@ -293,15 +293,6 @@ def _recipient(value: str) -> tuple[int | None, int | None, str]:
     return _int(lead), _int(contact), email
 
 
-@router.get("/ui/account-checks/{check_id}")
-async def account_check(session: SessionDep, user: WebUserDep, check_id: int) -> JSONResponse:
-    try:
-        outcome = await checks.get_check(session, user.principal, check_id)
-    except APIError as exc:
-        return JSONResponse(exc.body(), status_code=exc.status_code)
-    return JSONResponse({"id": outcome.id, "kind": outcome.kind, "status": outcome.status, "result": outcome.result})
-
-
 @router.post("/bulk-emails")
 async def send_bulk_email(
     request: Request, session: SessionDep, settings: SettingsDep, user: WebUserDep, outbox: OutboxDep

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 
 from bulkmail.query_api.web.bulk_email_form import router as bulk_email_form_router
 from bulkmail.query_api.web.bulk_email_progress import router as bulk_email_progress_router
+from bulkmail.query_api.web.email_accounts import router as email_accounts_router
 from bulkmail.query_api.web.email_templates import router as email_templates_router
 from bulkmail.query_api.web.leads import router as leads_router
 from bulkmail.query_api.web.session import web_guard
@@ -22,3 +23,4 @@ web_router.include_router(leads_router)
 web_router.include_router(bulk_email_form_router)
 web_router.include_router(bulk_email_progress_router)
 web_router.include_router(email_templates_router)
+web_router.include_router(email_accounts_router)
