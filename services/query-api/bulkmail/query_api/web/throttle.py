@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.shared.models import SignInFailure
@@ -74,12 +74,11 @@ async def record_attempt(session: AsyncSession, email: str, client_address: str,
 async def forget_attempt(session: AsyncSession, attempt_id: int, email: str) -> None:
     """A right password: this attempt was no failure, and the account's earlier failures are forgiven.
 
-    The client address keeps its count: one right password must not reset a spray of guesses
-    across many accounts from that address.
+    Forgiven failures lose their account but stay counted for their client address: one right
+    password must not reset a spray of guesses across many accounts from that address.
     """
-    await session.execute(
-        delete(SignInFailure).where(or_(SignInFailure.id == attempt_id, SignInFailure.email == email))
-    )
+    await session.execute(delete(SignInFailure).where(SignInFailure.id == attempt_id))
+    await session.execute(update(SignInFailure).where(SignInFailure.email == email).values(email=""))
 
 
 async def prune(session: AsyncSession, settings: Settings, email: str, client_address: str, now: datetime) -> None:
