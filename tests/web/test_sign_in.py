@@ -112,14 +112,17 @@ def test_repeated_failures_from_one_address_are_refused_for_every_account(web_ap
         assert other.status_code == 303
 
 
-def test_sign_out_revokes_the_session(page: Page, web_app: WebApp) -> None:
+def test_sign_out_revokes_the_session(page: Page, web_app: WebApp, screenshot) -> None:
     sign_in(page, web_app.demo_email, web_app.demo_password, "/settings")
     expect(page).to_have_url(re.compile(r"/settings$"))
     old_cookie = session_cookie(page)
     with signed_in_client(web_app, old_cookie) as client:
         assert client.get("/settings").status_code == 200
 
-    page.get_by_role("button", name="Sign out").click()
+    page.goto("/signout")
+    expect(page.get_by_role("heading", name="Sign out")).to_be_visible()
+    screenshot(page, "signout")
+    page.get_by_role("main").get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(re.compile(r"/signin$"))
     assert "bulkmail_session" not in {c["name"] for c in page.context.cookies()}
 
@@ -221,12 +224,14 @@ def attacker_site(web_app: WebApp) -> Iterator[str]:
 
 
 def test_a_signed_in_browser_lured_to_another_site_cannot_post_to_the_app(
-    signed_in_page: Page, web_app: WebApp, attacker_site: str, demo_cookie: str
+    signed_in_page: Page, web_app: WebApp, attacker_site: str, demo_cookie: str, screenshot
 ) -> None:
     with signed_in_client(web_app, demo_cookie) as client:
         keys_before = _key_count(client)
     with signed_in_page.expect_response(re.compile(r"/settings/api-keys$")) as answer:
         signed_in_page.goto(attacker_site)
     assert answer.value.status == 403
+    expect(signed_in_page.get_by_role("alert")).to_contain_text("another site")
+    screenshot(signed_in_page, "csrf-refused")
     with signed_in_client(web_app, demo_cookie) as client:
         assert _key_count(client) == keys_before
