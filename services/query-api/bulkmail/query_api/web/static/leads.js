@@ -38,7 +38,6 @@
       if (data.error) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid");
       emailButton.setAttribute("href", data.email_link);
       if (data.error) emailButton.setAttribute("aria-disabled", "true"); else emailButton.removeAttribute("aria-disabled");
-      if (saveQuery) saveQuery.value = input.value;
       var url = new URL(window.location.href);
       url.searchParams.set("query", input.value);
       if (sort && sort.value) url.searchParams.set("sort", sort.value); else url.searchParams.delete("sort");
@@ -124,7 +123,11 @@
   var scheduleSearch = bm.debounce(search, 250);
   var scheduleSuggest = bm.debounce(fetchSuggestions, 150);
 
-  input.addEventListener("input", function () { scheduleSearch(); scheduleSuggest(); });
+  input.addEventListener("input", function () {
+    if (saveQuery) saveQuery.value = input.value;  // "Save this search" saves what is in the box
+    scheduleSearch();
+    scheduleSuggest();
+  });
   input.addEventListener("blur", function () { setTimeout(closeList, 100); });
   input.addEventListener("keydown", function (event) {
     if (!suggestions.length) return;
