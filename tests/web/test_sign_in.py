@@ -44,8 +44,13 @@ def test_a_signed_out_user_is_sent_to_sign_in_and_then_back(page: Page, web_app:
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
 
 
-def test_signed_out_json_calls_get_401_and_the_root_leads_to_the_leads(http: httpx.Client) -> None:
-    assert http.get("/ui/anything", headers={"Accept": "application/json"}).status_code in (401, 404)
+def test_signed_out_json_calls_get_401_and_the_root_leads_to_the_leads(http: httpx.Client, web_app: WebApp) -> None:
+    assert http.get("/ui/leads/search", params={"query": ""}).status_code == 401
+    # An API key opens the API, never a page or a /ui/ call.
+    key = {"Authorization": f"Bearer {web_app.api_key}"}
+    assert http.get("/api/v1/lead/", params={"_limit": 1}, headers=key).status_code == 200
+    assert http.get("/ui/leads/search", params={"query": ""}, headers=key).status_code == 401
+    assert http.get("/settings", headers=key).status_code == 303
     root = http.get("/")
     assert root.status_code == 303 and root.headers["location"] == "/leads"
     settings = http.get("/settings")
