@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from bulkmail.query_api.users.service import UserError, check_password, create_user
 from bulkmail.query_api.web import throttle
 from bulkmail.query_api.web.csrf import token_for
+from bulkmail.query_api.web.session import safe_next
 from bulkmail.query_api.web.session_store import (
     TOUCH_INTERVAL,
     now_utc,
@@ -193,3 +194,20 @@ async def test_api_keys_are_listed_and_revoked_within_their_organisation(databas
     async with database.session() as session:
         still = await session.scalar(select(ApiKey.revoked_at).where(ApiKey.id == their_key.id))
         assert still is None
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/bulk-emails/3?x=1", "/bulk-emails/3?x=1"),
+        ("", "/leads"),
+        ("https://evil.example/", "/leads"),
+        ("//evil.example/", "/leads"),
+        ("/\\evil.example/", "/leads"),
+        ("/\t/evil.example/", "/leads"),
+        ("/%0a/ok", "/%0a/ok"),  # still encoded: a path on this site
+        ("leads", "/leads"),
+    ],
+)
+def test_after_sign_in_only_a_path_on_this_site_is_followed(target: str, expected: str) -> None:
+    assert safe_next(target) == expected

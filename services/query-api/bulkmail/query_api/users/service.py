@@ -7,6 +7,7 @@ embedded mode the dispatcher and mailer share the event loop with the pages.
 from __future__ import annotations
 
 import asyncio
+from functools import cache
 
 from pwdlib import PasswordHash
 from sqlalchemy import select
@@ -17,8 +18,13 @@ from bulkmail.shared.models import User
 MIN_PASSWORD_LENGTH = 8
 
 _hasher = PasswordHash.recommended()
-# Verified against when the address is unknown, so a wrong address takes as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("not a password anyone has")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the address is unknown, so a wrong address takes as long as a wrong
+    password (made on first use: hashing at import would slow every start of the API and CLI)."""
+    return _hasher.hash("not a password anyone has")
 
 
 class UserError(ValueError):
@@ -67,13 +73,18 @@ async def set_password(session: AsyncSession, user: User, password: str) -> None
     await session.flush()
 
 
+async def verify_password(stored_hash: str | None, password: str) -> tuple[bool, str | None]:
+    """Whether ``password`` matches ``stored_hash`` (None: no such user, checked as slowly), and a
+    new hash when the hashing parameters were raised since it was made."""
+    return await asyncio.to_thread(_hasher.verify_and_update, password, stored_hash or _dummy_hash())
+
+
 async def check_password(session: AsyncSession, email: str, password: str) -> User | None:
     """The user if ``password`` is theirs; None for a wrong address or password (same time for both)."""
     user = await find_sign_in_user(session, email)
-    stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
-    valid, new_hash = await asyncio.to_thread(_hasher.verify_and_update, password, stored)
+    valid, new_hash = await verify_password(user.password_hash if user is not None else None, password)
     if user is None or not valid:
         return None
-    if new_hash is not None:  # the hashing parameters were raised since this hash was made
+    if new_hash is not None:
         user.password_hash = new_hash
     return user

@@ -100,6 +100,9 @@ OptionalWebUserDep = Annotated[CurrentUser | None, Depends(optional_web_user)]
 
 def safe_next(target: str | None, default: str = "/leads") -> str:
     """Only a path on this site (``/…``, not ``//host`` or ``/\\host``): never an open redirect."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return default
+    # Browsers read a backslash as a slash and drop tabs and newlines: "/\\evil" or "/\t/evil" is "//evil".
+    if "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
         return default
     return target

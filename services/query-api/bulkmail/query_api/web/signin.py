@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from bulkmail.query_api.deps import DatabaseDep, SessionDep
-from bulkmail.query_api.users.service import check_password, normalize_email
+from bulkmail.query_api.users.service import find_sign_in_user, normalize_email, verify_password
 from bulkmail.query_api.web import throttle
 from bulkmail.query_api.web.rendering import render
 from bulkmail.query_api.web.session import (
@@ -21,6 +21,7 @@ from bulkmail.query_api.web.session import (
 )
 from bulkmail.query_api.web.session_store import now_utc, revoke_session, start_session
 from bulkmail.shared.logging import get_logger
+from bulkmail.shared.models import User
 
 log = get_logger(__name__)
 router = APIRouter()
@@ -55,12 +56,14 @@ async def sign_in(
         return render(request, "signin.html", {**page, "error": "Enter your email address and password."}, 400)
     now = now_utc()
     # In a transaction of its own, committed before the password is checked: parallel guesses
-    # see each other (see throttle).
+    # see each other (see throttle), and no database connection is held while argon2 works.
     async with database.session() as tx:
         verdict = await throttle.judge(tx, settings, account, address, now)
         if not verdict.refused:
             attempt_id = await throttle.record_attempt(tx, account, address, now)
             await throttle.prune(tx, settings, account, address, now)
+            found = await find_sign_in_user(tx, account)
+            user_id, stored_hash = (found.id, found.password_hash) if found is not None else (None, None)
     if verdict.refused:
         log.warning("sign-in refused: too many failures", client=address)
         minutes = max(1, round(verdict.retry_after_s / 60))
@@ -74,10 +77,13 @@ async def sign_in(
         return refusal
     if verdict.delay_s:
         await asyncio.sleep(verdict.delay_s)
-    user = await check_password(session, account, password)
+    valid, new_hash = await verify_password(stored_hash, password)
+    user = await session.get(User, user_id) if valid and user_id is not None else None
     if user is None:
         log.info("sign-in failed", client=address)
         return render(request, "signin.html", {**page, "error": "That email address and password do not match."}, 401)
+    if new_hash is not None:  # the hashing parameters were raised since this hash was made
+        user.password_hash = new_hash
     async with database.session() as tx:
         await throttle.forget_attempt(tx, attempt_id, account)
     old_token = request.cookies.get(SESSION_COOKIE)

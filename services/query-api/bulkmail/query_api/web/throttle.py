@@ -3,7 +3,8 @@
 Counted per account (the address typed) and per client address over a sliding window, in the
 database so every query-api replica shares the count. An attempt is recorded as a failure
 *before* its password is checked (and removed if it was right), so guesses sent in parallel see
-each other instead of all slipping under the limit. A refused attempt is answered without
+each other while their passwords are checked instead of all slipping under the limit (only those
+judged within the same few milliseconds can). A refused attempt is answered without
 checking the password at all, so it reveals nothing.
 """
 
