@@ -7,7 +7,8 @@ Create Date: 2026-12-01 23:40:00
 The web app signs users in with an email and password: ``users.password_hash`` (argon2), an
 address unique among users who can sign in, ``web_sessions`` (the cookie's token stored as its
 SHA-256, expiring and revocable) and ``sign_in_failures`` (counted per account and per client
-address to slow and then refuse password guessing, shared by every query-api replica). ``api_keys.last_used_at`` is shown on the settings page.
+address to slow and then refuse password guessing, shared by every query-api replica).
+``api_keys.last_used_at`` is shown on the settings page.
 
 It follows 0008_webpages (account checks) only because both were written on the same branch.
 """
