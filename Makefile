@@ -34,6 +34,10 @@ run: install ## start all three services on SQLite + in-process broker + capture
 test: install ## run the whole test suite (needs PostgreSQL and RabbitMQ on 127.0.0.1)
 	PATH="$(CURDIR)/.venv-tools/bin:$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest $(PYTEST_ARGS)
 
+.PHONY: screenshots
+screenshots: install ## the browser tests that photograph every page (1280x800 and 390x844) into screenshots/
+	PATH="$(CURDIR)/.venv-tools/bin:$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests/web -q -p no:cacheprovider $(PYTEST_ARGS)
+
 .PHONY: lint
 lint: install ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .

@@ -64,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     org.add_argument("--last-name", default="")
     org.set_defaults(handler=_create_org)
 
+    user = sub.add_parser("create-user", help="add a user who signs in to the web app")
+    user.add_argument("--email", required=True)
+    user.add_argument("--name", default="", help="full name, shown in the app")
+    user.add_argument("--password", default=None, help="at least 8 characters; asked for when left out")
+    user.add_argument("--org", required=True, help="the organisation: its id or its exact name")
+    user.set_defaults(handler=_create_user)
+
     rotate = sub.add_parser("rotate-secrets", help="re-encrypt stored passwords with the current secret key")
     rotate.set_defaults(handler=_rotate_secrets)
 
@@ -175,6 +182,46 @@ def _create_org(settings: Settings, args: argparse.Namespace) -> int:
 
     asyncio.run(go())
     return 0
+
+
+def _create_user(settings: Settings, args: argparse.Namespace) -> int:
+    import getpass
+
+    from sqlalchemy import select
+
+    from bulkmail.query_api.users.service import UserError, create_user
+    from bulkmail.shared.db import Database
+    from bulkmail.shared.models import Organization
+
+    password = args.password
+    if password is None:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("bulkmail: the passwords differ", file=sys.stderr)
+            return 2
+
+    async def go() -> int:
+        database = Database(settings)
+        try:
+            async with database.session() as session:
+                where = Organization.id == int(args.org) if args.org.isdigit() else Organization.name == args.org
+                org_ids = list(await session.scalars(select(Organization.id).where(where)))
+                if len(org_ids) != 1:
+                    found = "no" if not org_ids else "more than one"
+                    print(f"bulkmail: {found} organisation matches --org {args.org!r}", file=sys.stderr)
+                    return 2
+                user = await create_user(
+                    session, organization_id=org_ids[0], email=args.email, name=args.name, password=password
+                )
+                print(f"user {user.id} ({user.email}) can now sign in to organisation {org_ids[0]}")
+                return 0
+        except UserError as exc:
+            print(f"bulkmail: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await database.dispose()
+
+    return asyncio.run(go())
 
 
 def _rotate_secrets(settings: Settings, _args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ PostgreSQL and RabbitMQ.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import uvicorn
@@ -18,6 +19,7 @@ from bulkmail.capture import CaptureServer
 from bulkmail.dispatcher.worker import DispatcherWorker
 from bulkmail.mailer.worker import MailerWorker
 from bulkmail.query_api.app import create_app
+from bulkmail.query_api.users.service import check_password, create_user, find_sign_in_user, set_password
 from bulkmail.shared.broker import create_broker
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
@@ -31,7 +33,6 @@ from bulkmail.shared.settings import Settings
 log = get_logger(__name__)
 
 DEMO_ORG = "Demo Co"
-DEMO_USER = "demo@example.com"
 
 
 async def run_embedded(settings: Settings, demo_leads: int = 2_000) -> None:
@@ -43,6 +44,7 @@ async def run_embedded(settings: Settings, demo_leads: int = 2_000) -> None:
         capture = CaptureServer(port=settings.capture_smtp_port, directory=settings.data_dir / "outbox").start()
     try:
         api_key = await ensure_demo(settings, database, demo_leads)
+        demo_login = await ensure_demo_user(settings, database)
         await broker.connect()
         workers = [DispatcherWorker(settings, database, broker), MailerWorker(settings, database, broker)]
         for worker in workers:
@@ -52,7 +54,7 @@ async def run_embedded(settings: Settings, demo_leads: int = 2_000) -> None:
         server = uvicorn.Server(
             uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10)
         )
-        _banner(settings, api_key, capture)
+        _banner(settings, api_key, demo_login, capture)
         try:
             await server.serve()  # returns on SIGINT/SIGTERM
         finally:
@@ -83,7 +85,12 @@ async def ensure_demo(settings: Settings, database: Database, demo_leads: int) -
     if not has_orgs:
         async with database.session() as session:
             new = await create_organization(
-                session, DEMO_ORG, user_email=DEMO_USER, first_name="Demo", last_name="User", api_key=wanted or None
+                session,
+                DEMO_ORG,
+                user_email=settings.demo_user_email.lower(),
+                first_name="Demo",
+                last_name="User",
+                api_key=wanted or None,
             )
             session.add(
                 EmailAccount(
@@ -105,12 +112,41 @@ async def ensure_demo(settings: Settings, database: Database, demo_leads: int) -
         async with database.session() as session:
             known = await session.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_api_key(wanted)))
             if known is None:
-                user = await session.scalar(select(User).where(User.email == DEMO_USER).order_by(User.id))
+                user = await session.scalar(
+                    select(User).where(User.email == settings.demo_user_email.lower()).order_by(User.id)
+                )
                 if user is None:
                     return None
                 await add_api_key(session, user, wanted)
         return wanted
     return key_file.read_text().strip() if key_file.exists() else None
+
+
+async def ensure_demo_user(settings: Settings, database: Database) -> tuple[str, str] | None:
+    """The demo user's web sign-in (email, password), made or updated to match the settings.
+
+    ``BULKMAIL_DEMO_PASSWORD`` wins; without it a password is generated once and kept in the data
+    directory (like the demo API key). None when the demo organisation is not this database's.
+    """
+    email = settings.demo_user_email.lower()
+    password_file = settings.data_dir / "demo-password"
+    wanted = settings.demo_password.get_secret_value()
+    password = wanted or (password_file.read_text().strip() if password_file.exists() else "")
+    async with database.session() as session:
+        user = await find_sign_in_user(session, email)
+        if user is not None and password and await check_password(session, email, password) is not None:
+            return email, password
+        if not password:
+            password = secrets.token_urlsafe(12)
+            _write_private(password_file, password)
+        if user is not None:
+            await set_password(session, user, password)
+            return email, password
+        demo_org = await session.scalar(select(Organization.id).where(Organization.name == DEMO_ORG))
+        if demo_org is None:
+            return None
+        await create_user(session, organization_id=demo_org, email=email, name="Demo User", password=password)
+    return email, password
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -120,12 +156,21 @@ def _write_private(path: Path, text: str) -> None:
         f.write(text + "\n")
 
 
-def _banner(settings: Settings, api_key: str | None, capture: CaptureServer | None) -> None:
+def _banner(
+    settings: Settings, api_key: str | None, demo_login: tuple[str, str] | None, capture: CaptureServer | None
+) -> None:
     url = f"http://{settings.host}:{settings.port}"
     key = api_key or "(set BULKMAIL_DEMO_API_KEY, or use a key from `bulkmail create-org`)"
+    login = (
+        f"{demo_login[0]} / {demo_login[1]}"
+        if demo_login
+        else "(add one with `bulkmail create-user --email … --name … --password … --org …`)"
+    )
     lines = [
         "",
         "bulkmail is running",
+        f"  Open:     {url}/   (the web app)",
+        f"  Sign in:  {login}",
         f"  API:      {url}/api/v1/   (OpenAPI: {url}/docs)",
         f"  API key:  {key}",
         f"  Try:      curl -u '{api_key or 'KEY'}:' '{url}/api/v1/lead/?_limit=3'",

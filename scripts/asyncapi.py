@@ -33,6 +33,9 @@ QUEUES = {
     contracts.NOTIFY_QUEUE: "Send the user's done / error email (consumed by mailers).",
     contracts.ACCOUNT_NOTICE_QUEUE: "Tell an account's owner it is paused and until when (consumed by mailers).",
     contracts.SENT_COPY_QUEUE: "Copy sent messages to the IMAP Sent folder (consumed by mailers).",
+    contracts.ACCOUNT_CHECK_QUEUE: (
+        "Test an email account's SMTP and IMAP login, or send a user a test message (consumed by mailers)."
+    ),
 }
 
 

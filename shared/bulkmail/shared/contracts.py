@@ -18,6 +18,7 @@ SEND_QUEUE = "send"  # → mailer: send one chunk of recipients
 NOTIFY_QUEUE = "notify"  # → mailer: the "bulk email done" / error email to the user
 ACCOUNT_NOTICE_QUEUE = "account_notice"  # → mailer: "your email account is paused" to its owner
 SENT_COPY_QUEUE = "sent_copy"  # → mailer: IMAP APPEND of sent messages, apart from sending
+ACCOUNT_CHECK_QUEUE = "account_check"  # → mailer: test an account's connection, or send a test message
 
 
 class Contract(BaseModel):
@@ -53,6 +54,14 @@ class AccountPausedNotice(Contract):
     email_account_id: int
     paused_until: datetime
     reason: str
+
+
+class CheckEmailAccount(Contract):
+    """Carry out an ``AccountCheck`` row (a connection test or a test message) and record its outcome."""
+
+    v: Literal[1] = 1
+    organization_id: int
+    account_check_id: int
 
 
 class SentCopy(Contract):
@@ -142,4 +151,5 @@ QUEUE_CONTRACTS: dict[str, type[Contract]] = {
     NOTIFY_QUEUE: NotifyBulkEmailDone,
     ACCOUNT_NOTICE_QUEUE: AccountPausedNotice,
     SENT_COPY_QUEUE: SentCopy,
+    ACCOUNT_CHECK_QUEUE: CheckEmailAccount,
 }

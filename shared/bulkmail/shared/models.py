@@ -99,9 +99,22 @@ class User(Base):
     phone: Mapped[str] = mapped_column(String(50), default="")
     # IANA zone: "today" in the search language is the requesting user's today.
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # argon2 hash (PHC string) for signing in to the web app; None: the user has no sign-in.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = _now()
 
-    __table_args__ = (UniqueConstraint("organization_id", "email"),)
+    __table_args__ = (
+        UniqueConstraint("organization_id", "email"),
+        # Signing in names no organisation, so an address that can sign in is unique across all of
+        # them (stored lower-cased). Users without a password (API-only) stay unique per organisation.
+        Index(
+            "uq_users_sign_in_email",
+            "email",
+            unique=True,
+            postgresql_where=sql_text("password_hash IS NOT NULL"),
+            sqlite_where=sql_text("password_hash IS NOT NULL"),
+        ),
+    )
 
     @property
     def name(self) -> str:
@@ -120,6 +133,46 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(12))
     created_at: Mapped[datetime] = _now()
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Refreshed at most once a minute per key (see query_api.auth), so a busy client costs no
+    # write per request.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebSession(Base):
+    """A signed-in browser: the cookie holds a random token, the table only its SHA-256.
+
+    A new row at every sign-in (a token planted before sign-in is never promoted); it ends at
+    ``expires_at`` (absolute), after ``idle`` without a request, or when revoked (sign-out).
+    """
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = _now()
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    user_agent: Mapped[str] = mapped_column(String(200), default="")
+
+
+class SignInFailure(Base):
+    """One failed sign-in, counted per account and per client address to slow and refuse guessing.
+
+    In the database rather than in process memory: the query-api runs as several replicas, and a
+    per-process count would give each replica (and each restart) a fresh budget.
+    """
+
+    __tablename__ = "sign_in_failures"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    client_address: Mapped[str] = mapped_column(String(64))
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+    __table_args__ = (
+        Index("ix_sign_in_failures_email_failed_at", "email", "failed_at"),
+        Index("ix_sign_in_failures_client_address_failed_at", "client_address", "failed_at"),
+    )
 
 
 class LeadStatus(Base):

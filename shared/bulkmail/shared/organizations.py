@@ -1,11 +1,13 @@
-"""Creating an organisation with its first user and API key (CLI, demo data, tests)."""
+"""Organisations, their first user, and API keys: create, list, revoke (CLI, demo data, API, web app)."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.shared.models import ApiKey, LeadStatus, Organization, User
@@ -36,6 +38,28 @@ async def add_api_key(session: AsyncSession, user: User, key: str | None = None)
         ApiKey(organization_id=user.organization_id, user_id=user.id, key_hash=hash_api_key(key), prefix=key[:8])
     )
     await session.flush()
+    return key
+
+
+async def list_api_keys(session: AsyncSession, organization_id: int) -> list[ApiKey]:
+    """The organisation's keys, newest first, revoked ones included (they show as revoked)."""
+    rows = await session.scalars(
+        select(ApiKey).where(ApiKey.organization_id == organization_id).order_by(ApiKey.id.desc())
+    )
+    return list(rows)
+
+
+async def revoke_api_key(session: AsyncSession, organization_id: int, key_id: int) -> ApiKey | None:
+    """Revoke one of the organisation's keys at once; None if it has no such key (another
+    organisation's key looks the same as a missing one). Revoking twice keeps the first time."""
+    key = await session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.organization_id == organization_id))
+    if key is None:
+        return None
+    if key.revoked_at is None:
+        await session.execute(
+            update(ApiKey).where(ApiKey.id == key.id, ApiKey.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC))
+        )
+        await session.refresh(key)
     return key
 
 

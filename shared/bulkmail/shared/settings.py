@@ -40,6 +40,20 @@ class Settings(BaseSettings):
     # Extra keys accepted for decryption only, newest first, for key rotation.
     old_secret_keys: list[SecretStr] = Field(default_factory=list)
     demo_api_key: SecretStr = SecretStr("")
+    # The demo user `make run` creates for the web app; an empty password is generated once and
+    # kept in the data directory, like the demo API key.
+    demo_user_email: str = "demo@example.com"
+    demo_password: SecretStr = SecretStr("")
+    # Web sessions end after this long without a request, and in any case this long after sign-in.
+    session_idle_timeout_s: float = 8 * 3600
+    session_lifetime_s: float = 7 * 24 * 3600
+    # Failed sign-ins within the window: from the first number on, answers are slowed (a growing
+    # delay); at the refusal numbers, per account or per client address, sign-in answers 429.
+    # The address limit is higher: many people can share one address behind a NAT.
+    sign_in_failure_window_s: float = 900.0
+    sign_in_failures_before_delay: int = 3
+    sign_in_account_failures_before_refusal: int = 10
+    sign_in_address_failures_before_refusal: int = 50
     log_level: str = "INFO"
     log_format: Literal["console", "json"] = "console"
     # System account for "bulk email done" notices; when unset the user's own account sends them.

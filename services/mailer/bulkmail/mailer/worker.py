@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
+from bulkmail.mailer.account_checks import run_check
 from bulkmail.mailer.done_email import send_done_email
 from bulkmail.mailer.notices import send_account_paused_email
 from bulkmail.mailer.sender import ChunkSender
 from bulkmail.mailer.sent_copies import copy_to_sent
 from bulkmail.shared.broker import Broker, Delivery
 from bulkmail.shared.contracts import (
+    ACCOUNT_CHECK_QUEUE,
     ACCOUNT_NOTICE_QUEUE,
     NOTIFY_QUEUE,
     SEND_QUEUE,
     SENT_COPY_QUEUE,
     AccountPausedNotice,
+    CheckEmailAccount,
     NotifyBulkEmailDone,
     SendChunk,
     SentCopy,
@@ -47,6 +50,8 @@ class MailerWorker(Worker):
         self.spawn(self._close_idle_connections(), "mailer-idle-smtp")
         # Its own queue and prefetch: a slow or dead IMAP server never holds up sending.
         await self.broker.consume(SENT_COPY_QUEUE, self._on_sent_copy, prefetch=2)
+        # Asked for by a user waiting on the page: apart from the send queue, never behind a big send.
+        await self.broker.consume(ACCOUNT_CHECK_QUEUE, self._on_account_check, prefetch=2)
 
     async def on_stop(self) -> None:
         await self.sender.close()
@@ -65,6 +70,9 @@ class MailerWorker(Worker):
                 await self.sender.close_idle_connections()
             except Exception:
                 log.exception("closing idle SMTP connections failed")
+
+    async def _on_account_check(self, delivery: Delivery) -> None:
+        await run_check(self.settings, self.database, CheckEmailAccount.model_validate_json(delivery.body))
 
     async def _on_account_notice(self, delivery: Delivery) -> None:
         notice = AccountPausedNotice.model_validate_json(delivery.body)

@@ -25,6 +25,7 @@ from bulkmail.query_api.saved_searches.endpoints import router as saved_searches
 from bulkmail.query_api.statuses.endpoints import router as statuses_router
 from bulkmail.query_api.trailing_slash import EitherSlashMiddleware
 from bulkmail.query_api.unsubscribe import router as unsubscribe_router
+from bulkmail.query_api.web import install_web
 from bulkmail.shared.broker import Broker, create_broker
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
@@ -108,6 +109,7 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
         api.include_router(router)
     app.include_router(api)
     app.include_router(unsubscribe_router)
+    install_web(app)
     _add_health(app)
     return app
 

@@ -9,12 +9,17 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bulkmail.shared.db import Database
 from bulkmail.shared.models import ApiKey, User
 from bulkmail.shared.organizations import hash_api_key
+
+# How stale ``api_keys.last_used_at`` may get: a client calling many times a minute costs one write.
+LAST_USED_GRAIN = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -43,14 +48,28 @@ def api_key_from_header(authorization: str | None) -> str | None:
     return None
 
 
-async def authenticate(session: AsyncSession, key: str) -> Principal | None:
+async def authenticate(session: AsyncSession, key: str) -> tuple[Principal, int | None] | None:
+    """The caller a key belongs to, and the key's id if its ``last_used_at`` is due a refresh."""
     row = (
         await session.execute(
-            select(ApiKey.organization_id, ApiKey.user_id, User.timezone)
+            select(ApiKey.organization_id, ApiKey.user_id, User.timezone, ApiKey.id, ApiKey.last_used_at)
             .join(User, User.id == ApiKey.user_id)
             .where(ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None))
         )
     ).first()
     if row is None:
         return None
-    return Principal(organization_id=row[0], user_id=row[1], timezone=row[2])
+    stale = row[4] is None or datetime.now(UTC) - row[4] >= LAST_USED_GRAIN
+    return Principal(organization_id=row[0], user_id=row[1], timezone=row[2]), row[3] if stale else None
+
+
+async def note_key_used(database: Database, key_id: int) -> None:
+    """Refresh ``last_used_at`` in a transaction of its own, so the request never holds the key's
+    row lock (parallel requests with one key would queue behind each other)."""
+    now = datetime.now(UTC)
+    async with database.session() as session:
+        await session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == key_id, or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - LAST_USED_GRAIN))
+            .values(last_used_at=now)
+        )

@@ -9,7 +9,7 @@ from fastapi import Depends, Header, Request
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bulkmail.query_api.auth import Principal, api_key_from_header, authenticate
+from bulkmail.query_api.auth import Principal, api_key_from_header, authenticate, note_key_used
 from bulkmail.query_api.errors import Unauthorized
 from bulkmail.shared.broker import Broker
 from bulkmail.shared.db import Database
@@ -74,13 +74,18 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 BrokerDep = Annotated[Broker, Depends(get_broker)]
 
 
-async def get_principal(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> Principal:
+async def get_principal(
+    session: SessionDep, database: DatabaseDep, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
     key = api_key_from_header(authorization)
     if key is None:
         raise Unauthorized("Send your API key as the HTTP Basic user name or as a Bearer token.")
-    principal = await authenticate(session, key)
-    if principal is None:
+    found = await authenticate(session, key)
+    if found is None:
         raise Unauthorized("The API key is not valid.")
+    principal, stale_key_id = found
+    if stale_key_id is not None:
+        await note_key_used(database, stale_key_id)
     return principal
 
 

@@ -25,9 +25,7 @@ from bulkmail.query_api.deps import AuthDep, DatabaseDep, OutboxDep, SessionDep,
 from bulkmail.query_api.errors import BadRequest
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.pagination import IdFilter, PageDep, fetch_page
-from bulkmail.shared import bulk_emails, metrics
-from bulkmail.shared.contracts import DISPATCH_QUEUE, DispatchBulkEmail
-from bulkmail.shared.models import BulkEmail, Recipient, RecipientState
+from bulkmail.shared.models import BulkEmail, RecipientState
 
 router = APIRouter(prefix="/bulk_action/email", tags=["bulk_email"])
 
@@ -52,12 +50,8 @@ async def create_bulk_email(
     outbox: OutboxDep,
     idempotency_key: IdempotencyKey = None,
 ) -> BulkEmailOut:
-    bulk, created = await service.create(session, settings, principal, payload, idempotency_key)
-    if created:
-        metrics.record_bulk_email_status(bulk.status.value)
-        outbox.add(DISPATCH_QUEUE, DispatchBulkEmail(bulk_email_id=bulk.id, organization_id=bulk.organization_id))
-        outbox.add_event(await bulk_emails.event_for(session, bulk, bulk.status))
-    else:
+    bulk, created = await service.create_and_queue(session, settings, principal, payload, idempotency_key, outbox)
+    if not created:
         response.status_code = status.HTTP_200_OK
     return await service.to_out(session, bulk)
 
@@ -88,11 +82,7 @@ async def change_bulk_email_status(
 ) -> BulkEmailOut:
     """Pause, resume or cancel."""
     bulk = await get_owned(session, BulkEmail, bulk_email_id, principal.organization_id, what="bulk email")
-    new_status = await service.change_status(session, bulk, payload.status, principal.user_id)
-    await session.refresh(bulk)
-    outbox.add_event(await bulk_emails.event_for(session, bulk, new_status))
-    if payload.status == "resuming":
-        outbox.add(DISPATCH_QUEUE, DispatchBulkEmail(bulk_email_id=bulk.id, organization_id=bulk.organization_id))
+    await service.control(session, bulk, payload.status, principal.user_id, outbox)
     return await service.to_out(session, bulk)
 
 
@@ -102,11 +92,7 @@ async def retry_failed_recipients(
 ) -> BulkEmailOut:
     """Send again to the recipients that failed (never to hard bounces; to unknown ones only if asked)."""
     bulk = await get_owned(session, BulkEmail, bulk_email_id, principal.organization_id, what="bulk email")
-    n = await service.retry_failed(session, bulk, (payload or RetryIn()).include_unknown)
-    if n == 0:
-        raise BadRequest(f"Bulk email {bulk.id} has no failed recipients to retry.")
-    await session.refresh(bulk)
-    outbox.add(DISPATCH_QUEUE, DispatchBulkEmail(bulk_email_id=bulk.id, organization_id=bulk.organization_id))
+    await service.retry_and_queue(session, bulk, (payload or RetryIn()).include_unknown, outbox)
     return await service.to_out(session, bulk)
 
 
@@ -120,10 +106,7 @@ async def list_recipients(
 ) -> RecipientList:
     """The per-recipient delivery report."""
     bulk = await get_owned(session, BulkEmail, bulk_email_id, principal.organization_id, what="bulk email")
-    stmt = select(Recipient).where(Recipient.bulk_email_id == bulk.id).order_by(Recipient.id)
-    if state is not None:
-        stmt = stmt.where(Recipient.state == state)
-    rows, has_more = await fetch_page(session, stmt, page)
+    rows, has_more = await fetch_page(session, service.recipients_of(bulk.id, state), page)
     return RecipientList(
         data=[
             RecipientOut(

@@ -129,3 +129,8 @@ class PreviewOut(BaseModel):
     excluded: dict[str, int]
     warnings: list[str]
     samples: list[RenderedSample]
+    # Leads of the audience that were already sent this template (left out unless asked otherwise).
+    already_received: int = 0
+    # One-click fixes: the query with `not emailed_template:"..."` added, and capped with `limit:`.
+    resend_fix: str | None = None
+    limit_fix: str | None = None

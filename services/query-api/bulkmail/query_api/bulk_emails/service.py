@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.auth import Principal
 from bulkmail.query_api.bulk_emails.schemas import BulkEmailIn, BulkEmailOut, PreviewIn, PreviewOut, RenderedSample
+from bulkmail.query_api.deps import Outbox
 from bulkmail.query_api.email_templates.rendering import compile_or_400, render_error, render_or_400
 from bulkmail.query_api.errors import APIError, BadRequest, Conflict, NotFound
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.search import CompiledSearch, compile_search, load_search_context
 from bulkmail.query_api.search.structured import directives, structured_query_text
-from bulkmail.shared import bulk_emails
+from bulkmail.shared import bulk_emails, metrics
 from bulkmail.shared.audience import Candidate, choose_candidates, decide, load_batch
+from bulkmail.shared.contracts import DISPATCH_QUEUE, DispatchBulkEmail
 from bulkmail.shared.logging import correlation_id
 from bulkmail.shared.models import (
     BulkEmail,
@@ -216,6 +220,47 @@ async def _renders_for_someone(
     raise error
 
 
+async def create_and_queue(
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    payload: BulkEmailIn,
+    idempotency_key: str | None,
+    outbox: Outbox,
+) -> tuple[BulkEmail, bool]:
+    """Create (or find the retried) bulk email; a new one is handed to the dispatcher after commit."""
+    bulk, created = await create(session, settings, principal, payload, idempotency_key)
+    if created:
+        metrics.record_bulk_email_status(bulk.status.value)
+        outbox.add(DISPATCH_QUEUE, DispatchBulkEmail(bulk_email_id=bulk.id, organization_id=bulk.organization_id))
+        outbox.add_event(await bulk_emails.event_for(session, bulk, bulk.status))
+    return bulk, created
+
+
+async def control(session: AsyncSession, bulk: BulkEmail, to: str, user_id: int | None, outbox: Outbox) -> None:
+    """Pause, resume or cancel; the event goes out after commit, and a resumed send is pumped again."""
+    new_status = await change_status(session, bulk, to, user_id)
+    await session.refresh(bulk)
+    outbox.add_event(await bulk_emails.event_for(session, bulk, new_status))
+    if to == "resuming":
+        outbox.add(DISPATCH_QUEUE, DispatchBulkEmail(bulk_email_id=bulk.id, organization_id=bulk.organization_id))
+
+
+async def retry_and_queue(session: AsyncSession, bulk: BulkEmail, include_unknown: bool, outbox: Outbox) -> int:
+    n = await retry_failed(session, bulk, include_unknown)
+    if n == 0:
+        raise BadRequest(f"Bulk email {bulk.id} has no failed recipients to retry.")
+    await session.refresh(bulk)
+    outbox.add(DISPATCH_QUEUE, DispatchBulkEmail(bulk_email_id=bulk.id, organization_id=bulk.organization_id))
+    return n
+
+
+def recipients_of(bulk_email_id: int, state: RecipientState | None = None) -> Select[Any]:
+    """The per-recipient delivery report, in ledger order, optionally of one state."""
+    stmt = select(Recipient).where(Recipient.bulk_email_id == bulk_email_id).order_by(Recipient.id)
+    return stmt.where(Recipient.state == state) if state is not None else stmt
+
+
 async def _by_idempotency_key(session: AsyncSession, organization_id: int, key: str) -> BulkEmail | None:
     return await session.scalar(
         select(BulkEmail).where(BulkEmail.organization_id == organization_id, BulkEmail.idempotency_key == key)
@@ -359,8 +404,10 @@ async def preview(session: AsyncSession, settings: Settings, principal: Principa
     audience = await resolve_audience(session, settings, principal, payload)
     limit = settings.max_bulk_email_leads
     warnings: list[str] = []
+    limit_fix = None
     if audience.n_leads > limit:
         warnings.append(_too_many(audience.n_leads, limit))
+        limit_fix = with_limit(audience.query, limit)
     n_audited = min(audience.n_leads, limit)
     excluded = {
         reason.value: 0
@@ -378,10 +425,14 @@ async def preview(session: AsyncSession, settings: Settings, principal: Principa
     org = principal.organization_id
     ids_stmt = audience.compiled.ids().limit(n_audited) if audience.compiled.limit is None else audience.compiled.ids()
     lead_ids = list(await session.scalars(ids_stmt))[:n_audited]
-    template = audience.template.id if payload.exclude_already_emailed else None
+    already_received = 0
     for start in range(0, len(lead_ids), AUDIT_BATCH):
         batch = lead_ids[start : start + AUDIT_BATCH]
-        loaded = await load_batch(session, org, batch, template)
+        # Earlier sends are always looked up: the re-send warning needs them even when they are not excluded.
+        loaded = await load_batch(session, org, batch, audience.template.id)
+        already_received += len(loaded.already_received)
+        if not payload.exclude_already_emailed:
+            loaded = replace(loaded, already_received=set())
         for d in decide(loaded, batch, payload.contact_preference, seen):
             if d.duplicate:
                 excluded["duplicate_address"] += 1
@@ -389,6 +440,14 @@ async def preview(session: AsyncSession, settings: Settings, principal: Principa
                 excluded[d.reason.value] += 1
             elif d.candidate is not None:
                 recipients.append(d.candidate)
+    resend_fix = None
+    if already_received:
+        name = audience.template.name
+        if payload.exclude_already_emailed:
+            warnings.append(f"{already_received:,} leads already received the template {name!r}; they are left out.")
+        else:
+            warnings.append(f"{already_received:,} leads already received the template {name!r} and will get it again.")
+        resend_fix = without_template(audience.query, name)
     warnings += _provider_warnings(audience.account, len(recipients))
     samples = await _samples(session, principal, audience, recipients[: payload.samples])
     return PreviewOut(
@@ -398,7 +457,31 @@ async def preview(session: AsyncSession, settings: Settings, principal: Principa
         excluded=excluded,
         warnings=warnings,
         samples=samples,
+        already_received=already_received,
+        resend_fix=resend_fix,
+        limit_fix=limit_fix,
     )
+
+
+_LIMIT = re.compile(r"\blimit\s*:\s*\d+", re.IGNORECASE)
+
+
+def with_limit(query: str, limit: int) -> str:
+    """The query capped at ``limit`` leads: its own `limit:` lowered, or one added."""
+    if _LIMIT.search(query):
+        return _LIMIT.sub(f"limit:{limit}", query, count=1)
+    return f"{query.strip()} limit:{limit}"
+
+
+def without_template(query: str, template_name: str) -> str:
+    """The query minus the leads that were already sent ``template_name``."""
+    quoted = template_name.replace("\\", "\\\\").replace('"', '\\"')
+    base = query.strip()
+    clause = f'not emailed_template:"{quoted}"'
+    if not base or base == "*":
+        return clause
+    # Parenthesised: an `or` in the query must not swallow the exclusion.
+    return f"({base}) {clause}" if re.search(r"\bor\b", base, re.IGNORECASE) else f"{base} {clause}"
 
 
 def _provider_warnings(account: EmailAccount, n_recipients: int) -> list[str]:
@@ -449,6 +532,29 @@ async def _samples(
     return out
 
 
+async def render_recipient(
+    session: AsyncSession, principal: Principal, template: EmailTemplate, recipient: RecipientRef
+) -> RenderedSample:
+    """The template as one recipient of the organisation would get it (the preview's email bodies)."""
+    try:
+        compiled_template = compile_template(template.subject, template.body, template.body_text)
+    except TemplateError as exc:
+        raise BadRequest(f"Template {template.name!r} cannot be rendered: {exc}") from None
+    user, organization = await sender_context(session, principal.organization_id, principal.user_id)
+    (ctx,) = await load_render_contexts(session, principal.organization_id, [recipient], user, organization)
+    rendered = compiled_template.render(ctx)
+    return RenderedSample(
+        lead_id=recipient.lead_id,
+        contact_id=recipient.contact_id,
+        email=recipient.email,
+        subject=rendered.subject,
+        body=rendered.html,
+        body_text=rendered.text,
+        empty_tags=rendered.empty_tags,
+        unknown_tags=rendered.unknown_tags,
+    )
+
+
 async def render_entry(
     session: AsyncSession,
     settings: Settings,
@@ -462,6 +568,21 @@ async def render_entry(
     address among the search's results; None past the end (Close answers an empty object)."""
     org = principal.organization_id
     template, compiled_template = await _compiled_template(session, settings, org, template_id)
+    return await render_for_entry(session, principal, compiled_template, query, entry, mode, template.name)
+
+
+async def render_for_entry(
+    session: AsyncSession,
+    principal: Principal,
+    compiled_template: CompiledTemplate,
+    query: str,
+    entry: int,
+    mode: str,
+    template_name: str = "",
+) -> RenderedSample | None:
+    """A compiled template (saved, or a draft being edited) rendered for the ``entry``-th lead (its
+    first contact) or contact with an email address among the search's results; None past the end."""
+    org = principal.organization_id
     ctx = await load_search_context(session, organization_id=org, user_id=principal.user_id)
     compiled = compile_search(query, ctx)
     if compiled.limit is not None and entry >= compiled.limit:
@@ -482,7 +603,7 @@ async def render_entry(
         chosen = contacts[entry] if entry < len(contacts) else None
     if chosen is None:
         return None
-    return await _render_for(session, principal, template, compiled_template, chosen)
+    return await _render_for(session, principal, compiled_template, chosen, template_name)
 
 
 async def render_for_lead(
@@ -510,7 +631,7 @@ async def render_for_lead(
         chosen = rows[0] if rows else Candidate(lead.id, contact.id, "", "", False)
     else:
         chosen = rows[0] if rows else Candidate(lead.id, None, "", "", False)
-    return await _render_for(session, principal, template, compiled_template, chosen)
+    return await _render_for(session, principal, compiled_template, chosen, template.name)
 
 
 async def _compiled_template(
@@ -523,16 +644,16 @@ async def _compiled_template(
 async def _render_for(
     session: AsyncSession,
     principal: Principal,
-    template: EmailTemplate,
     compiled_template: CompiledTemplate,
     chosen: Candidate,
+    template_name: str,
 ) -> RenderedSample:
     org = principal.organization_id
     user, organization = await sender_context(session, org, principal.user_id)
     (render_ctx,) = await load_render_contexts(
         session, org, [RecipientRef(chosen.lead_id, chosen.contact_id, chosen.email)], user, organization
     )
-    rendered = render_or_400(compiled_template, render_ctx, template.name, chosen.email)
+    rendered = render_or_400(compiled_template, render_ctx, template_name, chosen.email)
     return RenderedSample(
         lead_id=chosen.lead_id,
         contact_id=chosen.contact_id,

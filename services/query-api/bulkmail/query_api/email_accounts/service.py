@@ -1,0 +1,51 @@
+"""Email accounts: passwords encrypted at rest, never read back; an account in use is not deleted."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bulkmail.query_api.auth import Principal
+from bulkmail.query_api.email_accounts.schemas import EmailAccountFields, EmailAccountIn
+from bulkmail.query_api.errors import Conflict
+from bulkmail.shared.models import BulkEmail, BulkEmailStatus, EmailAccount
+from bulkmail.shared.secrets import SecretBox
+
+
+def apply(account: EmailAccount, payload: EmailAccountFields, box: SecretBox) -> None:
+    for key in payload.model_fields_set:
+        value = getattr(payload, key)
+        if key in ("smtp_password", "imap_password"):
+            secret = value.get_secret_value() if value is not None else ""
+            setattr(account, f"{key}_encrypted", box.encrypt(secret) if secret else "")
+        elif value is not None or key.startswith("limit_"):
+            setattr(account, key, value)
+
+
+async def create(session: AsyncSession, principal: Principal, payload: EmailAccountIn, box: SecretBox) -> EmailAccount:
+    account = EmailAccount(organization_id=principal.organization_id, user_id=principal.user_id)
+    apply(account, payload, box)
+    session.add(account)
+    await session.flush()
+    await session.refresh(account)
+    return account
+
+
+async def update(session: AsyncSession, account: EmailAccount, payload: EmailAccountFields, box: SecretBox) -> None:
+    apply(account, payload, box)
+    account.updated_at = datetime.now(UTC)
+    await session.flush()
+
+
+async def delete_account(session: AsyncSession, account: EmailAccount) -> None:
+    busy = await session.scalar(
+        select(BulkEmail.id).where(
+            BulkEmail.email_account_id == account.id,
+            BulkEmail.status.not_in([BulkEmailStatus.done, BulkEmailStatus.error, BulkEmailStatus.cancelled]),
+        )
+    )
+    if busy is not None:
+        raise Conflict(f"Bulk email {busy} is still sending from this account; cancel it first.")
+    await session.execute(delete(EmailAccount).where(EmailAccount.id == account.id))

@@ -1,0 +1,134 @@
+"""The leads page's search: one page of results, the count, and a refused query's position.
+
+The same compiled search as ``GET /api/v1/lead/?query=``; what is added here is only what a page
+needs: a sort picked from a menu, pages of 50, and a count that is exact when it is cheap (a
+capped count of up to ``EXACT_COUNT_UP_TO`` leads) and marked approximate above, as Close shows it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bulkmail.query_api.auth import Principal
+from bulkmail.query_api.leads import repository
+from bulkmail.query_api.search import QueryError, compile_search, load_search_context
+from bulkmail.shared.models import EmailTemplate, Lead, LeadStatus, SavedSearch
+
+PAGE_SIZE = 50
+EXACT_COUNT_UP_TO = 10_000
+
+# (value of the menu, label): the value is a `sort:` key of the language.
+SORT_CHOICES: tuple[tuple[str, str], ...] = (
+    ("", "Newest first"),
+    ("name", "Name, A to Z"),
+    ("-name", "Name, Z to A"),
+    ("-updated", "Recently updated"),
+    ("-last_emailed", "Recently emailed"),
+    ("last_emailed", "Longest since emailed"),
+)
+_SORTS = {value for value, _ in SORT_CHOICES}
+_HAS_SORT = re.compile(r"(^|[\s(])sort\s*:", re.IGNORECASE)
+
+
+@dataclass
+class LeadRow:
+    id: int
+    name: str
+    status: str
+    contact: str
+    email: str
+    city: str
+
+
+@dataclass
+class SearchResult:
+    query: str
+    sort: str
+    page: int
+    rows: list[LeadRow] = field(default_factory=list)
+    count: int = 0
+    exact: bool = True
+    has_more: bool = False
+    error: dict[str, Any] | None = None
+    sort_in_query: bool = False
+
+    @property
+    def count_text(self) -> str:
+        if self.error is not None:
+            return ""
+        noun = "lead" if self.count == 1 else "leads"
+        return f"{self.count:,} {noun}" if self.exact else f"~{self.count:,} {noun}"
+
+
+def effective_query(query: str, sort: str) -> tuple[str, bool]:
+    """The query with the menu's sort added, unless the query has its own `sort:` (which wins)."""
+    if _HAS_SORT.search(query):
+        return query, True
+    if sort in _SORTS and sort:
+        return f"{query.strip()} sort:{sort}".strip(), False
+    return query, False
+
+
+async def search_leads(session: AsyncSession, principal: Principal, query: str, sort: str, page: int) -> SearchResult:
+    page = max(1, page)
+    result = SearchResult(query=query, sort=sort if sort in _SORTS else "", page=page)
+    text, result.sort_in_query = effective_query(query, result.sort)
+    ctx = await load_search_context(session, organization_id=principal.organization_id, user_id=principal.user_id)
+    try:
+        compiled = compile_search(text, ctx)
+    except QueryError as exc:
+        result.error = exc.to_dict() | {"offset": exc.offset, "line_text": exc.snippet.split("\n")[0]}
+        return result
+    skip = (page - 1) * PAGE_SIZE
+    ids = list(await session.scalars(compiled.page(skip, PAGE_SIZE + 1)))
+    result.has_more = len(ids) > PAGE_SIZE
+    leads = await repository.load_leads(session, principal.organization_id, ids[:PAGE_SIZE])
+    result.rows = [_row(lead) for lead in leads]
+    capped = select(func.count()).select_from(compiled.ids().limit(EXACT_COUNT_UP_TO + 1).subquery())
+    n = int(await session.scalar(capped) or 0)
+    if n <= EXACT_COUNT_UP_TO:
+        result.count, result.exact = n, True
+    else:
+        result.count, result.exact = int(await session.scalar(compiled.count()) or 0), False
+    return result
+
+
+def _row(lead: Lead) -> LeadRow:
+    contact = lead.contacts[0] if lead.contacts else None
+    email = next((e.email for c in lead.contacts for e in c.emails), "")
+    city = next((a.city for a in lead.addresses if a.city), "")
+    return LeadRow(
+        id=lead.id,
+        name=lead.display_name,
+        status=lead.status.label if lead.status else "",
+        contact=contact.name if contact else "",
+        email=email,
+        city=city,
+    )
+
+
+async def catalog_names(session: AsyncSession, organization_id: int) -> tuple[list[str], list[str], list[str]]:
+    """(status labels, template names, Smart View names) of the organisation, for suggestions."""
+    statuses = await session.scalars(
+        select(LeadStatus.label).where(LeadStatus.organization_id == organization_id).order_by(LeadStatus.label)
+    )
+    templates = await session.scalars(
+        select(EmailTemplate.name).where(EmailTemplate.organization_id == organization_id).order_by(EmailTemplate.name)
+    )
+    views = await session.scalars(
+        select(SavedSearch.name).where(SavedSearch.organization_id == organization_id).order_by(SavedSearch.name)
+    )
+    return list(statuses), list(templates), list(views)
+
+
+async def smart_views(session: AsyncSession, organization_id: int) -> list[SavedSearch]:
+    return list(
+        await session.scalars(
+            select(SavedSearch).where(SavedSearch.organization_id == organization_id).order_by(SavedSearch.name)
+        )
+    )
