@@ -18,7 +18,7 @@ from bulkmail.query_api.auth import Principal
 from bulkmail.query_api.bulk_emails.schemas import BulkEmailIn, BulkEmailOut, PreviewIn, PreviewOut, RenderedSample
 from bulkmail.query_api.deps import Outbox
 from bulkmail.query_api.email_templates.rendering import compile_or_400, render_error, render_or_400
-from bulkmail.query_api.errors import APIError, BadRequest, Conflict, NotFound
+from bulkmail.query_api.errors import APIError, BadRequest, Conflict
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.search import CompiledSearch, compile_search, load_search_context
 from bulkmail.query_api.search.structured import directives, structured_query_text
@@ -533,26 +533,12 @@ async def _samples(
 
 
 async def render_recipient(
-    session: AsyncSession, principal: Principal, template: EmailTemplate, recipient: RecipientRef
+    session: AsyncSession, settings: Settings, principal: Principal, template: EmailTemplate, recipient: RecipientRef
 ) -> RenderedSample:
     """The template as one recipient of the organisation would get it (the preview's email bodies)."""
-    try:
-        compiled_template = compile_template(template.subject, template.body, template.body_text)
-    except TemplateError as exc:
-        raise BadRequest(f"Template {template.name!r} cannot be rendered: {exc}") from None
-    user, organization = await sender_context(session, principal.organization_id, principal.user_id)
-    (ctx,) = await load_render_contexts(session, principal.organization_id, [recipient], user, organization)
-    rendered = compiled_template.render(ctx)
-    return RenderedSample(
-        lead_id=recipient.lead_id,
-        contact_id=recipient.contact_id,
-        email=recipient.email,
-        subject=rendered.subject,
-        body=rendered.html,
-        body_text=rendered.text,
-        empty_tags=rendered.empty_tags,
-        unknown_tags=rendered.unknown_tags,
-    )
+    compiled_template = compile_or_400(settings, template.subject, template.body, template.body_text, template.name)
+    chosen = Candidate(recipient.lead_id, recipient.contact_id, recipient.email, "", False)
+    return await _render_for(session, principal, compiled_template, chosen, template.name)
 
 
 async def render_entry(

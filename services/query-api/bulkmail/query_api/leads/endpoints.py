@@ -27,8 +27,8 @@ async def list_leads(
     if query is None or not query.strip():
         stmt = repository.leads_of(principal.organization_id).order_by(Lead.id)
         leads, has_more = await fetch_page(session, stmt, page)
-        total = await repository.count_leads(session, principal.organization_id)
-        return LeadList(data=[service.to_out(lead) for lead in leads], has_more=has_more, total_results=total)
+        n_leads = await repository.count_leads(session, principal.organization_id)
+        return LeadList(data=[service.to_out(lead) for lead in leads], has_more=has_more, total_results=n_leads)
     # The search language: a bad query raises QueryError, answered 400 with its position.
     ctx = await load_search_context(session, organization_id=principal.organization_id, user_id=principal.user_id)
     compiled = compile_search(query, ctx)

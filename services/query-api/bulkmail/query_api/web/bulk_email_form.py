@@ -319,6 +319,7 @@ async def send_bulk_email(
 
 @router.get("/ui/email-body")
 async def email_body(
+    request: Request,
     session: SessionDep,
     user: WebUserDep,
     template_id: int,
@@ -331,7 +332,11 @@ async def email_body(
         template = await get_owned(session, EmailTemplate, template_id, user.organization_id, what="email template")
         await get_owned(session, Lead, lead_id, user.organization_id, what="lead")
         sample = await service.render_recipient(
-            session, user.principal, template, RecipientRef(lead_id, contact_id, email[:320])
+            session,
+            request.app.state.settings,
+            user.principal,
+            template,
+            RecipientRef(lead_id, contact_id, email[:320]),
         )
     except APIError as exc:
         return sandboxed_document(f"<p>{html.escape(exc.detail)}</p>")

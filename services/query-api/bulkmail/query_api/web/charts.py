@@ -101,8 +101,7 @@ def draw(series: Series | None) -> str:
         f"at most {peak:,} per {_step_words(series.step)}."
     )
     parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="chart-title chart-desc"'
-        ">",
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="chart-title chart-desc">',
         f'<title id="chart-title">{escape(title)}</title><desc id="chart-desc">{escape(desc)}</desc>',
         f'<line class="chart-axis" x1="{PAD_LEFT}" y1="{PAD_TOP + plot_h}" x2="{WIDTH - 8}" y2="{PAD_TOP + plot_h}"/>',
         f'<text class="chart-label" x="{PAD_LEFT - 6}" y="{PAD_TOP + 8}" text-anchor="end">{peak:,}</text>',
