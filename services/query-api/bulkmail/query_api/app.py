@@ -20,9 +20,11 @@ from bulkmail.query_api.imports.endpoints import router as imports_router
 from bulkmail.query_api.leads.endpoints import router as leads_router
 from bulkmail.query_api.saved_searches.endpoints import router as saved_searches_router
 from bulkmail.query_api.statuses.endpoints import router as statuses_router
+from bulkmail.query_api.unavailable import RETRY_AFTER_S, install_unavailable_handler
 from bulkmail.query_api.unsubscribe import router as unsubscribe_router
 from bulkmail.shared.broker import Broker, create_broker
 from bulkmail.shared.db import Database
+from bulkmail.shared import metrics as metrics_module
 from bulkmail.shared.logging import get_logger
 from bulkmail.shared.metrics import render_metrics
 from bulkmail.shared.secrets import SecretBox
@@ -78,6 +80,7 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
         app.state.broker = broker
     app.add_middleware(CorrelationIdMiddleware)
     install_error_handlers(app)
+    install_unavailable_handler(app)
     api = APIRouter(prefix="/api/v1")
     for router in API_ROUTERS:
         api.include_router(router)
@@ -99,6 +102,8 @@ def _add_health(app: FastAPI) -> None:
 
     @app.get("/readyz", include_in_schema=False)
     async def readiness(request: Request) -> Response:
+        # Each ping is bounded (Database.ping's timeout; the broker's is a flag), so a probe
+        # answers quickly even while a server swallows packets.
         problems: dict[str, str] = {}
         try:
             await request.app.state.database.ping()
@@ -108,6 +113,9 @@ def _add_health(app: FastAPI) -> None:
             await request.app.state.broker.ping()
         except Exception as exc:
             problems["broker"] = type(exc).__name__
+        metrics_module.record_dependency("database", "database" not in problems)
         if problems:
-            return JSONResponse({"status": "unavailable", **problems}, status_code=503)
+            return JSONResponse(
+                {"status": "unavailable", **problems}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}
+            )
         return JSONResponse({"status": "ready"})
