@@ -141,9 +141,23 @@ def test_exposition_parses_and_no_metric_carries_an_unbounded_label() -> None:
         "bulkmail_imap_copies",
         "bulkmail_bulk_emails",
     } <= set(ours)
-    allowed_labels = {"account_id", "reason", "outcome", "queue", "limit", "status", "le"}
+    allowed_labels = {"account_id", "reason", "outcome", "queue", "limit", "status", "dependency", "le"}
     for name, labels in ours.items():
         assert labels <= allowed_labels, f"{name} has labels {labels - allowed_labels}"
+
+
+def test_a_dependency_coming_back_counts_one_reconnect_and_names_stay_bounded() -> None:
+    metrics.record_dependency("broker", True)
+    before = _value("bulkmail_reconnects_total", dependency="broker")
+    metrics.record_dependency("broker", True)  # still up: no reconnect
+    metrics.record_dependency("broker", False)
+    assert _value("bulkmail_dependency_up", dependency="broker") == 0
+    metrics.record_dependency("broker", False)  # still down
+    metrics.record_dependency("broker", True)
+    assert _value("bulkmail_dependency_up", dependency="broker") == 1
+    assert _value("bulkmail_reconnects_total", dependency="broker") == before + 1
+    metrics.record_dependency("db.internal:5432", False)  # never a host name as a label value
+    assert _value("bulkmail_dependency_up", dependency="other") == 0
 
 
 def test_status_and_skip_reason_sets_follow_the_data_model() -> None:

@@ -6,6 +6,7 @@ commits; services below it only flush.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, any_, bindparam, event
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bulkmail.shared.settings import Settings
@@ -30,7 +32,44 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
     kwargs.setdefault("pool_pre_ping", True)
+    # asyncpg waits 60 s for a connection by default: a server that swallows packets (a cut
+    # network) would hold every request and probe that long.
+    kwargs.setdefault("connect_args", {"timeout": CONNECT_TIMEOUT_S})
     return create_async_engine(url, **kwargs)
+
+
+CONNECT_TIMEOUT_S = 10.0
+# SQLSTATE classes that mean "the server or the connection is gone", not "the statement is
+# wrong": 08 connection exception; 57P01-57P03 shutdown by an administrator, crash shutdown,
+# "the database system is starting up".
+_UNAVAILABLE_SQLSTATES = ("08", "57P")
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the database cannot be reached right now.
+
+    Such a failure says nothing about the work itself: the caller waits and tries again
+    rather than reporting the work as failed.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, DBAPIError) and e.connection_invalidated:
+            return True
+        # Refused, reset, unreachable, timed out: every socket failure is an OSError.
+        if isinstance(e, OSError | TimeoutError):
+            return True
+        sqlstate = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        if type(e).__name__ == "InterfaceError" and "connection is closed" in str(e):
+            return True
+        pending += [getattr(e, "orig", None), e.__cause__, e.__context__]
+    return False
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -45,6 +84,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+PING_TIMEOUT_S = 3.0
 
 
 class Database:
@@ -65,11 +107,15 @@ class Database:
         async with self.sessionmaker() as session, session.begin():
             yield session
 
-    async def ping(self) -> None:
+    async def ping(self, timeout: float = PING_TIMEOUT_S) -> None:
+        """One round trip to the server; raises if it cannot be made within ``timeout``."""
         from sqlalchemy import text
 
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async def round_trip() -> None:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+
+        await asyncio.wait_for(round_trip(), timeout)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -46,6 +46,7 @@ from prometheus_client import start_http_server as _start_http_server
 __all__ = [
     "BULK_EMAIL_STATUSES",
     "DEFER_REASONS",
+    "DEPENDENCIES",
     "FAILURE_REASONS",
     "IMAP_COPY_OUTCOMES",
     "OTHER",
@@ -56,6 +57,8 @@ __all__ = [
     "account_label",
     "record_bulk_email_status",
     "record_deferred",
+    "dependency_up",
+    "record_dependency",
     "record_failed",
     "record_imap_copy",
     "record_rate_limit_wait",
@@ -125,6 +128,9 @@ BULK_EMAIL_STATUSES = frozenset(
     {"created", "loading", "processing", "done", "paused", "resuming", "error", "cancelled", OTHER}
 )
 
+# What a process connects to and reconnects to by itself when it goes away.
+DEPENDENCIES = frozenset({"database", "broker", OTHER})
+
 # Sending over someone else's SMTP server: most replies come in well under a second, slow
 # providers and greylisting proxies take tens of seconds, and the client timeout caps the tail.
 SEND_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -185,6 +191,18 @@ BULK_EMAILS = Counter(
     "Bulk emails entering each status.",
     ["status"],
 )
+DEPENDENCY_UP = Gauge(
+    "bulkmail_dependency_up",
+    "1 while this process reaches the dependency, 0 while it is cut off and reconnecting.",
+    ["dependency"],
+)
+RECONNECTS = Counter(
+    "bulkmail_reconnects",
+    "Times this process lost a dependency and got it back by itself.",
+    ["dependency"],
+)
+# Last state per dependency, so only a down-to-up change counts as a reconnect.
+_dependency_state: dict[str, bool] = {}
 
 
 def _bounded(value: str, allowed: frozenset[str]) -> str:
@@ -268,6 +286,21 @@ def record_bulk_email_status(status: str) -> None:
     BULK_EMAILS.labels(status=_bounded(str(status), BULK_EMAIL_STATUSES)).inc()
 
 
+def record_dependency(dependency: str, up: bool) -> None:
+    """The process reaches ``dependency`` ("database", "broker") now, or lost it; a lost one
+    coming back counts as a reconnect."""
+    name = _bounded(dependency, DEPENDENCIES)
+    if up and _dependency_state.get(name) is False:
+        RECONNECTS.labels(dependency=name).inc()
+    _dependency_state[name] = up
+    DEPENDENCY_UP.labels(dependency=name).set(1 if up else 0)
+
+
+def dependency_up(dependency: str) -> bool | None:
+    """What was last recorded for ``dependency`` (None: nothing yet)."""
+    return _dependency_state.get(_bounded(dependency, DEPENDENCIES))
+
+
 def start_metrics_server(
     port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY
 ) -> tuple[WSGIServer, threading.Thread] | None:
@@ -312,6 +345,8 @@ def reset_for_tests(collectors: Iterable[Counter | Gauge | Histogram] | None = N
     """Forget every labelled series, so a test can assert on absolute values."""
     for metric in collectors or _ALL:
         metric.clear()
+    if collectors is None:
+        _dependency_state.clear()
 
 
 _ALL: tuple[Counter | Gauge | Histogram, ...] = (
@@ -326,4 +361,6 @@ _ALL: tuple[Counter | Gauge | Histogram, ...] = (
     RATE_LIMITER_WAIT_SECONDS,
     IMAP_COPIES,
     BULK_EMAILS,
+    DEPENDENCY_UP,
+    RECONNECTS,
 )

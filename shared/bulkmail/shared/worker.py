@@ -3,6 +3,11 @@
 A worker owns its database and broker clients. SIGTERM stops new deliveries and lets the
 ones in progress finish (their acks come only after their commits). A heartbeat file lets
 ``bulkmail <service> --check`` (a Kubernetes exec probe) tell a live worker from a stuck one.
+
+Neither a database nor a broker outage stops a worker: the broker adapter reconnects by
+itself, and a delivery that failed because the database is unreachable is held (not
+redelivered in a loop) while the worker pings the database with backoff until it answers.
+Both states are in the metrics (``bulkmail_dependency_up``, ``bulkmail_reconnects``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 
 from bulkmail.shared import metrics
 from bulkmail.shared.broker import Broker, create_broker
-from bulkmail.shared.db import Database
+from bulkmail.shared.db import Database, is_database_unavailable
 from bulkmail.shared.logging import get_logger
 from bulkmail.shared.settings import Settings
 
@@ -26,8 +31,16 @@ HEARTBEAT_INTERVAL_S = 5.0
 HEARTBEAT_STALE_S = 60.0
 # How long stop waits for the loops to finish their current turn before cancelling them.
 LOOP_STOP_TIMEOUT_S = 5.0
-# Tries at connecting to the broker and subscribing before a worker gives up at start.
-START_ATTEMPTS = 5
+# Tries at connecting to the broker and subscribing before a worker gives up at start
+# (about a minute and a half with the backoff below: a broker restarting meanwhile is waited for).
+START_ATTEMPTS = 12
+# Waiting for a lost database: the first ping soon, then twice as far apart up to the cap.
+RECONNECT_FIRST_S = 0.5
+RECONNECT_MAX_S = 10.0
+# How often a worker checks the database while nothing else tells it the database went away.
+DATABASE_WATCH_S = 5.0
+# Pause before a delivery that failed for another reason goes back on the queue.
+REDELIVERY_DELAY_S = 0.5
 
 
 def heartbeat_path(settings: Settings, service: str) -> Path:
@@ -62,6 +75,7 @@ class Worker(abc.ABC):
         self.broker = broker or create_broker(settings)
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._database_back: asyncio.Task[None] | None = None
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -113,8 +127,10 @@ class Worker(abc.ABC):
                 # connection: several workers starting together hit this now and then.
                 log.warning("could not start consuming; starting over", service=self.service, error=repr(exc))
                 await self._abandon_start()
-                await asyncio.sleep(attempt * 0.5)
+                await asyncio.sleep(min(RECONNECT_FIRST_S * 2 ** (attempt - 1), RECONNECT_MAX_S))
                 attempt += 1
+        self.broker.handler_failed = self._after_handler_failed
+        self.spawn(self._watch_database(), f"{self.service}-database-watch")
         self.spawn(self._heartbeat(), f"{self.service}-heartbeat")
         if self.backlog_queues:
             self.spawn(self._report_backlog(), f"{self.service}-backlog")
@@ -148,6 +164,57 @@ class Worker(abc.ABC):
         if self._owns_db:
             await self.database.dispose()
         log.info("worker stopped", service=self.service)
+
+    # -- the database going away and coming back ---------------------------------------------
+
+    async def wait_for_database(self) -> None:
+        """Return once the database answers again (or the worker stops). Callers that arrive
+        while another is already waiting share its wait: one ping at a time, not one each."""
+        if self._database_back is None or self._database_back.done():
+            self._database_back = asyncio.create_task(self._reconnect_database())
+        await asyncio.shield(self._database_back)
+
+    async def _reconnect_database(self) -> None:
+        metrics.record_dependency("database", False)
+        log.warning("database unreachable; waiting for it", service=self.service)
+        delay = RECONNECT_FIRST_S
+        while not self.stopping:
+            try:
+                await self.database.ping()
+            except Exception as exc:
+                log.info("database still unreachable", service=self.service, retry_in=delay, error=repr(exc))
+                await self.sleep_or_stop(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+            else:
+                log.info("database reachable again", service=self.service)
+                metrics.record_dependency("database", True)
+                return
+
+    async def _after_handler_failed(self, exc: BaseException) -> None:
+        """Before a failed delivery goes back on the queue: hold it while the database is down."""
+        if is_database_unavailable(exc):
+            await self.wait_for_database()
+        else:
+            await asyncio.sleep(REDELIVERY_DELAY_S)
+
+    async def _watch_database(self) -> None:
+        metrics.record_dependency("database", True)
+        while not self.stopping:
+            await self.sleep_or_stop(DATABASE_WATCH_S)
+            if self.stopping:
+                return
+            try:
+                await self.database.ping()
+            except Exception:
+                await self.wait_for_database()
+
+    async def loop_failed(self, what: str, exc: BaseException) -> None:
+        """A background loop's turn raised: log it, and wait for the database if that was the cause."""
+        if is_database_unavailable(exc):
+            log.warning(f"{what} failed: database unreachable", service=self.service, error=repr(exc))
+            await self.wait_for_database()
+        else:
+            log.exception(f"{what} failed; will try again", service=self.service)
 
     async def _heartbeat(self) -> None:
         path = heartbeat_path(self.settings, self.service)

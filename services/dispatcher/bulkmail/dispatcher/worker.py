@@ -33,6 +33,6 @@ class DispatcherWorker(Worker):
         while not self.stopping:
             try:
                 await self.dispatcher.sweep()
-            except Exception:
-                log.exception("sweep failed; will try again")
+            except Exception as exc:
+                await self.loop_failed("sweep", exc)
             await self.sleep_or_stop(self.settings.sweep_interval_s)

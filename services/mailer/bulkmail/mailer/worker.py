@@ -68,8 +68,8 @@ class MailerWorker(Worker):
             await self.sleep_or_stop(0.5)
             try:
                 await self.sender.close_idle_connections()
-            except Exception:
-                log.exception("closing idle SMTP connections failed")
+            except Exception as exc:
+                await self.loop_failed("closing idle SMTP connections", exc)
 
     async def _on_account_check(self, delivery: Delivery) -> None:
         await run_check(self.settings, self.database, CheckEmailAccount.model_validate_json(delivery.body))

@@ -24,8 +24,10 @@ from bulkmail.query_api.response_fields import ResponseFieldsMiddleware
 from bulkmail.query_api.saved_searches.endpoints import router as saved_searches_router
 from bulkmail.query_api.statuses.endpoints import router as statuses_router
 from bulkmail.query_api.trailing_slash import EitherSlashMiddleware
+from bulkmail.query_api.unavailable import RETRY_AFTER_S, install_unavailable_handler
 from bulkmail.query_api.unsubscribe import router as unsubscribe_router
 from bulkmail.query_api.web import install_web
+from bulkmail.shared import metrics as metrics_module
 from bulkmail.shared.broker import Broker, create_broker
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
@@ -104,6 +106,7 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
     )
     app.add_middleware(CorrelationIdMiddleware)
     install_error_handlers(app)
+    install_unavailable_handler(app)
     api = APIRouter(prefix=API_PREFIX)
     for router in API_ROUTERS:
         api.include_router(router)
@@ -123,6 +126,8 @@ def _add_health(app: FastAPI) -> None:
 
     @app.get("/readyz", include_in_schema=False)
     async def readiness(request: Request) -> Response:
+        # Each ping is bounded (Database.ping's timeout; the broker's is a flag), so a probe
+        # answers quickly even while a server swallows packets.
         problems: dict[str, str] = {}
         try:
             await request.app.state.database.ping()
@@ -132,6 +137,9 @@ def _add_health(app: FastAPI) -> None:
             await request.app.state.broker.ping()
         except Exception as exc:
             problems["broker"] = type(exc).__name__
+        metrics_module.record_dependency("database", "database" not in problems)
         if problems:
-            return JSONResponse({"status": "unavailable", **problems}, status_code=503)
+            return JSONResponse(
+                {"status": "unavailable", **problems}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}
+            )
         return JSONResponse({"status": "ready"})

@@ -27,6 +27,9 @@ class Delivery:
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
+# Awaited after a handler raised and before its message goes back on the queue: the owner can
+# hold the message there while, say, the database is down, instead of redelivering it in a loop.
+HandlerFailed = Callable[[BaseException], Awaitable[None]]
 
 
 class Broker(abc.ABC):
@@ -34,6 +37,7 @@ class Broker(abc.ABC):
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
+        self.handler_failed: HandlerFailed | None = None
 
     def queue_name(self, queue: str) -> str:
         return f"{self.namespace}.{queue}"

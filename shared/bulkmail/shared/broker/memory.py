@@ -89,13 +89,16 @@ class MemoryBroker(Broker):
             except asyncio.CancelledError:
                 q.put_nowait(Delivery(delivery.body, delivery.headers, delivery.routing_key, True))
                 raise
-            except Exception:
+            except Exception as exc:
                 log.exception("handler failed; message will be redelivered", queue=name)
-                self._start(self._requeue_later(q, delivery))
+                self._start(self._requeue_later(q, delivery, exc))
             finally:
                 correlation_id.reset(token)
                 self._in_flight[name] -= 1
 
-    async def _requeue_later(self, q: asyncio.Queue[Delivery], delivery: Delivery) -> None:
-        await asyncio.sleep(REDELIVERY_DELAY_S)
+    async def _requeue_later(self, q: asyncio.Queue[Delivery], delivery: Delivery, exc: Exception) -> None:
+        if self.handler_failed is not None:
+            await self.handler_failed(exc)
+        else:
+            await asyncio.sleep(REDELIVERY_DELAY_S)
         q.put_nowait(Delivery(delivery.body, delivery.headers, delivery.routing_key, True))

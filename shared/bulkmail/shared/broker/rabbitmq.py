@@ -1,11 +1,22 @@
-"""RabbitMQ through aio-pika: durable quorum queues, persistent messages, publisher confirms."""
+"""RabbitMQ through aio-pika: durable quorum queues, persistent messages, publisher confirms.
+
+The connection is aio-pika's robust one: when RabbitMQ restarts or the network drops, it
+reconnects by itself and restores channels, queues and consumers. On top of it this adapter
+backs off between attempts (0.5 s doubling to 10 s), reports the state (``bulkmail_dependency_up``,
+``bulkmail_reconnects``, ``ping``), and makes a publish wait for the connection to come back
+rather than fail at once, so work in progress pauses through a broker restart instead of being
+abandoned half-way. A publish retried after a lost confirm may reach the queue twice: every
+consumer of our queues is idempotent (the ledger decides what is done), so that is harmless.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustChannel,
@@ -14,6 +25,7 @@ from aio_pika.abc import (
     AbstractRobustQueue,
 )
 
+from bulkmail.shared import metrics
 from bulkmail.shared.broker.base import Broker, Delivery, Handler
 from bulkmail.shared.logging import correlation_id, get_logger
 
@@ -22,6 +34,19 @@ log = get_logger(__name__)
 # Pause before a failed delivery goes back on the queue, so a poison message cannot spin a core.
 REDELIVERY_DELAY_S = 0.5
 DRAIN_TIMEOUT_S = 30.0
+# Reconnect attempts: the first soon after the loss, then twice as far apart each time.
+RECONNECT_FIRST_S = 0.5
+RECONNECT_MAX_S = 10.0
+# How long a publish waits for a lost connection to come back before it raises.
+PUBLISH_WAIT_S = 120.0
+# What a publish raises when the connection or its channel went away under it.
+_CONNECTION_LOST = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ChannelClosed,
+    ConnectionError,
+    OSError,
+)
 
 
 class RabbitMQBroker(Broker):
@@ -37,11 +62,19 @@ class RabbitMQBroker(Broker):
         self._lock = asyncio.Lock()
         self._consumers: list[tuple[AbstractRobustQueue, str]] = []
         self._in_flight = 0
+        self._closing = False
+        self._backoff: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
+        self._closing = False
         self._connection = await aio_pika.connect_robust(
-            self._url, client_properties={"connection_name": self.namespace}
+            self._url,
+            client_properties={"connection_name": self.namespace},
+            reconnect_interval=RECONNECT_FIRST_S,
         )
+        self._connection.close_callbacks.add(self._on_connection_lost)
+        self._connection.reconnect_callbacks.add(self._on_reconnected)
+        metrics.record_dependency("broker", True)
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         # Events are notifications (the ledger is the record), published per email at full
         # sending speed: their channel skips publisher confirms, which cost a round trip each.
@@ -50,8 +83,60 @@ class RabbitMQBroker(Broker):
             self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
 
+    def _on_connection_lost(self, _connection: Any, exc: BaseException | None = None) -> None:
+        if self._closing:
+            return
+        log.warning("lost the connection to RabbitMQ; reconnecting", error=repr(exc))
+        metrics.record_dependency("broker", False)
+        if self._backoff is None or self._backoff.done():
+            self._backoff = asyncio.get_running_loop().create_task(self._back_off())
+
+    def _on_reconnected(self, _connection: Any) -> None:
+        log.info("reconnected to RabbitMQ")
+        metrics.record_dependency("broker", True)
+
+    async def _back_off(self) -> None:
+        """Space the robust connection's attempts out while it stays down, then reset them."""
+        connection = self._connection
+        if connection is None:
+            return
+        delay = RECONNECT_FIRST_S
+        while not self._closing and not connection.connected.is_set():
+            connection.reconnect_interval = delay
+            try:
+                await asyncio.wait_for(connection.connected.wait(), delay)
+            except TimeoutError:
+                delay = min(delay * 2, RECONNECT_MAX_S)
+        connection.reconnect_interval = RECONNECT_FIRST_S
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and self._connection.connected.is_set()
+
+    async def _publishing(self, publish: Callable[[], Awaitable[Any]]) -> None:
+        """``publish()``, waiting for a lost connection to come back (up to PUBLISH_WAIT_S)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_WAIT_S
+        delay = RECONNECT_FIRST_S
+        while True:
+            connection = self._connection
+            if connection is None or self._closing:
+                raise RuntimeError("broker is not connected")
+            try:
+                if not connection.connected.is_set():
+                    await asyncio.wait_for(connection.connected.wait(), max(deadline - loop.time(), 0.01))
+                await publish()
+                return
+            except (*_CONNECTION_LOST, TimeoutError) as exc:
+                if loop.time() >= deadline or self._closing:
+                    raise
+                log.info("publish waits for RabbitMQ", error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+
     async def close(self) -> None:
         """Cancel consumers, let deliveries in progress finish and ack, then disconnect."""
+        self._closing = True
         for queue, tag in self._consumers:
             try:
                 await queue.cancel(tag)
@@ -66,6 +151,8 @@ class RabbitMQBroker(Broker):
             if not channel.is_closed:
                 await channel.close()
         self._consumer_channels.clear()
+        if self._backoff is not None:
+            self._backoff.cancel()
         if self._connection is not None:
             await self._connection.close()
         self._connection = None
@@ -90,13 +177,17 @@ class RabbitMQBroker(Broker):
         return name
 
     async def publish(self, queue: str, body: bytes, headers: dict[str, Any] | None = None) -> None:
-        name = await self._ensure_queue(queue)
-        await self._channel.default_exchange.publish(_message(body, headers), routing_key=name)
+        async def once() -> None:
+            name = await self._ensure_queue(queue)
+            await self._channel.default_exchange.publish(_message(body, headers), routing_key=name)
+
+        await self._publishing(once)
 
     async def publish_event(self, topic: str, body: bytes, headers: dict[str, Any] | None = None) -> None:
-        assert self._events is not None, "broker is not connected"
+        events = self._events
+        assert events is not None, "broker is not connected"
         # Not mandatory: an event nobody subscribed to is simply dropped, not returned to us.
-        await self._events.publish(_message(body, headers), routing_key=topic, mandatory=False)
+        await self._publishing(lambda: events.publish(_message(body, headers), routing_key=topic, mandatory=False))
 
     async def consume(self, queue: str, handler: Handler, prefetch: int = 10) -> None:
         channel = await self._consumer_channel(prefetch)
@@ -123,8 +214,8 @@ class RabbitMQBroker(Broker):
             await channel.close()
 
     async def ping(self) -> None:
-        if self._connection is None or self._connection.is_closed:
-            raise ConnectionError("not connected to RabbitMQ")
+        if not self.connected:
+            raise ConnectionError("not connected to RabbitMQ (reconnecting)")
 
     def _wrap(self, handler: Handler) -> Any:
         async def on_message(message: AbstractIncomingMessage) -> None:
@@ -133,13 +224,21 @@ class RabbitMQBroker(Broker):
             token = correlation_id.set(delivery.correlation_id)
             self._in_flight += 1
             try:
-                await handler(delivery)
-            except Exception:
-                log.exception("handler failed; message will be redelivered", routing_key=message.routing_key)
-                await asyncio.sleep(REDELIVERY_DELAY_S)
-                await message.nack(requeue=True)
-            else:
-                await message.ack()
+                try:
+                    await handler(delivery)
+                except Exception as exc:
+                    log.exception("handler failed; message will be redelivered", routing_key=message.routing_key)
+                    if self.handler_failed is not None:
+                        await self.handler_failed(exc)
+                    else:
+                        await asyncio.sleep(REDELIVERY_DELAY_S)
+                    await message.nack(requeue=True)
+                else:
+                    await message.ack()
+            except _CONNECTION_LOST as exc:
+                # The channel this delivery came on is gone (RabbitMQ restarted, the network
+                # dropped): the broker already put the message back, and redelivers it.
+                log.info("delivery's channel closed before its ack; RabbitMQ redelivers it", error=repr(exc))
             finally:
                 self._in_flight -= 1
                 correlation_id.reset(token)
