@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from bulkmail.mailer.done_email import send_done_email
+from bulkmail.mailer.inbox_sync import InboxSyncRunner
 from bulkmail.mailer.notices import send_account_paused_email
 from bulkmail.mailer.sender import ChunkSender
 from bulkmail.mailer.sent_copies import copy_to_sent
@@ -15,6 +16,7 @@ from bulkmail.shared.contracts import (
     SEND_QUEUE,
     SENT_COPY_QUEUE,
     AccountPausedNotice,
+    EmailFeedbackEvent,
     NotifyBulkEmailDone,
     SendChunk,
     SentCopy,
@@ -39,6 +41,9 @@ class MailerWorker(Worker):
         self.prefetch = settings.mailer_prefetch
         # Sent folders found by discovery, per IMAP account, for this process's lifetime.
         self.sent_folders: dict[str, str] = {}
+        # What comes back (bounces, complaints, replies) read from each account's INBOX; a lease
+        # per account keeps one IMAP login per account across all mailers (docs/feedback.md).
+        self.inbox_sync = InboxSyncRunner(settings, self.database, self._emit_feedback)
 
     async def start(self) -> None:
         await self.broker.consume(SEND_QUEUE, self._on_chunk, prefetch=self.prefetch)
@@ -47,9 +52,15 @@ class MailerWorker(Worker):
         self.spawn(self._close_idle_connections(), "mailer-idle-smtp")
         # Its own queue and prefetch: a slow or dead IMAP server never holds up sending.
         await self.broker.consume(SENT_COPY_QUEUE, self._on_sent_copy, prefetch=2)
+        if self.settings.inbox_sync_enabled:
+            self.spawn(self.inbox_sync.run(), "mailer-inbox-sync")
 
     async def on_stop(self) -> None:
+        await self.inbox_sync.stop()
         await self.sender.close()
+
+    async def _emit_feedback(self, event: EmailFeedbackEvent) -> None:
+        await self.broker.emit(event.type, event)
 
     async def _on_chunk(self, delivery: Delivery) -> None:
         await self.sender.handle(SendChunk.model_validate_json(delivery.body))
