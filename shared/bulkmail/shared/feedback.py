@@ -31,6 +31,7 @@ from bulkmail.shared.models import (
     EmailFeedback,
     FeedbackKind,
     Recipient,
+    RecipientState,
     Suppression,
 )
 
@@ -305,4 +306,58 @@ async def _mark_activity(session: AsyncSession, organization_id: int, match: Mat
         )
         .values(status=status)
         .execution_options(synchronize_session=False)
+    )
+
+
+@dataclass(frozen=True)
+class ReportCounts:
+    """A bulk email's report: unique recipients per outcome; machine opens and clicks apart."""
+
+    delivered: int = 0  # accepted and not bounced
+    bounced_hard: int = 0
+    bounced_soft: int = 0
+    complained: int = 0
+    unsubscribed: int = 0
+    replied: int = 0
+    auto_replied: int = 0
+    opened: int = 0  # by people, as far as can be told
+    opened_machine: int = 0  # privacy proxies and scanners only
+    clicked: int = 0
+    clicked_machine: int = 0
+
+
+async def report_counts(session: AsyncSession, bulk_email_id: int) -> ReportCounts:
+    rows = await session.execute(
+        select(EmailFeedback.kind, EmailFeedback.machine, func.count(func.distinct(EmailFeedback.recipient_id)))
+        .where(EmailFeedback.bulk_email_id == bulk_email_id)
+        .group_by(EmailFeedback.kind, EmailFeedback.machine)
+    )
+    by: dict[tuple[str, bool], int] = {(FeedbackKind(k).value, bool(m)): n for k, m, n in rows}
+
+    def people(kind: FeedbackKind) -> int:
+        return by.get((kind.value, False), 0)
+
+    def machines(kind: FeedbackKind) -> int:
+        return by.get((kind.value, True), 0)
+
+    delivered = await session.scalar(
+        select(func.count())
+        .select_from(Recipient)
+        .where(
+            Recipient.bulk_email_id == bulk_email_id,
+            Recipient.state.in_([RecipientState.sent, RecipientState.replied, RecipientState.complained]),
+        )
+    )
+    return ReportCounts(
+        delivered=int(delivered or 0),
+        bounced_hard=people(K.hard_bounce),
+        bounced_soft=people(K.soft_bounce),
+        complained=people(K.complaint),
+        unsubscribed=people(K.unsubscribe),
+        replied=people(K.reply),
+        auto_replied=people(K.auto_reply),
+        opened=people(K.open),
+        opened_machine=machines(K.open),
+        clicked=people(K.click),
+        clicked_machine=machines(K.click),
     )
