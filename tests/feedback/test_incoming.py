@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bulkmail.mailer.incoming import Triage, parse_headers, read_bounce, read_complaint, triage
 from bulkmail.mailer.inbox_sync import parse_fetch
+from bulkmail.mailer.incoming import Triage, parse_headers, read_bounce, read_complaint, triage
 from tests.feedback import samples
 
 MID = "<bulk-5-17.0123456789abcdef@sender.test>"
