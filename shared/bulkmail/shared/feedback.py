@@ -12,6 +12,7 @@ lead's timeline. The rules are in docs/feedback.md.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -360,4 +361,83 @@ async def report_counts(session: AsyncSession, bulk_email_id: int) -> ReportCoun
         opened_machine=machines(K.open),
         clicked=people(K.click),
         clicked_machine=machines(K.click),
+    )
+
+
+async def record_engagement(
+    session: AsyncSession,
+    match: Match,
+    organization_id: int,
+    kind: FeedbackKind,
+    *,
+    machine: bool,
+    detail: str,
+    now: datetime,
+) -> EmailFeedbackEvent | None:
+    """An open or click (every one counts in the totals); returns the event for the first of its
+    kind for this recipient. A person's first open dates the lead's email activity (``date_opened``),
+    which the search language's ``email_opened`` reads."""
+    first = (
+        await session.scalar(
+            select(func.count())
+            .select_from(EmailFeedback)
+            .where(EmailFeedback.recipient_id == match.recipient_id, EmailFeedback.kind == kind)
+        )
+    ) == 0
+    first_human = (
+        not machine
+        and (
+            await session.scalar(
+                select(func.count())
+                .select_from(EmailFeedback)
+                .where(
+                    EmailFeedback.recipient_id == match.recipient_id,
+                    EmailFeedback.kind == kind,
+                    EmailFeedback.machine.is_(False),
+                )
+            )
+        )
+        == 0
+    )
+    session.add(
+        EmailFeedback(
+            organization_id=organization_id,
+            bulk_email_id=match.bulk_email_id,
+            recipient_id=match.recipient_id,
+            email_normalized=match.email_normalized,
+            kind=kind,
+            source="tracking",
+            detail=detail[:1000],
+            machine=machine,
+            dedup_key=f"tracking:{kind.value}:{match.recipient_id}:{uuid.uuid4().hex}",
+            occurred_at=now,
+            created_at=now,
+        )
+    )
+    if kind == K.open and first_human:
+        await session.execute(
+            update(EmailActivity)
+            .where(
+                EmailActivity.organization_id == organization_id,
+                EmailActivity.lead_id == match.lead_id,
+                EmailActivity.message_id == match.message_id,
+                EmailActivity.direction == "outgoing",
+                EmailActivity.date_opened.is_(None),
+            )
+            .values(date_opened=now)
+            .execution_options(synchronize_session=False)
+        )
+        await session.flush()
+        await refresh_lead_counters(session, [match.lead_id])
+    if not first:
+        return None
+    return EmailFeedbackEvent(
+        type=EVENT_TYPES[kind],  # type: ignore[arg-type]
+        organization_id=organization_id,
+        bulk_email_id=match.bulk_email_id,
+        recipient_id=match.recipient_id,
+        lead_id=match.lead_id,
+        message_id=match.message_id,
+        machine=machine,
+        occurred_at=now,
     )

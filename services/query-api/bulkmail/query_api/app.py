@@ -22,6 +22,7 @@ from bulkmail.query_api.imports.endpoints import router as imports_router
 from bulkmail.query_api.leads.endpoints import router as leads_router
 from bulkmail.query_api.saved_searches.endpoints import router as saved_searches_router
 from bulkmail.query_api.statuses.endpoints import router as statuses_router
+from bulkmail.query_api.tracking import router as tracking_router
 from bulkmail.query_api.unsubscribe import router as unsubscribe_router
 from bulkmail.shared.broker import Broker, create_broker
 from bulkmail.shared.db import Database
@@ -87,6 +88,7 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
     app.include_router(api)
     app.include_router(unsubscribe_router)
     app.include_router(webhooks_public_router)
+    app.include_router(tracking_router)
     _add_health(app)
     return app
 
