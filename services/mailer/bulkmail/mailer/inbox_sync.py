@@ -199,8 +199,14 @@ class AccountFollower:
                 await self._handle(message, report)
                 last_uid = message.uid
                 report.seen += 1
-        # Nothing new (or only after a UIDVALIDITY change): still remember where we are.
-        await self._save_position(max(last_uid, 0) if uids else max(self.uidnext - 1, 0))
+            # The user's own mail changes nothing, so its position is saved once per batch (a
+            # crash re-reads at most a batch of headers); a message that did something saved its own.
+            await self._save_position(last_uid)
+        if not uids:
+            # Nothing new (or nothing since a UIDVALIDITY change): still remember where we are.
+            await self._save_position(
+                max(state.last_uid if state.uidvalidity == self.uidvalidity else 0, self.uidnext - 1, 0)
+            )
         return report
 
     async def _handle(self, message: Fetched, report: SyncReport) -> None:
@@ -220,6 +226,8 @@ class AccountFollower:
             reports = [reply_feedback(headers, FeedbackKind.reply, key)]
         elif kind == Triage.auto_reply:
             reports = [reply_feedback(headers, FeedbackKind.auto_reply, key)]
+        if not reports:
+            return
         events: list[EmailFeedbackEvent] = []
         ours = False
         async with self.database.session() as session:
