@@ -25,6 +25,11 @@ EVENTS = {
     "bulk_email.error": "It stopped on an error that needs the user.",
     "email.sent": "The SMTP server accepted these recipients' messages (one event per mailer batch).",
     "email.failed": "These recipients' messages failed for good (one event per mailer batch).",
+    "email.bounced": "A sent message bounced (bounce_type hard or soft); a hard bounce suppresses the address.",
+    "email.complained": "The recipient marked a sent message as spam (ARF report or provider); address suppressed.",
+    "email.replied": "The recipient replied to a sent message (In-Reply-To/References name it).",
+    "email.opened": "A tracked message was opened (first open per recipient; machine=true: probably not a person).",
+    "email.clicked": "A tracked link was clicked (first click per recipient; machine=true: probably a scanner).",
     "email_account.paused": "The provider throttled or refused the account; sending rests until paused_until.",
 }
 QUEUES = {
@@ -53,7 +58,7 @@ def document() -> dict[str, Any]:
         return model.__name__
 
     for event, summary in EVENTS.items():
-        model = contracts.EVENT_CONTRACTS[event.split(".")[0] + ".*"]
+        model = contracts.EVENT_CONTRACTS.get(event) or contracts.EVENT_CONTRACTS[event.split(".")[0] + ".*"]
         key = event.replace(".", "_")
         messages[key] = {
             "name": event,

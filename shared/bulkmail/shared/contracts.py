@@ -91,6 +91,9 @@ class BulkEmailCounts(Contract):
     skipped: int = 0
     deferred: int = 0
     unknown: int = 0
+    bounced: int = 0
+    complained: int = 0
+    replied: int = 0
 
 
 class BulkEmailEvent(Contract):
@@ -140,7 +143,34 @@ class EmailEvent(Contract):
     occurred_at: datetime
 
 
+EmailFeedbackEventType = Literal["email.bounced", "email.complained", "email.replied", "email.opened", "email.clicked"]
+
+
+class EmailFeedbackEvent(Contract):
+    """What came back about one sent message (docs/feedback.md). No address, as for EmailEvent."""
+
+    v: Literal[1] = 1
+    type: EmailFeedbackEventType
+    organization_id: int
+    bulk_email_id: int
+    recipient_id: int
+    lead_id: int
+    message_id: str = ""
+    bounce_type: Literal["hard", "soft"] | None = None
+    # An open or click that was probably a privacy proxy or a scanner, not a person.
+    machine: bool = False
+    # The suppression this caused (hard_bounce, soft_bounces, complaint), if any.
+    suppressed: str | None = None
+    occurred_at: datetime
+
+
+# Exact event types first (scripts/asyncapi.py looks them up before the patterns).
 EVENT_CONTRACTS: dict[str, type[Contract]] = {
+    "email.bounced": EmailFeedbackEvent,
+    "email.complained": EmailFeedbackEvent,
+    "email.replied": EmailFeedbackEvent,
+    "email.opened": EmailFeedbackEvent,
+    "email.clicked": EmailFeedbackEvent,
     "bulk_email.*": BulkEmailEvent,
     "email.*": EmailEvent,
     "email_account.*": EmailAccountEvent,

@@ -495,7 +495,8 @@ class Suppression(Base):
         Id, ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
     )
     email_normalized: Mapped[str] = mapped_column(String(320), primary_key=True)
-    reason: Mapped[str] = mapped_column(String(40))  # unsubscribed | hard_bounce
+    # unsubscribed | hard_bounce | soft_bounces | complaint
+    reason: Mapped[str] = mapped_column(String(40))
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = _now()
 
@@ -560,6 +561,9 @@ class BulkEmail(Base):
     paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     done_email_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Open and click tracking, opt-in per bulk email (docs/feedback.md): off unless asked for.
+    track_opens: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_text("false"))
+    track_clicks: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_text("false"))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -599,6 +603,10 @@ class RecipientState(enum.StrEnum):
     skipped = "skipped"
     deferred = "deferred"  # retry at next_attempt_at
     unknown = "unknown"  # died between handing to SMTP and recording the reply
+    # What came back after `sent` (docs/feedback.md); written only by shared/feedback_ledger.py.
+    bounced = "bounced"  # a hard bounce: the address is suppressed
+    complained = "complained"  # marked as spam (an ARF report or a provider's complaint)
+    replied = "replied"  # a reply naming our Message-ID
 
 
 class SkipReason(enum.StrEnum):
@@ -686,3 +694,90 @@ class EmailActivity(Base):
     created_at: Mapped[datetime] = _now()
 
     __table_args__ = (Index("ix_email_activities_template_id_lead_id", "template_id", "lead_id"),)
+
+
+class FeedbackKind(enum.StrEnum):
+    """What came back about a sent message (docs/feedback.md)."""
+
+    hard_bounce = "hard_bounce"
+    soft_bounce = "soft_bounce"
+    complaint = "complaint"
+    reply = "reply"
+    auto_reply = "auto_reply"  # out-of-office and other RFC 3834 answers: neither bounce nor reply
+    unsubscribe = "unsubscribe"  # reported by a sending service
+    open = "open"
+    click = "click"
+
+
+class EmailFeedback(Base):
+    """One thing that came back: a bounce, complaint, reply, open or click, recorded once.
+
+    ``dedup_key`` makes every source idempotent: the incoming message's Message-ID for mail read
+    from the inbox, the provider's event id for webhooks. The report counts come from here.
+    """
+
+    __tablename__ = "email_feedback"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    email_account_id: Mapped[int | None] = mapped_column(Id, ForeignKey("email_accounts.id", ondelete="SET NULL"))
+    bulk_email_id: Mapped[int | None] = mapped_column(Id, ForeignKey("bulk_emails.id", ondelete="CASCADE"))
+    recipient_id: Mapped[int | None] = mapped_column(Id)
+    email_normalized: Mapped[str] = mapped_column(String(320), default="")
+    kind: Mapped[FeedbackKind] = mapped_column(Enum(FeedbackKind, native_enum=False, length=20))
+    # imap | ses | sendgrid | mailgun | postmark | tracking
+    source: Mapped[str] = mapped_column(String(20))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    # Probably not a person: a privacy proxy or a scanner fetching the pixel or the link.
+    machine: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_text("false"))
+    dedup_key: Mapped[str] = mapped_column(String(400))
+    occurred_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        UniqueConstraint("organization_id", "dedup_key"),
+        Index("ix_email_feedback_bulk_email_id_kind", "bulk_email_id", "kind"),
+        Index("ix_email_feedback_organization_id_email_normalized", "organization_id", "email_normalized"),
+    )
+
+
+class InboxSync(Base):
+    """How far the inbox sync has read an account's INBOX, and which worker holds its one login."""
+
+    __tablename__ = "inbox_syncs"
+    email_account_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("email_accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    organization_id: Mapped[int] = _org_fk()
+    uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The lease: one worker, so one IMAP login, per account at a time.
+    leased_by: Mapped[str] = mapped_column(String(100), default="")
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class FeedbackWebhook(Base):
+    """A sending service's webhook into one email account: an unguessable token in the URL."""
+
+    __tablename__ = "feedback_webhooks"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    email_account_id: Mapped[int] = mapped_column(Id, ForeignKey("email_accounts.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(20))  # ses | sendgrid | mailgun
+    # SHA-256 of the token: the token itself is shown once, like an API key.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Fernet-encrypted: Mailgun's signing key or SendGrid's public key (PEM/base64 DER).
+    signing_key_encrypted: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = _now()
+
+
+class WebhookDelivery(Base):
+    """Signatures already accepted: a replayed webhook is refused even inside its time window."""
+
+    __tablename__ = "webhook_deliveries"
+    webhook_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("feedback_webhooks.id", ondelete="CASCADE"), primary_key=True
+    )
+    delivery_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    received_at: Mapped[datetime] = _now()

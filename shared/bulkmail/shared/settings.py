@@ -100,6 +100,24 @@ class Settings(BaseSettings):
     # Shrinks the per-minute/hour/day windows of account limits (0.05: a "minute" of 3 s), so
     # tests can prove a limit in seconds. Leave at 1 anywhere real.
     rate_window_scale: float = 1.0
+    # What comes back (docs/feedback.md). The inbox sync: how often an account's INBOX is looked
+    # at when the server offers no IDLE, and how long a worker's hold on an account lasts.
+    inbox_sync_enabled: bool = True
+    inbox_poll_interval_s: float = 60.0
+    inbox_lease_s: float = 120.0
+    # Soft bounces (mailbox full, greylisted for days...) suppress an address only after this
+    # many, in different bulk emails.
+    soft_bounce_limit: int = 3
+    # A bounce that names only the address is matched to the account's sends of the last N days.
+    bounce_match_days: int = 30
+    # Webhooks: how old a signed timestamp may be, and the CA certificates trusted for Amazon
+    # SNS signing certificates (empty: the system's). Tests point it at their own CA.
+    webhook_max_age_s: float = 300.0
+    sns_ca_file: str = ""
+    # Host names SNS certificates may be fetched from (a URL in the message says where).
+    sns_cert_hosts: list[str] = Field(default_factory=lambda: ["sns.*.amazonaws.com"])
+    # Tracking: an open within this many seconds of sending is probably a scanner, not a person.
+    machine_open_window_s: float = 10.0
 
     @field_validator("database_url")
     @classmethod

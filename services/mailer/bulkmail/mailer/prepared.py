@@ -16,7 +16,15 @@ from bulkmail.shared.providers import AccountLimits, Decision, limits_for_accoun
 from bulkmail.shared.render_data import sender_context
 from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
-from bulkmail.shared.templating import CompiledTemplate, OrganizationData, UserData, compile_template
+from bulkmail.shared.templating import (
+    CompiledTemplate,
+    OrganizationData,
+    RenderContext,
+    RenderResult,
+    UserData,
+    compile_template,
+)
+from bulkmail.shared.tracking import key_for, tracked_html
 
 
 @dataclass
@@ -27,7 +35,7 @@ class PreparedBulkEmail:
     account_id: int
     account_email: str
     account_version: datetime
-    template: CompiledTemplate
+    template: CompiledTemplate | TrackedTemplate
     skeleton: MessageSkeleton
     smtp: SmtpSettings
     max_connections: int
@@ -59,7 +67,7 @@ async def prepare(session: AsyncSession, settings: Settings, box: SecretBox, bul
         account_id=account.id,
         account_email=account.email,
         account_version=account.updated_at or datetime.now(UTC),
-        template=compile_template(template.subject, template.body, template.body_text),
+        template=_with_tracking(compile_template(template.subject, template.body, template.body_text), settings, bulk),
         # A boundary fixed per bulk email: the Sent copy, rebuilt later, is byte for byte the message sent.
         skeleton=MessageSkeleton(
             sender_address=account.email, sender_name=account.name, boundary=f"=_bulkmail_{bulk.id}_{secret.hex()[:16]}"
@@ -83,6 +91,49 @@ async def prepare(session: AsyncSession, settings: Settings, box: SecretBox, bul
         sender=account.sender,
     )
 
+
+# --- TRACKING: the one place open/click tracking enters a message (docs/feedback.md) -----------
+# The rendered HTML of a bulk email that opted in gets its links rewritten and the pixel added,
+# per recipient; the plain-text part is derived before this and keeps the real links. The Sent
+# copy goes through prepare() too, so it matches what was sent.
+
+
+@dataclass(frozen=True)
+class TrackedTemplate:
+    template: CompiledTemplate
+    settings: Settings
+    key: bytes
+    organization_id: int
+    bulk_email_id: int
+    opens: bool
+    clicks: bool
+
+    def render(self, ctx: RenderContext) -> RenderResult:
+        result = self.template.render(ctx)
+        html = tracked_html(
+            result.html,
+            settings=self.settings,
+            key=self.key,
+            organization_id=self.organization_id,
+            bulk_email_id=self.bulk_email_id,
+            email_normalized=ctx.contact.email.strip().lower(),
+            opens=self.opens,
+            clicks=self.clicks,
+        )
+        return replace(result, html=html)
+
+
+def _with_tracking(
+    template: CompiledTemplate, settings: Settings, bulk: BulkEmail
+) -> CompiledTemplate | TrackedTemplate:
+    if not (bulk.track_opens or bulk.track_clicks):
+        return template  # off by default: the message is exactly the template's
+    return TrackedTemplate(
+        template, settings, key_for(settings), bulk.organization_id, bulk.id, bulk.track_opens, bulk.track_clicks
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 
 # Providers count by when a message reaches them, a few milliseconds after we reserve its slot;
 # windows a little longer than nominal keep that jitter from ever showing as N+1 in a window.

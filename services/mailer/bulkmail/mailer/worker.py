@@ -6,6 +6,7 @@ import asyncio
 
 from bulkmail.mailer.account_checks import run_check
 from bulkmail.mailer.done_email import send_done_email
+from bulkmail.mailer.inbox_sync import InboxSyncRunner
 from bulkmail.mailer.notices import send_account_paused_email
 from bulkmail.mailer.sender import ChunkSender
 from bulkmail.mailer.sent_copies import copy_to_sent
@@ -18,6 +19,7 @@ from bulkmail.shared.contracts import (
     SENT_COPY_QUEUE,
     AccountPausedNotice,
     CheckEmailAccount,
+    EmailFeedbackEvent,
     NotifyBulkEmailDone,
     SendChunk,
     SentCopy,
@@ -42,6 +44,9 @@ class MailerWorker(Worker):
         self.prefetch = settings.mailer_prefetch
         # Sent folders found by discovery, per IMAP account, for this process's lifetime.
         self.sent_folders: dict[str, str] = {}
+        # What comes back (bounces, complaints, replies) read from each account's INBOX; a lease
+        # per account keeps one IMAP login per account across all mailers (docs/feedback.md).
+        self.inbox_sync = InboxSyncRunner(settings, self.database, self._emit_feedback)
 
     async def start(self) -> None:
         await self.broker.consume(SEND_QUEUE, self._on_chunk, prefetch=self.prefetch)
@@ -52,9 +57,15 @@ class MailerWorker(Worker):
         await self.broker.consume(SENT_COPY_QUEUE, self._on_sent_copy, prefetch=2)
         # Asked for by a user waiting on the page: apart from the send queue, never behind a big send.
         await self.broker.consume(ACCOUNT_CHECK_QUEUE, self._on_account_check, prefetch=2)
+        if self.settings.inbox_sync_enabled:
+            self.spawn(self.inbox_sync.run(), "mailer-inbox-sync")
 
     async def on_stop(self) -> None:
+        await self.inbox_sync.stop()
         await self.sender.close()
+
+    async def _emit_feedback(self, event: EmailFeedbackEvent) -> None:
+        await self.broker.emit(event.type, event)
 
     async def _on_chunk(self, delivery: Delivery) -> None:
         await self.sender.handle(SendChunk.model_validate_json(delivery.body))

@@ -17,12 +17,15 @@ from bulkmail.query_api.correlation import CorrelationIdMiddleware
 from bulkmail.query_api.email_accounts.endpoints import router as email_accounts_router
 from bulkmail.query_api.email_templates.endpoints import router as email_templates_router
 from bulkmail.query_api.errors import install_error_handlers
+from bulkmail.query_api.feedback_webhooks.endpoints import public_router as webhooks_public_router
+from bulkmail.query_api.feedback_webhooks.endpoints import router as webhooks_router
 from bulkmail.query_api.imports.endpoints import router as imports_router
 from bulkmail.query_api.leads.endpoints import router as leads_router
 from bulkmail.query_api.request_limits import RequestLimitsMiddleware
 from bulkmail.query_api.response_fields import ResponseFieldsMiddleware
 from bulkmail.query_api.saved_searches.endpoints import router as saved_searches_router
 from bulkmail.query_api.statuses.endpoints import router as statuses_router
+from bulkmail.query_api.tracking import router as tracking_router
 from bulkmail.query_api.trailing_slash import EitherSlashMiddleware
 from bulkmail.query_api.unavailable import RETRY_AFTER_S, install_unavailable_handler
 from bulkmail.query_api.unsubscribe import router as unsubscribe_router
@@ -45,6 +48,7 @@ API_ROUTERS: list[APIRouter] = [
     email_templates_router,
     saved_searches_router,
     email_accounts_router,
+    webhooks_router,
     activities_router,
     bulk_emails_router,
     template_preview_router,
@@ -112,6 +116,8 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
         api.include_router(router)
     app.include_router(api)
     app.include_router(unsubscribe_router)
+    app.include_router(webhooks_public_router)
+    app.include_router(tracking_router)
     install_web(app)
     _add_health(app)
     return app

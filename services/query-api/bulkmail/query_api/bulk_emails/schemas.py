@@ -27,6 +27,9 @@ class BulkEmailIn(BaseModel):
     contact_preference: ContactPreference = ContactPreference.lead
     send_done_email: bool = True
     exclude_already_emailed: bool = True
+    # Open and click tracking: off unless asked for (docs/feedback.md).
+    track_opens: bool = False
+    track_clicks: bool = False
 
     @model_validator(mode="after")
     def _one_audience(self) -> BulkEmailIn:
@@ -52,6 +55,22 @@ class RetryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # Recipients whose outcome is unknown may already have the email: resend them only on request.
     include_unknown: bool = False
+
+
+class ReportOut(BaseModel):
+    """What came back (docs/feedback.md): unique recipients per outcome; machine opens and clicks apart."""
+
+    delivered: int = 0
+    bounced_hard: int = 0
+    bounced_soft: int = 0
+    complained: int = 0
+    unsubscribed: int = 0
+    replied: int = 0
+    auto_replied: int = 0
+    opened: int = 0
+    opened_machine: int = 0
+    clicked: int = 0
+    clicked_machine: int = 0
 
 
 class BulkEmailOut(BaseModel):
@@ -85,6 +104,9 @@ class BulkEmailOut(BaseModel):
     # When the last recipient is expected to go out, honouring the account's limits and pauses.
     eta: datetime | None = None
     eta_text: str = ""
+    track_opens: bool = False
+    track_clicks: bool = False
+    report: ReportOut = Field(default_factory=ReportOut)
 
 
 class BulkEmailList(BaseModel):
@@ -127,6 +149,8 @@ class PreviewOut(BaseModel):
     n_leads_display: str
     recipients: int
     excluded: dict[str, int]
+    # The reasons behind excluded["suppressed"]: hard_bounce, soft_bounces, complaint...
+    suppressed_by_reason: dict[str, int] = Field(default_factory=dict)
     warnings: list[str]
     samples: list[RenderedSample]
     # Leads of the audience that were already sent this template (left out unless asked otherwise).

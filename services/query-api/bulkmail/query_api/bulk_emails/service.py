@@ -15,14 +15,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.auth import Principal
-from bulkmail.query_api.bulk_emails.schemas import BulkEmailIn, BulkEmailOut, PreviewIn, PreviewOut, RenderedSample
+from bulkmail.query_api.bulk_emails.schemas import (
+    BulkEmailIn,
+    BulkEmailOut,
+    PreviewIn,
+    PreviewOut,
+    RenderedSample,
+    ReportOut,
+)
 from bulkmail.query_api.deps import Outbox
 from bulkmail.query_api.email_templates.rendering import compile_or_400, render_error, render_or_400
 from bulkmail.query_api.errors import APIError, BadRequest, Conflict
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.search import CompiledSearch, compile_search, load_search_context
 from bulkmail.query_api.search.structured import directives, structured_query_text
-from bulkmail.shared import bulk_emails, metrics
+from bulkmail.shared import bulk_emails, feedback, metrics
 from bulkmail.shared.audience import Candidate, choose_candidates, decide, load_batch
 from bulkmail.shared.contracts import DISPATCH_QUEUE, DispatchBulkEmail
 from bulkmail.shared.logging import correlation_id
@@ -146,6 +153,8 @@ async def create(
         contact_preference=payload.contact_preference,
         send_done_email=payload.send_done_email,
         exclude_already_emailed=payload.exclude_already_emailed,
+        track_opens=payload.track_opens,
+        track_clicks=payload.track_clicks,
         status=S.created,
         idempotency_key=idempotency_key,
         idempotency_fingerprint=fingerprint if idempotency_key else "",
@@ -295,7 +304,12 @@ async def to_out(
         n_leads=bulk.n_leads,
         n_leads_processed=bulk.n_leads_processed,
         n_objects=bulk.n_objects,
-        n_objects_processed=counts.sent + counts.failed + counts.unknown,
+        n_objects_processed=counts.sent
+        + counts.failed
+        + counts.unknown
+        + counts.bounced
+        + counts.complained
+        + counts.replied,
         n_duplicates=bulk.n_duplicates,
         send_done_email=bulk.send_done_email,
         exclude_already_emailed=bulk.exclude_already_emailed,
@@ -307,6 +321,9 @@ async def to_out(
         date_created=bulk.created_at,
         date_updated=bulk.updated_at,
         date_done=bulk.done_at,
+        track_opens=bulk.track_opens,
+        track_clicks=bulk.track_clicks,
+        report=ReportOut(**vars(await feedback.report_counts(session, bulk.id))),
     )
 
 
@@ -420,6 +437,7 @@ async def preview(session: AsyncSession, settings: Settings, principal: Principa
         )
     }
     excluded["duplicate_address"] = 0
+    suppressed_by_reason: dict[str, int] = {}
     recipients: list[Candidate] = []
     seen: set[str] = set()
     org = principal.organization_id
@@ -438,6 +456,9 @@ async def preview(session: AsyncSession, settings: Settings, principal: Principa
                 excluded["duplicate_address"] += 1
             elif d.reason is not None:
                 excluded[d.reason.value] += 1
+                if d.reason == SkipReason.suppressed and d.candidate is not None:
+                    why = loaded.suppressed.get(d.candidate.email_normalized, "")
+                    suppressed_by_reason[why] = suppressed_by_reason.get(why, 0) + 1
             elif d.candidate is not None:
                 recipients.append(d.candidate)
     resend_fix = None
@@ -455,6 +476,7 @@ async def preview(session: AsyncSession, settings: Settings, principal: Principa
         n_leads_display=f"~{audience.n_leads:,}",
         recipients=len(recipients),
         excluded=excluded,
+        suppressed_by_reason=suppressed_by_reason,
         warnings=warnings,
         samples=samples,
         already_received=already_received,
