@@ -526,6 +526,20 @@ class SkipReason(enum.StrEnum):
     already_received_template = "already_received_template"
     suppressed = "suppressed"
     cancelled = "cancelled"
+    # Found at the claim, after the ledger was built: the contact or its address went away.
+    contact_deleted = "contact_deleted"
+    address_changed = "address_changed"
+
+
+class SentCopyState(enum.StrEnum):
+    """The Sent-folder copy of a sent recipient, a sub-state kept apart from sending."""
+
+    pending = "pending"
+    copying = "copying"  # claimed by a worker, committed before the APPEND
+    appended = "appended"
+    skipped = "skipped"
+    failed = "failed"  # nothing stored
+    unknown = "unknown"  # may be stored: the retry searches for the Message-ID first
 
 
 UNQUEUED = "state = 'pending' AND chunk_id IS NULL"
@@ -534,8 +548,8 @@ UNQUEUED = "state = 'pending' AND chunk_id IS NULL"
 class Recipient(Base):
     """The ledger: one row per bulk email and normalised address, written before any message about it.
 
-    States move only forward: pending → sending → sent | failed | skipped, with deferred (retry
-    at a time) and unknown (outcome lost in a crash: reported, never silently resent).
+    Only ``bulkmail.shared.ledger`` writes these rows, through named transitions; the states and
+    the moves between them are in docs/ledger.md.
     """
 
     __tablename__ = "recipients"
@@ -551,14 +565,14 @@ class Recipient(Base):
     )
     # The chunk that carries this recipient to a mailer; NULL while waiting to be queued.
     chunk_id: Mapped[int | None] = mapped_column(Id, index=True)
-    skip_reason: Mapped[str | None] = mapped_column(String(40))
+    skip_reason: Mapped[SkipReason | None] = mapped_column(Enum(SkipReason, native_enum=False, length=40))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     message_id: Mapped[str] = mapped_column(String(255), default="")
     smtp_reply: Mapped[str] = mapped_column(Text, default="")
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    # Sent-folder copy, separate from sending: pending | copying | appended | skipped | failed | unknown.
-    sent_copy_state: Mapped[str | None] = mapped_column(String(20))
+    # Sent-folder copy, separate from sending; NULL until the message is sent.
+    sent_copy_state: Mapped[SentCopyState | None] = mapped_column(Enum(SentCopyState, native_enum=False, length=20))
     sent_copy_uid: Mapped[str] = mapped_column(String(64), default="")
     updated_at: Mapped[datetime] = _now()
 

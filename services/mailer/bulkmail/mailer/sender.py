@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bulkmail.mailer.ledger import ActivitySource, OutcomeRow, write_outcomes
 from bulkmail.mailer.message import HeaderValueError, make_message_id
 from bulkmail.mailer.prepared import PreparedBulkEmail, prepare
 from bulkmail.mailer.replies import (
@@ -33,7 +32,7 @@ from bulkmail.mailer.replies import (
     send_one,
 )
 from bulkmail.mailer.smtp_pool import NoConnectionSlot, SmtpPool
-from bulkmail.shared import bulk_emails, metrics
+from bulkmail.shared import bulk_emails, ledger, metrics
 from bulkmail.shared.broker import Broker
 from bulkmail.shared.contracts import (
     ACCOUNT_NOTICE_QUEUE,
@@ -48,6 +47,7 @@ from bulkmail.shared.contracts import (
     SentCopy,
 )
 from bulkmail.shared.db import Database
+from bulkmail.shared.ledger import ActivitySource, Claimed, OutcomeRow
 from bulkmail.shared.logging import get_logger
 from bulkmail.shared.models import (
     BulkEmail,
@@ -55,6 +55,7 @@ from bulkmail.shared.models import (
     EmailAccount,
     Recipient,
     RecipientState,
+    SentCopyState,
     Suppression,
 )
 from bulkmail.shared.rate_limit import day_window_frees_at, reserve_send_slot
@@ -75,46 +76,7 @@ CONNECTION_WAIT = timedelta(milliseconds=500)
 CLAIM_PER_CONNECTION = 4
 
 
-_recipients: Table = Recipient.__table__  # type: ignore[assignment]
 _TAKEABLE = (R.pending, R.deferred)
-# Claim the next recipients of a chunk: marked `sending` (and committed) before any is sent.
-# Core, not ORM: this runs for every few dozen messages and the ORM layer doubled its cost.
-_CLAIM = (
-    update(_recipients)
-    .where(
-        _recipients.c.id.in_(
-            select(_recipients.c.id)
-            .where(
-                _recipients.c.chunk_id == bindparam("claim_chunk"),
-                _recipients.c.state.in_(_TAKEABLE),
-                _recipients.c.next_attempt_at.is_(None),
-            )
-            .order_by(_recipients.c.id)
-            .limit(bindparam("claim_limit"))
-            .scalar_subquery()
-        ),
-        _recipients.c.state.in_(_TAKEABLE),
-    )
-    .values(state=R.sending, attempts=_recipients.c.attempts + 1, updated_at=bindparam("claim_now"))
-    .returning(
-        _recipients.c.id,
-        _recipients.c.lead_id,
-        _recipients.c.contact_id,
-        _recipients.c.email,
-        _recipients.c.email_normalized,
-        _recipients.c.attempts,
-    )
-)
-
-
-@dataclass(frozen=True)
-class Claimed:
-    id: int
-    lead_id: int
-    contact_id: int | None
-    email: str
-    email_normalized: str
-    attempts: int
 
 
 @dataclass
@@ -159,15 +121,10 @@ class ChunkSender:
             chunk = await session.get(BulkEmailChunk, chunk_id)
             if bulk is None or chunk is None or chunk.done_at is not None:
                 return  # already finished (a redelivery), or deleted
-            lost = await session.execute(
-                update(Recipient)
-                .where(Recipient.chunk_id == chunk_id, Recipient.state == R.sending)
-                .values(state=R.unknown, smtp_reply="outcome unknown: the worker sending it stopped", updated_at=_now())
-                .execution_options(synchronize_session=False)
-            )
-            if lost.rowcount:  # type: ignore[attr-defined]
-                log.warning("recipients left in flight by a stopped worker", chunk_id=chunk_id, n=lost.rowcount)  # type: ignore[attr-defined]
-                for _ in range(lost.rowcount):  # type: ignore[attr-defined]
+            lost = await ledger.mark_unknown(session, chunk_id)
+            if lost:
+                log.warning("recipients left in flight by a stopped worker", chunk_id=chunk_id, n=lost)
+                for _ in range(lost):
                     metrics.record_unknown(bulk.email_account_id)
             sending = bulk.status in bulk_emails.SENDING_STATUSES
             account = await session.get(EmailAccount, bulk.email_account_id)
@@ -215,8 +172,10 @@ class ChunkSender:
 
     @staticmethod
     async def _claim(session: AsyncSession, chunk_id: int, limit: int) -> list[Claimed]:
-        rows = await session.execute(_CLAIM, {"claim_chunk": chunk_id, "claim_limit": limit, "claim_now": _now()})
-        return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+        taken = await ledger.claim(session, chunk_id, limit, _now())
+        for reason, n in taken.skipped.items():
+            metrics.record_skipped(reason, n)
+        return taken.claimed
 
     async def _chunk_contexts(self, prepared: PreparedBulkEmail, chunk_id: int) -> dict[int, RenderContext]:
         """What the templates see, for every recipient the chunk will send: a few queries per chunk."""
@@ -341,7 +300,7 @@ class ChunkSender:
             # The ledger rows, an email activity per sent message (so ``emailed_template:`` and
             # ``last_emailed`` see it) and the lead counters; one round trip on PostgreSQL.
             source = ActivitySource(prepared.organization_id, prepared.template_id, prepared.bulk_email_id)
-            await write_outcomes(session, rows, source, now)
+            await ledger.record_outcomes(session, rows, source, now)
             if bounced:
                 await self._suppress(session, prepared.organization_id, bounced)
             # Progress is counted from the ledger when asked for, so no batch writes the bulk
@@ -394,38 +353,12 @@ class ChunkSender:
 
     async def _defer_rest(self, chunk_id: int, until: datetime, reason: str) -> None:
         async with self.database.session() as session:
-            await session.execute(
-                update(Recipient)
-                .where(
-                    Recipient.chunk_id == chunk_id,
-                    Recipient.state.in_([R.pending, R.deferred]),
-                    Recipient.next_attempt_at.is_(None),
-                )
-                .values(state=R.deferred, next_attempt_at=until, smtp_reply=reason, updated_at=_now())
-                .execution_options(synchronize_session=False)
-            )
+            await ledger.defer(session, chunk_id, until, reason)
 
     async def _finish_chunk(self, bulk_email_id: int, chunk_id: int) -> None:
         async with self.database.session() as session:
-            # Recipients not taken (the bulk email was paused or cancelled) wait for the next
-            # pump, which must look for them below its cursor.
-            first = await session.scalar(
-                select(func.min(Recipient.id)).where(Recipient.chunk_id == chunk_id, Recipient.state == R.pending)
-            )
-            if first is not None:
-                # The bulk email's row first, as the pump locks it: the other order could deadlock.
-                await session.execute(
-                    update(BulkEmail)
-                    .where(BulkEmail.id == bulk_email_id, BulkEmail.queued_through_id >= first)
-                    .values(queued_through_id=first - 1)
-                    .execution_options(synchronize_session=False)
-                )
-                await session.execute(
-                    update(Recipient)
-                    .where(Recipient.chunk_id == chunk_id, Recipient.state == R.pending)
-                    .values(chunk_id=None)
-                    .execution_options(synchronize_session=False)
-                )
+            # Recipients not taken (the bulk email was paused or cancelled) wait for the next pump.
+            await ledger.hand_back(session, bulk_email_id, chunk_id)
             await session.execute(
                 update(BulkEmailChunk)
                 .where(BulkEmailChunk.id == chunk_id, BulkEmailChunk.done_at.is_(None))
@@ -525,8 +458,8 @@ def _limit_name(prepared: PreparedBulkEmail) -> str:
     return "per_minute" if limits.per_minute else "per_hour" if limits.per_hour else "per_day"
 
 
-def _copy_state(prepared: PreparedBulkEmail) -> str:
-    return "pending" if prepared.sent_copy.append else "skipped"
+def _copy_state(prepared: PreparedBulkEmail) -> SentCopyState:
+    return SentCopyState.pending if prepared.sent_copy.append else SentCopyState.skipped
 
 
 def _count(account_id: int, o: Outcome, state: RecipientState) -> None:

@@ -14,7 +14,7 @@ from bulkmail.query_api.bulk_emails.schemas import BulkEmailIn, BulkEmailOut, Pr
 from bulkmail.query_api.errors import BadRequest, Conflict, NotFound
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.search import CompiledSearch, compile_search, load_search_context
-from bulkmail.shared import bulk_emails
+from bulkmail.shared import bulk_emails, ledger
 from bulkmail.shared.audience import Candidate, choose_candidates, decide, load_batch
 from bulkmail.shared.logging import correlation_id
 from bulkmail.shared.models import (
@@ -24,10 +24,8 @@ from bulkmail.shared.models import (
     EmailAccount,
     EmailTemplate,
     Recipient,
-    RecipientState,
     SavedSearch,
     SkipReason,
-    Suppression,
 )
 from bulkmail.shared.providers import limits_for_account
 from bulkmail.shared.rate_limit import SessionFactory, describe_resume, eta
@@ -206,14 +204,7 @@ async def change_status(session: AsyncSession, bulk: BulkEmail, to: str) -> Bulk
         return S.resuming
     if not await bulk_emails.transition(session, bulk.id, bulk_emails.ACTIVE_STATUSES, S.cancelled, done_at=now):
         raise Conflict(f"Bulk email {bulk.id} is already {bulk.status.value}.")
-    await session.execute(
-        update(Recipient)
-        .where(
-            Recipient.bulk_email_id == bulk.id, Recipient.state.in_([RecipientState.pending, RecipientState.deferred])
-        )
-        .values(state=RecipientState.skipped, skip_reason=SkipReason.cancelled.value, next_attempt_at=None)
-        .execution_options(synchronize_session=False)
-    )
+    await ledger.cancel_unsent(session, bulk.id)
     return S.cancelled
 
 
@@ -221,19 +212,8 @@ async def retry_failed(session: AsyncSession, bulk: BulkEmail, include_unknown: 
     """Queue the failed recipients (and, if asked, the unknown ones) again; returns how many."""
     if bulk.status not in (S.done, S.processing, S.paused):
         raise Conflict(f"Bulk email {bulk.id} is {bulk.status.value}; retry applies to sent bulk emails.")
-    states = [RecipientState.failed] + ([RecipientState.unknown] if include_unknown else [])
-    suppressed = select(Suppression.email_normalized).where(Suppression.organization_id == bulk.organization_id)
-    result = await session.execute(
-        update(Recipient)
-        .where(
-            Recipient.bulk_email_id == bulk.id,
-            Recipient.state.in_(states),
-            Recipient.email_normalized.not_in(suppressed),  # hard bounces stay failed
-        )
-        .values(state=RecipientState.deferred, next_attempt_at=datetime.now(UTC), attempts=0, chunk_id=None)
-        .execution_options(synchronize_session=False)
-    )
-    n = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    # A hard-bounced address (on the suppression list) stays failed.
+    n = await ledger.requeue_failed(session, bulk.id, bulk.organization_id, include_unknown)
     if n:
         await session.execute(
             update(BulkEmail).where(BulkEmail.id == bulk.id).values(done_email_sent_at=None, done_at=None)
