@@ -135,7 +135,8 @@ def test_reply_table(code: int, message: str, stage: Stage | None, kind: Kind, p
 def test_enhanced_code_is_kept_and_retry_hints_given() -> None:
     fast = classify(450, "4.2.1 The user you are trying to contact is receiving mail too quickly")
     assert fast.enhanced == "4.2.1" and fast.retry_after == timedelta(hours=1)
-    assert classify(432, "4.3.2 Concurrent connections limit exceeded").lower_concurrency
+    too_many = classify(432, "4.3.2 Concurrent connections limit exceeded")
+    assert too_many.kind == Kind.retry and too_many.retry_after == timedelta(minutes=1)
 
 
 def test_exceptions_are_classified() -> None:

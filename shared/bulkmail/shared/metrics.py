@@ -98,6 +98,8 @@ SKIP_REASONS = frozenset(
         "already_received_template",
         "suppressed",
         "cancelled",
+        "contact_deleted",
+        "address_changed",
         OTHER,
     }
 )

@@ -408,8 +408,35 @@ class EmailAccount(Base):
     # Set when the provider throttles or refuses us: no sending until then.
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     pause_reason: Mapped[str] = mapped_column(Text, default="")
+    # Pauses since the last message sent: each lasts longer than the one before.
+    pauses_in_a_row: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Attempts since the last message sent that could not reach or use the SMTP server.
+    failures_in_a_row: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+
+
+class SendSlot(Base):
+    """One reserved send of an email account, at the time it was reserved."""
+
+    __tablename__ = "send_slots"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    email_account_id: Mapped[int] = mapped_column(Id, ForeignKey("email_accounts.id", ondelete="CASCADE"))
+    reserved_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+    __table_args__ = (Index("ix_send_slots_email_account_id_reserved_at", "email_account_id", "reserved_at"),)
+
+
+class SmtpConnectionLease(Base):
+    """One of an account's ``max_connections`` SMTP connection slots, held by a worker until it expires."""
+
+    __tablename__ = "smtp_connection_leases"
+    email_account_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("email_accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class Suppression(Base):

@@ -134,7 +134,7 @@ class Dispatcher:
             ids = list(
                 await session.scalars(
                     select(BulkEmail.id)
-                    .where(BulkEmail.status.in_([S.created, S.loading, S.processing, S.resuming]))
+                    .where(BulkEmail.status.in_(bulk_emails.UNFINISHED_STATUSES))
                     .order_by(BulkEmail.id)
                 )
             )

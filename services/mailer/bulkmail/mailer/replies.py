@@ -1,10 +1,10 @@
 """What an SMTP reply (or failure) means for a recipient and for the sending account.
 
-Five outcomes (MAIL.md §6): the message was sent; retry it later; the address bounced for good
+Five outcomes: the message was sent; retry it later; the address bounced for good
 (suppress it); the message itself was refused (content, policy: fail it, keep the address); or
 the whole account must pause (throttling, login limits, bad credentials, daily quota). A sixth,
 ``unknown``, is for a connection lost after the message body went out: the server may have
-accepted it, so resending could deliver it twice (ARCHITECTURE.md invariant 3).
+accepted it, so resending could deliver it twice (docs/ledger.md, "The crash bound").
 
 Enhanced status codes and known reply texts are matched before the three-digit class, because
 the class can lie: Gmail's daily quota is ``550 5.4.5``, a 5xx that must pause, not bounce.
@@ -40,6 +40,7 @@ class PauseKind(enum.StrEnum):
     auth = "auth"  # credentials, app password, OAuth or TLS set-up: the user must act
     daily_quota = "daily_quota"  # rolling 24 h quota: wait until the window frees up
     sender_mailbox_full = "sender_mailbox_full"  # M365 stores Sent Items; a full mailbox stops sending
+    unreachable = "unreachable"  # several attempts in a row could not connect, secure or log in
 
 
 class Stage(enum.StrEnum):
@@ -60,8 +61,10 @@ class ReplyVerdict:
     pause: PauseKind | None = None
     code: int | None = None
     enhanced: str | None = None
-    lower_concurrency: bool = False  # M365 432 4.3.2: too many connections for this mailbox
     text: str = ""  # the server's own reply text, for the ledger and the user
+    # The account's server could not be reached or used (connect, TLS, no AUTH): nothing was
+    # handed over. A retry for the recipient; several in a row pause the account.
+    unreachable: bool = False
 
 
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -149,16 +152,7 @@ def classify(code: int, message: str, *, stage: Stage | None = None) -> ReplyVer
     def verdict(
         kind: Kind, reason: str, *, after: timedelta | None = None, pause: PauseKind | None = None
     ) -> ReplyVerdict:
-        return ReplyVerdict(
-            kind,
-            reason,
-            after,
-            pause,
-            code,
-            enhanced,
-            lower_concurrency=reason == "too many connections for this mailbox",
-            text=text,
-        )
+        return ReplyVerdict(kind, reason, after, pause, code, enhanced, text=text)
 
     if 200 <= code < 400:
         return verdict(Kind.sent, "accepted")
@@ -270,11 +264,14 @@ def classify_exception(exc: BaseException, *, body_sent: bool | None = None) -> 
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return classify(exc.code, exc.message)
     if isinstance(exc, aiosmtplib.SMTPConnectError | ConnectionRefusedError | aiosmtplib.SMTPConnectTimeoutError):
-        return ReplyVerdict(Kind.retry, f"cannot connect to the SMTP server: {exc}")
+        return ReplyVerdict(Kind.retry, f"cannot connect to the SMTP server: {exc}", unreachable=True)
     if isinstance(exc, ssl.SSLError):
-        return ReplyVerdict(Kind.retry, f"TLS failure: {exc}")
+        return ReplyVerdict(Kind.retry, f"TLS failure: {exc}", unreachable=True)
     if isinstance(exc, aiosmtplib.SMTPNotSupported):
         return ReplyVerdict(Kind.pause_account, f"server lacks a required feature: {exc}", pause=PauseKind.auth)
+    if type(exc) is aiosmtplib.SMTPException and "AUTH" in str(exc):
+        # aiosmtplib's own refusal to log in: the server offers no AUTH (often: TLS is needed first).
+        return ReplyVerdict(Kind.retry, f"the SMTP server does not offer login: {exc}", unreachable=True)
     # ConnectionError, ssl.SSLEOFError and socket errors are all OSError; asyncio's timeouts are TimeoutError.
     lost = isinstance(exc, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPTimeoutError | OSError)
     if lost:
@@ -406,7 +403,7 @@ def _is_plain(address: str) -> bool:
 
 RETRY_BASE = timedelta(minutes=1)
 RETRY_CAP = timedelta(hours=6)
-# Like an MTA: stop retrying a message after a few days (MAIL.md §6).
+# Like an MTA: stop retrying a message after a few days.
 MAX_ATTEMPTS = 20
 
 
@@ -428,7 +425,10 @@ _PAUSE_STEPS: dict[PauseKind, list[timedelta]] = {
     PauseKind.auth: [timedelta(hours=1), timedelta(hours=4), timedelta(hours=12), timedelta(hours=24)],
     PauseKind.sender_mailbox_full: [timedelta(hours=1), timedelta(hours=4), timedelta(hours=12)],
     PauseKind.daily_quota: [timedelta(hours=24)],
+    PauseKind.unreachable: [timedelta(minutes=15), timedelta(hours=1), timedelta(hours=4), timedelta(hours=12)],
 }
+# Attempts in a row that cannot reach or use the account's server before the account is paused.
+UNREACHABLE_BEFORE_PAUSE = 3
 _MIN_QUOTA_PAUSE = timedelta(minutes=15)
 
 

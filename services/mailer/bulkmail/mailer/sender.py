@@ -23,6 +23,7 @@ from bulkmail.mailer.message import HeaderValueError, make_message_id
 from bulkmail.mailer.prepared import PreparedBulkEmail, prepare
 from bulkmail.mailer.replies import (
     MAX_ATTEMPTS,
+    UNREACHABLE_BEFORE_PAUSE,
     Kind,
     PauseKind,
     ReplyVerdict,
@@ -58,7 +59,7 @@ from bulkmail.shared.models import (
     SentCopyState,
     Suppression,
 )
-from bulkmail.shared.rate_limit import day_window_frees_at, reserve_send_slot
+from bulkmail.shared.rate_limit import day_window_frees_at, release_send_slot, reserve_send_slot
 from bulkmail.shared.render_data import RecipientRef, load_render_contexts
 from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
@@ -101,6 +102,8 @@ class ChunkSender:
         self._pools: dict[int, tuple[tuple[Any, ...], SmtpPool]] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._pause_notices: list[AccountPausedNotice] = []
+        # Accounts that may have a pause reason or failures in a row to clear once a message goes out.
+        self._troubled: set[int] = set()
 
     async def close_idle_connections(self) -> None:
         for _, pool in list(self._pools.values()):
@@ -128,11 +131,15 @@ class ChunkSender:
                     metrics.record_unknown(bulk.email_account_id)
             sending = bulk.status in bulk_emails.SENDING_STATUSES
             account = await session.get(EmailAccount, bulk.email_account_id)
-            paused_until = account.paused_until if account is not None else None
+            paused_until, pause_reason = None, ""
+            if account is not None:
+                paused_until, pause_reason = account.paused_until, account.pause_reason
+                if account.pause_reason or account.pauses_in_a_row or account.failures_in_a_row:
+                    self._troubled.add(account.id)  # the next message sent clears it
             prepared = await self._prepare(session, bulk) if sending else None
         if prepared is not None:
             if paused_until is not None and paused_until > _now():
-                await self._defer_rest(chunk_id, paused_until, "email account paused")
+                await self._defer_rest(chunk_id, paused_until, _paused_text(pause_reason))
             else:
                 await self._send_chunk(prepared, chunk_id)
         await self._finish_chunk(message.bulk_email_id, chunk_id)
@@ -158,10 +165,10 @@ class ChunkSender:
             stopping = any(o.held_back is not None or o.verdict.kind == Kind.pause_account for o in outcomes)
             paused, claimed = await self._record(prepared, outcomes, None if stopping else (chunk_id, batch_size))
             await self._emit(prepared, outcomes)
-            await self._announce_pauses()
+            reasons = await self._announce_pauses()
             await self._queue_sent_copies(prepared, outcomes)
             if paused is not None:
-                await self._defer_rest(chunk_id, paused, "email account paused")
+                await self._defer_rest(chunk_id, paused, _paused_text(reasons[0] if reasons else ""))
                 return
             waits = [o.held_back for o in outcomes if o.held_back is not None]
             if waits:
@@ -228,6 +235,13 @@ class ChunkSender:
             )
         except (TemplateRenderError, HeaderValueError) as exc:
             return Outcome(r, ReplyVerdict(Kind.failed, f"message could not be built: {exc}"), message_id)
+        if len(data) > self.settings.max_message_bytes:
+            why = (
+                f"message too large: {len(data):,} bytes, over the limit of "
+                f"{self.settings.max_message_bytes:,} (BULKMAIL_MAX_MESSAGE_BYTES)"
+            )
+            return Outcome(r, ReplyVerdict(Kind.failed, why), message_id)
+        reservation = None
         if not prepared.limits.unlimited:
             reservation = await reserve_send_slot(self.database.sessionmaker, prepared.account_id, prepared.limits)
             if not reservation.ok:
@@ -240,9 +254,14 @@ class ChunkSender:
             async with pool.connection() as smtp:
                 verdict = await send_one(smtp, prepared.account_email, r.email, data)
         except NoConnectionSlot:
+            # Nothing reached the server: the reserved slot goes back, or waiting would use up the quota.
+            if reservation is not None:
+                await release_send_slot(self.database.sessionmaker, reservation)
             metrics.record_rate_limit_wait(prepared.account_id, "connections", CONNECTION_WAIT.total_seconds())
             return _held_back(r, message_id, CONNECTION_WAIT, "waiting for a free connection of the account")
         except Exception as exc:  # connecting or logging in failed: nothing was handed over
+            if reservation is not None:
+                await release_send_slot(self.database.sessionmaker, reservation)
             verdict = classify_exception(exc, body_sent=False)
         return Outcome(r, verdict, message_id, time.perf_counter() - started, date=date)
 
@@ -258,6 +277,12 @@ class ChunkSender:
         pause: datetime | None = None
         bounced: list[Outcome] = []
         async with self.database.session() as session:
+            sent_any = any(o.held_back is None and o.verdict.kind == Kind.sent for o in outcomes)
+            unreachable = [o.verdict for o in outcomes if o.held_back is None and o.verdict.unreachable]
+            if sent_any and prepared.account_id in self._troubled:
+                await self._account_recovered(session, prepared.account_id)
+            elif unreachable and not sent_any:
+                pause = await self._count_unreachable(session, prepared.account_id, unreachable[0], now)
             for o in outcomes:
                 v = o.verdict
                 state, next_at = R.failed, None
@@ -270,7 +295,7 @@ class ChunkSender:
                     state = R.unknown
                 elif v.kind == Kind.hard_bounce:
                     bounced.append(o)
-                elif v.kind == Kind.pause_account:
+                elif v.kind == Kind.pause_account or (v.unreachable and pause is not None):
                     if pause is None:
                         pause = await self._pause_account(session, prepared.account_id, v, now)
                     state, next_at = R.deferred, pause
@@ -332,13 +357,14 @@ class ChunkSender:
             return now
         if account.paused_until is not None and account.paused_until > now:
             return account.paused_until
-        previous = 1 if account.pause_reason else 0
         frees_at = None
         if verdict.pause is PauseKind.daily_quota:
             frees_at = await day_window_frees_at(self.database.sessionmaker, account_id, now)
-        until = pause_until(verdict, previous_pauses=previous, now=now, day_window_frees_at=frees_at)
+        until = pause_until(verdict, previous_pauses=account.pauses_in_a_row, now=now, day_window_frees_at=frees_at)
         account.paused_until = until
         account.pause_reason = _reply_text(verdict)
+        account.pauses_in_a_row += 1
+        self._troubled.add(account_id)
         # Told after the commit: the owner by email, other services by event (_announce_pauses).
         self._pause_notices.append(
             AccountPausedNotice(
@@ -350,6 +376,37 @@ class ChunkSender:
         )
         log.warning("email account paused", account_id=account_id, until=until.isoformat(), reason=verdict.reason)
         return until
+
+    async def _count_unreachable(
+        self, session: AsyncSession, account_id: int, verdict: ReplyVerdict, now: datetime
+    ) -> datetime | None:
+        """One more attempt in a row that could not reach or use the account's server (a batch
+        counts once: its sends failed together). After a few, the account is paused with the
+        server's own words, and its owner told, instead of each recipient retrying for hours.
+        Returns until when it is paused, if it is."""
+        self._troubled.add(account_id)
+        failures = await session.scalar(
+            update(EmailAccount)
+            .where(EmailAccount.id == account_id)
+            .values(failures_in_a_row=EmailAccount.failures_in_a_row + 1)
+            .returning(EmailAccount.failures_in_a_row)
+        )
+        if failures is None or failures < UNREACHABLE_BEFORE_PAUSE:
+            return None
+        paused = ReplyVerdict(
+            Kind.pause_account, verdict.reason, pause=PauseKind.unreachable, code=verdict.code, text=verdict.text
+        )
+        return await self._pause_account(session, account_id, paused, now)
+
+    async def _account_recovered(self, session: AsyncSession, account_id: int) -> None:
+        """A message went out: the next pause starts again from the shortest step."""
+        self._troubled.discard(account_id)
+        await session.execute(
+            update(EmailAccount)
+            .where(EmailAccount.id == account_id)
+            .values(pauses_in_a_row=0, failures_in_a_row=0, pause_reason="")
+            .execution_options(synchronize_session=False)
+        )
 
     async def _defer_rest(self, chunk_id: int, until: datetime, reason: str) -> None:
         async with self.database.session() as session:
@@ -403,7 +460,8 @@ class ChunkSender:
         self._prepared[bulk.id] = (time.monotonic(), prepared)
         return prepared
 
-    async def _announce_pauses(self) -> None:
+    async def _announce_pauses(self) -> list[str]:
+        """Tell the owner (by email) and other services (by event); returns the reasons."""
         notices, self._pause_notices = self._pause_notices, []
         for notice in notices:
             await self.broker.send(ACCOUNT_NOTICE_QUEUE, notice)
@@ -416,6 +474,7 @@ class ChunkSender:
                 occurred_at=_now(),
             )
             await self.broker.emit(event.type, event)
+        return [notice.reason for notice in notices]
 
     async def _queue_sent_copies(self, prepared: PreparedBulkEmail, outcomes: list[Outcome]) -> None:
         """Sent copies go on their own queue: IMAP never slows or blocks sending."""
@@ -475,6 +534,10 @@ def _count(account_id: int, o: Outcome, state: RecipientState) -> None:
         reasons = {Kind.hard_bounce: "recipient_refused", Kind.retry: "max_attempts"}
         reason = reasons.get(kind, "render_failed" if o.duration is None else "message_refused")
         metrics.record_failed(account_id, reason, o.duration)
+
+
+def _paused_text(reason: str) -> str:
+    return f"email account paused: {reason}" if reason else "email account paused"
 
 
 def _reply_text(verdict: ReplyVerdict) -> str:

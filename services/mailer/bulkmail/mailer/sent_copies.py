@@ -1,7 +1,7 @@
 """The Sent-copy consumer: rebuilds sent messages and APPENDs them to the user's Sent folder.
 
 It runs on its own queue (``SENT_COPY_QUEUE``) with its own prefetch, so an IMAP server that is
-down, slow or refusing never delays sending (ARCHITECTURE.md invariant 6). Its failures end in
+down, slow or refusing never delays sending (docs/ledger.md, "States"). Its failures end in
 ``Recipient.sent_copy_state`` and the ``imap_copies`` metric; the dispatcher's sweep publishes
 failed, unknown and lost copies again with backoff.
 

@@ -130,7 +130,7 @@ async def to_out(
 ) -> BulkEmailOut:
     counts = await bulk_emails.recipient_counts(session, bulk.id)
     eta_at, eta_text = None, ""
-    if sessionmaker is not None and bulk.status in (S.processing, S.resuming, S.loading, S.created):
+    if sessionmaker is not None and bulk.status in bulk_emails.UNFINISHED_STATUSES:
         eta_at, eta_text = await _eta(
             session, sessionmaker, bulk, counts.pending + counts.deferred + counts.sending, timezone
         )
@@ -172,7 +172,8 @@ async def _eta(
     paused_until = account.paused_until if account.paused_until and account.paused_until > now else None
     finish = await eta(sessionmaker, account.id, limits, remaining, now=paused_until or now)
     if paused_until is not None:
-        return finish, f"account paused; {describe_resume(paused_until, now, timezone)}"
+        reason = f": {account.pause_reason}" if account.pause_reason else ""
+        return finish, f"account paused{reason}; {describe_resume(paused_until, now, timezone)}"
     if limits.unlimited:
         return None, "sending now"
     first = await eta(sessionmaker, account.id, limits, 1, now=now)
@@ -183,9 +184,7 @@ async def _eta(
 async def change_status(session: AsyncSession, bulk: BulkEmail, to: str) -> BulkEmailStatus:
     now = datetime.now(UTC)
     if to == "paused":
-        if not await bulk_emails.transition(
-            session, bulk.id, [S.created, S.loading, S.processing, S.resuming], S.paused, paused_at=now
-        ):
+        if not await bulk_emails.transition(session, bulk.id, bulk_emails.UNFINISHED_STATUSES, S.paused, paused_at=now):
             raise Conflict(f"Bulk email {bulk.id} is {bulk.status.value}; only a sending bulk email can be paused.")
         return S.paused
     if to == "resuming":
@@ -210,7 +209,7 @@ async def change_status(session: AsyncSession, bulk: BulkEmail, to: str) -> Bulk
 
 async def retry_failed(session: AsyncSession, bulk: BulkEmail, include_unknown: bool) -> int:
     """Queue the failed recipients (and, if asked, the unknown ones) again; returns how many."""
-    if bulk.status not in (S.done, S.processing, S.paused):
+    if bulk.status not in bulk_emails.RETRYABLE_STATUSES:
         raise Conflict(f"Bulk email {bulk.id} is {bulk.status.value}; retry applies to sent bulk emails.")
     # A hard-bounced address (on the suppression list) stays failed.
     n = await ledger.requeue_failed(session, bulk.id, bulk.organization_id, include_unknown)

@@ -14,7 +14,8 @@ from bulkmail.query_api.errors import Conflict
 from bulkmail.query_api.leads.schemas import EmailAddress
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.pagination import ListResponse, PageDep, fetch_page
-from bulkmail.shared.models import BulkEmail, BulkEmailStatus, ConnectionSecurity, EmailAccount
+from bulkmail.shared import bulk_emails
+from bulkmail.shared.models import BulkEmail, ConnectionSecurity, EmailAccount
 from bulkmail.shared.secrets import SecretBox
 
 router = APIRouter(prefix="/email_account", tags=["email_account"])
@@ -173,7 +174,7 @@ async def delete_account(account_id: int, session: SessionDep, principal: AuthDe
     busy = await session.scalar(
         select(BulkEmail.id).where(
             BulkEmail.email_account_id == account.id,
-            BulkEmail.status.not_in([BulkEmailStatus.done, BulkEmailStatus.error, BulkEmailStatus.cancelled]),
+            BulkEmail.status.not_in(bulk_emails.FINAL_STATUSES),
         )
     )
     if busy is not None:
