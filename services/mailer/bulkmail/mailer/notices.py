@@ -11,8 +11,9 @@ import uuid
 from urllib.parse import parse_qs, unquote, urlparse
 
 from bulkmail.mailer.message import MessageSkeleton
-from bulkmail.mailer.replies import Kind, send_one
+from bulkmail.mailer.replies import Kind
 from bulkmail.mailer.smtp_pool import SmtpPool, SmtpSettings
+from bulkmail.mailer.smtp_transaction import send_one
 from bulkmail.shared.contracts import AccountPausedNotice
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger

@@ -1,4 +1,14 @@
-"""Sending one chunk: claim recipients in the ledger, send each over SMTP, record every outcome.
+"""Sending one chunk, a batch at a time, as a pipeline:
+
+1. **claim** the next recipients in the ledger (``ledger.claim``: consent is checked there);
+2. **build** each message (``build.build_message``, the same builder the Sent copy uses);
+3. **limits**: reserve a send slot; a recipient the account's limits hold back is its own
+   outcome (``HeldBack``), deferred without using an attempt;
+4. the **SMTP transaction** (``smtp_transaction.send_one``) on a pooled connection, its reply
+   classified (``replies``);
+5. **outcomes**: the state each verdict leads to (``backoff`` says how long to wait), recorded
+   in the ledger (``ledger.record_outcomes``) in the transaction that claims the next batch;
+   then events, account pauses, Sent copies.
 
 The order is the invariant: a recipient is marked ``sending`` (committed) before its message
 is handed to SMTP, and its outcome is committed before the chunk's delivery is acknowledged.
@@ -19,20 +29,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bulkmail.mailer.message import HeaderValueError, make_message_id
+from bulkmail.mailer.backoff import MAX_ATTEMPTS, UNREACHABLE_BEFORE_PAUSE, next_attempt_delay, pause_until
+from bulkmail.mailer.build import Addressee, MessageNotBuilt, build_message, message_id_of
 from bulkmail.mailer.prepared import PreparedBulkEmail, prepare
-from bulkmail.mailer.replies import (
-    MAX_ATTEMPTS,
-    UNREACHABLE_BEFORE_PAUSE,
-    Kind,
-    PauseKind,
-    ReplyVerdict,
-    classify_exception,
-    next_attempt_delay,
-    pause_until,
-    send_one,
-)
+from bulkmail.mailer.replies import Kind, PauseKind, ReplyVerdict, classify_exception
 from bulkmail.mailer.smtp_pool import NoConnectionSlot, SmtpPool
+from bulkmail.mailer.smtp_transaction import send_one
 from bulkmail.shared import bulk_emails, ledger, metrics
 from bulkmail.shared.broker import Broker
 from bulkmail.shared.contracts import (
@@ -59,12 +61,11 @@ from bulkmail.shared.models import (
     SentCopyState,
     Suppression,
 )
-from bulkmail.shared.rate_limit import day_window_frees_at, release_send_slot, reserve_send_slot
+from bulkmail.shared.rate_limit import Reservation, day_window_frees_at, release_send_slot, reserve_send_slot
 from bulkmail.shared.render_data import RecipientRef, load_render_contexts
 from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
-from bulkmail.shared.templating import RenderContext, TemplateRenderError
-from bulkmail.shared.unsubscribe import unsubscribe_url
+from bulkmail.shared.templating import RenderContext
 
 log = get_logger(__name__)
 R = RecipientState
@@ -82,14 +83,24 @@ _TAKEABLE = (R.pending, R.deferred)
 
 @dataclass
 class Outcome:
+    """What became of a message that was tried: built or not, handed over or not, the reply."""
+
     recipient: Claimed
     verdict: ReplyVerdict
     message_id: str
     duration: float | None = None
-    # Not sent because the account's limits said "not yet": deferred, without counting an attempt.
-    held_back: timedelta | None = None
     # The message's Date header; recorded as sent_at, so a Sent copy rebuilt later is identical.
     date: datetime | None = None
+
+
+@dataclass(frozen=True)
+class HeldBack:
+    """Not tried: the account's limits said "not yet". Deferred, without using an attempt."""
+
+    recipient: Claimed
+    message_id: str
+    wait: timedelta
+    why: str
 
 
 class ChunkSender:
@@ -159,22 +170,23 @@ class ChunkSender:
             missing = [c for c in claimed if c.id not in contexts]
             if missing:  # not pending when the chunk started (a retry became due meanwhile)
                 contexts.update(await self._contexts(prepared, missing))
-            outcomes = await self._send_batch(prepared, pool, claimed, contexts)
+            outcomes, held = await self._send_batch(prepared, pool, claimed, contexts)
             # The next batch is claimed in the same transaction as this one's outcomes (one
             # commit for both), unless the account's limits say this chunk stops here.
-            stopping = any(o.held_back is not None or o.verdict.kind == Kind.pause_account for o in outcomes)
-            paused, claimed = await self._record(prepared, outcomes, None if stopping else (chunk_id, batch_size))
+            stopping = bool(held) or any(o.verdict.kind == Kind.pause_account for o in outcomes)
+            next_batch = None if stopping else (chunk_id, batch_size)
+            paused, claimed = await self._record(prepared, outcomes, held, next_batch)
             await self._emit(prepared, outcomes)
             reasons = await self._announce_pauses()
             await self._queue_sent_copies(prepared, outcomes)
             if paused is not None:
                 await self._defer_rest(chunk_id, paused, _paused_text(reasons[0] if reasons else ""))
                 return
-            waits = [o.held_back for o in outcomes if o.held_back is not None]
-            if waits:
+            if held:
                 # The account is at its limit: the rest of the chunk waits too, and the
                 # dispatcher queues it again when the wait is over.
-                await self._defer_rest(chunk_id, _now() + min(waits), "waiting for the account's sending limit")
+                wait = min(h.wait for h in held)
+                await self._defer_rest(chunk_id, _now() + wait, "waiting for the account's sending limit")
                 return
 
     @staticmethod
@@ -213,27 +225,19 @@ class ChunkSender:
 
     async def _send_batch(
         self, prepared: PreparedBulkEmail, pool: SmtpPool, claimed: list[Claimed], contexts: dict[int, RenderContext]
-    ) -> list[Outcome]:
-        return list(await asyncio.gather(*(self._send_one(prepared, pool, c, contexts[c.id]) for c in claimed)))
+    ) -> tuple[list[Outcome], list[HeldBack]]:
+        results = await asyncio.gather(*(self._send_one(prepared, pool, c, contexts[c.id]) for c in claimed))
+        return [r for r in results if isinstance(r, Outcome)], [r for r in results if isinstance(r, HeldBack)]
 
-    async def _send_one(self, prepared: PreparedBulkEmail, pool: SmtpPool, r: Claimed, ctx: RenderContext) -> Outcome:
+    async def _send_one(
+        self, prepared: PreparedBulkEmail, pool: SmtpPool, r: Claimed, ctx: RenderContext
+    ) -> Outcome | HeldBack:
+        # build
         date = _now().replace(microsecond=0)
-        message_id = make_message_id(
-            prepared.bulk_email_id, r.id, prepared.message_id_domain, prepared.message_id_secret
-        )
+        message_id = message_id_of(prepared, r.id)
         try:
-            rendered = prepared.template.render(ctx)
-            data = prepared.skeleton.build(
-                to_address=r.email,
-                to_name=ctx.contact.name,
-                subject=rendered.subject,
-                message_id=message_id,
-                text=rendered.text,
-                html=rendered.html,
-                date=date,
-                unsubscribe_url=unsubscribe_url(self.settings, prepared.organization_id, r.email_normalized),
-            )
-        except (TemplateRenderError, HeaderValueError) as exc:
+            data = build_message(self.settings, prepared, Addressee(r.id, r.email, r.email_normalized, ctx), date)
+        except MessageNotBuilt as exc:
             return Outcome(r, ReplyVerdict(Kind.failed, f"message could not be built: {exc}"), message_id)
         if len(data) > self.settings.max_message_bytes:
             why = (
@@ -241,6 +245,7 @@ class ChunkSender:
                 f"{self.settings.max_message_bytes:,} (BULKMAIL_MAX_MESSAGE_BYTES)"
             )
             return Outcome(r, ReplyVerdict(Kind.failed, why), message_id)
+        # limits
         reservation = None
         if not prepared.limits.unlimited:
             reservation = await reserve_send_slot(self.database.sessionmaker, prepared.account_id, prepared.limits)
@@ -248,27 +253,34 @@ class ChunkSender:
                 metrics.record_rate_limit_wait(
                     prepared.account_id, _limit_name(prepared), reservation.wait.total_seconds()
                 )
-                return _held_back(r, message_id, reservation.wait, "waiting for the account's sending limit")
+                return HeldBack(r, message_id, reservation.wait, "waiting for the account's sending limit")
+        # the SMTP transaction
         started = time.perf_counter()
         try:
             async with pool.connection() as smtp:
                 verdict = await send_one(smtp, prepared.account_email, r.email, data)
         except NoConnectionSlot:
-            # Nothing reached the server: the reserved slot goes back, or waiting would use up the quota.
-            if reservation is not None:
-                await release_send_slot(self.database.sessionmaker, reservation)
+            await self._give_back(reservation)
             metrics.record_rate_limit_wait(prepared.account_id, "connections", CONNECTION_WAIT.total_seconds())
-            return _held_back(r, message_id, CONNECTION_WAIT, "waiting for a free connection of the account")
+            return HeldBack(r, message_id, CONNECTION_WAIT, "waiting for a free connection of the account")
         except Exception as exc:  # connecting or logging in failed: nothing was handed over
-            if reservation is not None:
-                await release_send_slot(self.database.sessionmaker, reservation)
+            await self._give_back(reservation)
             verdict = classify_exception(exc, body_sent=False)
         return Outcome(r, verdict, message_id, time.perf_counter() - started, date=date)
+
+    async def _give_back(self, reservation: Reservation | None) -> None:
+        """Nothing reached the server: the send slot goes back, or an outage would use up the quota."""
+        if reservation is not None:
+            await release_send_slot(self.database.sessionmaker, reservation)
 
     # -- the ledger --------------------------------------------------------------------------
 
     async def _record(
-        self, prepared: PreparedBulkEmail, outcomes: list[Outcome], claim_next: tuple[int, int] | None
+        self,
+        prepared: PreparedBulkEmail,
+        outcomes: list[Outcome],
+        held: list[HeldBack],
+        claim_next: tuple[int, int] | None,
     ) -> tuple[datetime | None, list[Claimed]]:
         """Commit every outcome of a batch, and claim the next batch of ``claim_next`` (chunk id,
         how many) unless the account must pause. Returns until when it is paused, and the claim."""
@@ -277,8 +289,8 @@ class ChunkSender:
         pause: datetime | None = None
         bounced: list[Outcome] = []
         async with self.database.session() as session:
-            sent_any = any(o.held_back is None and o.verdict.kind == Kind.sent for o in outcomes)
-            unreachable = [o.verdict for o in outcomes if o.held_back is None and o.verdict.unreachable]
+            sent_any = any(o.verdict.kind == Kind.sent for o in outcomes)
+            unreachable = [o.verdict for o in outcomes if o.verdict.unreachable]
             if sent_any and prepared.account_id in self._troubled:
                 await self._account_recovered(session, prepared.account_id)
             elif unreachable and not sent_any:
@@ -286,10 +298,7 @@ class ChunkSender:
             for o in outcomes:
                 v = o.verdict
                 state, next_at = R.failed, None
-                attempts = o.recipient.attempts
-                if o.held_back is not None:
-                    state, next_at, attempts = R.deferred, now + o.held_back, attempts - 1
-                elif v.kind == Kind.sent:
+                if v.kind == Kind.sent:
                     state = R.sent
                 elif v.kind == Kind.unknown:
                     state = R.unknown
@@ -303,8 +312,7 @@ class ChunkSender:
                     state = R.deferred
                     wait = next_attempt_delay(o.recipient.attempts)
                     next_at = now + max(wait, v.retry_after) if v.retry_after else now + wait
-                if o.held_back is None:
-                    _count(prepared.account_id, o, state)
+                _count(prepared.account_id, o, state)
                 r = o.recipient
                 sent = state == R.sent
                 rows.append(
@@ -318,10 +326,11 @@ class ChunkSender:
                         smtp_reply=_reply_text(v),
                         message_id=o.message_id,
                         sent_at=(o.date or now) if sent else None,
-                        attempts=attempts,
+                        attempts=r.attempts,
                         sent_copy_state=_copy_state(prepared) if sent else None,
                     )
                 )
+            rows += [_held_row(h, now) for h in held]
             # The ledger rows, an email activity per sent message (so ``emailed_template:`` and
             # ``last_emailed`` see it) and the lead counters; one round trip on PostgreSQL.
             source = ActivitySource(prepared.organization_id, prepared.template_id, prepared.bulk_email_id)
@@ -428,7 +437,7 @@ class ChunkSender:
         by_type: dict[Literal["email.sent", "email.failed"], list[EmailOutcome]] = {}
         for o in outcomes:
             kind = o.verdict.kind
-            if kind not in (Kind.sent, Kind.failed, Kind.hard_bounce) or o.held_back is not None:
+            if kind not in (Kind.sent, Kind.failed, Kind.hard_bounce):
                 continue
             sent = kind == Kind.sent
             by_type.setdefault("email.sent" if sent else "email.failed", []).append(
@@ -480,7 +489,7 @@ class ChunkSender:
         """Sent copies go on their own queue: IMAP never slows or blocks sending."""
         if not prepared.sent_copy.append:
             return
-        ids = [o.recipient.id for o in outcomes if o.verdict.kind == Kind.sent and o.held_back is None]
+        ids = [o.recipient.id for o in outcomes if o.verdict.kind == Kind.sent]
         if ids:
             await self.broker.send(
                 SENT_COPY_QUEUE,
@@ -506,8 +515,22 @@ class ChunkSender:
         return entry[1]
 
 
-def _held_back(r: Claimed, message_id: str, wait: timedelta, why: str) -> Outcome:
-    return Outcome(r, ReplyVerdict(Kind.retry, why, retry_after=wait), message_id, held_back=wait)
+def _held_row(h: HeldBack, now: datetime) -> OutcomeRow:
+    """Deferred until the limit frees up; the claim's attempt is given back."""
+    r = h.recipient
+    return OutcomeRow(
+        recipient_id=r.id,
+        lead_id=r.lead_id,
+        contact_id=r.contact_id,
+        email=r.email,
+        state=R.deferred,
+        next_attempt_at=now + h.wait,
+        smtp_reply=h.why,
+        message_id=h.message_id,
+        sent_at=None,
+        attempts=r.attempts - 1,
+        sent_copy_state=None,
+    )
 
 
 def _limit_name(prepared: PreparedBulkEmail) -> str:

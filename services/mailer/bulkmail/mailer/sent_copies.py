@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bulkmail.mailer.message import HeaderValueError, make_message_id
+from bulkmail.mailer.build import Addressee, MessageNotBuilt, build_message, message_id_of
 from bulkmail.mailer.prepared import PreparedBulkEmail, prepare
 from bulkmail.mailer.sent_copy import AppendOutcome, CopyState, ImapSettings, append_sent_copy
 from bulkmail.shared import ledger, metrics
@@ -32,8 +32,7 @@ from bulkmail.shared.providers import should_append_sent_copy
 from bulkmail.shared.render_data import RecipientRef, load_render_contexts
 from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
-from bulkmail.shared.templating import TemplateRenderError
-from bulkmail.shared.unsubscribe import unsubscribe_url
+from bulkmail.shared.templating import RenderContext
 
 log = get_logger(__name__)
 
@@ -49,7 +48,7 @@ class _Copy:
     message_id: str
     sent_at: datetime
     was: SentCopyState  # the state it was claimed from: "unknown" needs the Message-ID search
-    context: Any
+    context: RenderContext
 
 
 @dataclass
@@ -150,25 +149,17 @@ async def _claim(settings: Settings, database: Database, message: SentCopy) -> _
 
 
 async def _append(settings: Settings, job: _Job, copy: _Copy, folder_cache: MutableMapping[str, str]) -> AppendOutcome:
-    """Rebuild the message exactly as ``ChunkSender._send_one`` did, then APPEND it."""
+    """Rebuild the message with the builder that sent it (same inputs, same bytes), then APPEND it."""
     p = job.prepared
-    message_id = make_message_id(p.bulk_email_id, copy.id, p.message_id_domain, p.message_id_secret)
+    message_id = message_id_of(p, copy.id)
     if copy.message_id and message_id != copy.message_id:
         # The Message-ID secret changed (key rotation): this would not be the message that was sent.
         return AppendOutcome(CopyState.failed, None, detail="the rebuilt Message-ID differs from the one sent")
     try:
-        rendered = p.template.render(copy.context)
-        data = p.skeleton.build(
-            to_address=copy.email,
-            to_name=copy.context.contact.name,
-            subject=rendered.subject,
-            message_id=message_id,
-            text=rendered.text,
-            html=rendered.html,
-            date=copy.sent_at,
-            unsubscribe_url=unsubscribe_url(settings, p.organization_id, copy.email_normalized),
+        data = build_message(
+            settings, p, Addressee(copy.id, copy.email, copy.email_normalized, copy.context), copy.sent_at
         )
-    except (TemplateRenderError, HeaderValueError) as exc:
+    except MessageNotBuilt as exc:
         return AppendOutcome(CopyState.failed, None, detail=f"message could not be rebuilt: {exc}")
     if copy.was in (FAILED, UNKNOWN):
         metrics.record_imap_copy(job.account_id, "retried")
