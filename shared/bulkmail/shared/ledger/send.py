@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, case, literal, or_, select, text, update
+from sqlalchemy import Table, bindparam, case, func, literal, not_, null, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.shared.models import (
@@ -42,87 +42,73 @@ _addresses: Table = ContactEmail.__table__  # type: ignore[assignment]
 _suppressions: Table = Suppression.__table__  # type: ignore[assignment]
 _TAKEABLE = (R.pending, R.deferred)
 
-# -- consent, checked in the claim ------------------------------------------------------------
+# -- the claim, with consent -------------------------------------------------------------------
 # A recipient is sent only if, when it is claimed, its contact still exists, still has this
 # address, has not unsubscribed it, and the address is not on the organisation's suppression
-# list. Each test is an index lookup (contact id, contact emails by contact, suppression key).
-_r = _recipients
-_contact_exists = select(_contacts.c.id).where(_contacts.c.id == _r.c.contact_id).exists()
-_has_address = (
-    select(_addresses.c.id)
-    .where(_addresses.c.contact_id == _r.c.contact_id, _addresses.c.email_normalized == _r.c.email_normalized)
-    .exists()
+# list. The claim looks these up for the next recipients of the chunk (three index lookups a
+# row: the contact, its addresses by contact, the suppression key) and, in the same UPDATE,
+# marks each one `sending` or `skipped` with the reason. One statement, so an unsubscribe
+# committed before the claim always wins, and the claim costs one round trip as before.
+_c = _recipients.alias("candidate")
+_contact_exists = select(_contacts.c.id).where(_contacts.c.id == _c.c.contact_id).exists()
+# NULL: the contact no longer has this address; 1: it has, subscribed; 2: it has, unsubscribed.
+_address = (
+    select(func.max(case((_addresses.c.is_unsubscribed, 2), else_=1)))
+    .where(_addresses.c.contact_id == _c.c.contact_id, _addresses.c.email_normalized == _c.c.email_normalized)
+    .scalar_subquery()
 )
-_unsubscribed = (
-    select(_addresses.c.id)
-    .where(
-        _addresses.c.contact_id == _r.c.contact_id,
-        _addresses.c.email_normalized == _r.c.email_normalized,
-        _addresses.c.is_unsubscribed,
-    )
-    .exists()
-)
-_suppressed = (
+_suppression = (
     select(_suppressions.c.reason)
     .where(
-        _suppressions.c.organization_id == _r.c.organization_id,
-        _suppressions.c.email_normalized == _r.c.email_normalized,
+        _suppressions.c.organization_id == _c.c.organization_id,
+        _suppressions.c.email_normalized == _c.c.email_normalized,
     )
-    .exists()
+    .scalar_subquery()
 )
-_suppressed_unsubscribed = (
-    select(_suppressions.c.reason)
-    .where(
-        _suppressions.c.organization_id == _r.c.organization_id,
-        _suppressions.c.email_normalized == _r.c.email_normalized,
-        _suppressions.c.reason == SkipReason.unsubscribed.value,
+# The next ``claim_limit`` queued recipients of the chunk, in id order, with what consent needs.
+_checked = (
+    select(
+        _c.c.id.label("id"),
+        _contact_exists.label("has_contact"),
+        _address.label("address"),
+        _suppression.label("suppression"),
     )
-    .exists()
+    .where(_c.c.chunk_id == bindparam("claim_chunk"), _c.c.state.in_(_TAKEABLE), _c.c.next_attempt_at.is_(None))
+    .order_by(_c.c.id)
+    .limit(bindparam("claim_limit"))
+    .subquery("checked")
 )
-CONSENT: ColumnElement[bool] = and_(
-    _r.c.contact_id.is_not(None), _contact_exists, _has_address, ~_unsubscribed, ~_suppressed
-)
-# Why a recipient failing CONSENT is skipped (the first that applies).
+# Why a recipient may not be sent (the first that applies), or NULL when it may.
 _WHY_NOT = case(
-    (or_(_r.c.contact_id.is_(None), ~_contact_exists), literal(SkipReason.contact_deleted.value)),
-    (~_has_address, literal(SkipReason.address_changed.value)),
-    (or_(_unsubscribed, _suppressed_unsubscribed), literal(SkipReason.unsubscribed.value)),
-    else_=literal(SkipReason.suppressed.value),
+    (not_(_checked.c.has_contact), literal(SkipReason.contact_deleted.value)),
+    (_checked.c.address.is_(None), literal(SkipReason.address_changed.value)),
+    (
+        or_(_checked.c.address == 2, _checked.c.suppression == SkipReason.unsubscribed.value),
+        literal(SkipReason.unsubscribed.value),
+    ),
+    (_checked.c.suppression.is_not(None), literal(SkipReason.suppressed.value)),
+    else_=null(),
 )
-
-
-def _next_in_chunk() -> Any:
-    """The next ``claim_limit`` queued recipients of the chunk, in id order."""
-    return (
-        select(_r.c.id)
-        .where(
-            _r.c.chunk_id == bindparam("claim_chunk"),
-            _r.c.state.in_(_TAKEABLE),
-            _r.c.next_attempt_at.is_(None),
-        )
-        .order_by(_r.c.id)
-        .limit(bindparam("claim_limit"))
-        .scalar_subquery()
-    )
-
-
-# Those of the next recipients who no longer consent (or whose contact or address went away)
-# end skipped with the reason, never sent.
-_SKIP_WITHOUT_CONSENT = (
-    update(_r)
-    .where(_r.c.id.in_(_next_in_chunk()), _r.c.state.in_(_TAKEABLE), ~CONSENT)
-    .values(state=R.skipped, skip_reason=_WHY_NOT, next_attempt_at=None, updated_at=bindparam("claim_now"))
-    .returning(_r.c.skip_reason)
-)
-# Claim the next recipients of a chunk: marked `sending` (and committed) before any is sent.
-# The consent test is repeated here, in the claiming statement itself, so an unsubscribe
-# committed before the claim always wins. Core, not ORM: this runs for every few dozen
-# messages and the ORM layer doubled its cost.
+_MAY_SEND = _WHY_NOT.is_(None)
+# Core, not ORM: this runs for every few dozen messages and the ORM layer doubled its cost.
 _CLAIM = (
-    update(_r)
-    .where(_r.c.id.in_(_next_in_chunk()), _r.c.state.in_(_TAKEABLE), CONSENT)
-    .values(state=R.sending, attempts=_r.c.attempts + 1, updated_at=bindparam("claim_now"))
-    .returning(_r.c.id, _r.c.lead_id, _r.c.contact_id, _r.c.email, _r.c.email_normalized, _r.c.attempts)
+    update(_recipients)
+    .where(_recipients.c.id == _checked.c.id, _recipients.c.state.in_(_TAKEABLE))
+    .values(
+        state=case((_MAY_SEND, literal(R.sending.value)), else_=literal(R.skipped.value)),
+        skip_reason=_WHY_NOT,
+        attempts=_recipients.c.attempts + case((_MAY_SEND, 1), else_=0),
+        updated_at=bindparam("claim_now"),
+    )
+    .returning(
+        _recipients.c.id,
+        _recipients.c.lead_id,
+        _recipients.c.contact_id,
+        _recipients.c.email,
+        _recipients.c.email_normalized,
+        _recipients.c.attempts,
+        _recipients.c.skip_reason,
+    )
 )
 
 
@@ -149,10 +135,10 @@ async def claim(session: AsyncSession, chunk_id: int, limit: int, now: datetime 
     params = {"claim_chunk": chunk_id, "claim_limit": limit, "claim_now": now or _now()}
     result = Claim()
     while True:
-        skipped = list((await session.execute(_SKIP_WITHOUT_CONSENT, params)).scalars())
+        rows = (await session.execute(_CLAIM, params)).all()
+        skipped = [row.skip_reason for row in rows if row.skip_reason is not None]
         result.skipped.update(str(reason) for reason in skipped)
-        rows = await session.execute(_CLAIM, params)
-        result.claimed = sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+        result.claimed = sorted((Claimed(*row[:6]) for row in rows if row.skip_reason is None), key=lambda c: c.id)
         # A batch all without consent says nothing of the next one: look again.
         if result.claimed or not skipped:
             return result
