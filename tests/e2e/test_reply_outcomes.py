@@ -189,8 +189,9 @@ async def test_a_quota_reply_pauses_the_account_tells_the_owner_and_keeps_the_re
     assert states["quota"][0] == "deferred"
     progress = (await client.get(f"/api/v1/bulk_action/email/{bulk['id']}/")).json()
     assert progress["status"] == "processing"
-    # The ETA says when sending resumes (the pause lasts until the rolling day frees up).
-    assert progress["eta_text"].startswith("account paused; resumes ") and progress["eta"] is not None
+    # The ETA says why the account is paused and when sending resumes (when the rolling day frees up).
+    assert progress["eta_text"].startswith("account paused: 550 5.4.5 daily sending quota reached; resumes ")
+    assert progress["eta"] is not None
     # The owner hears of it through the system SMTP account (their own is the one refusing).
     await _until(lambda: _any(lambda: any("owen@replies.example" in m.rcpt_tos for m in system.messages)))
     notice = next(m for m in system.messages if "owen@replies.example" in m.rcpt_tos).parsed()

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from bulkmail.mailer.ledger import ActivitySource, OutcomeRow, write_outcomes
 from bulkmail.shared.db import Database
+from bulkmail.shared.ledger import ActivitySource, OutcomeRow, record_outcomes
 from bulkmail.shared.models import (
     BulkEmail,
     EmailAccount,
@@ -74,7 +74,7 @@ async def test_outcomes_activities_and_counters(database: Database) -> None:
     source, (a, b, c), (lead0, lead1) = await _batch(database)
     now = datetime.now(UTC).replace(microsecond=0)
     async with database.session() as session:
-        await write_outcomes(
+        await record_outcomes(
             session, [_row(a, R.sent, now), _row(b, R.sent, now), _row(c, R.deferred, now)], source, now
         )
 
@@ -111,9 +111,9 @@ async def test_a_finished_row_is_not_recorded_again(database: Database) -> None:
     source, (a, _, _), (lead0, _) = await _batch(database)
     now = datetime.now(UTC).replace(microsecond=0)
     async with database.session() as session:
-        await write_outcomes(session, [_row(a, R.failed, now)], source, now)
+        await record_outcomes(session, [_row(a, R.failed, now)], source, now)
     async with database.session() as session:
-        await write_outcomes(session, [_row(a, R.sent, now)], source, now)
+        await record_outcomes(session, [_row(a, R.sent, now)], source, now)
     async with database.session() as session:
         assert await session.scalar(select(Recipient.state).where(Recipient.id == a.id)) == R.failed
         n = await session.scalar(select(func.count()).select_from(EmailActivity).where(EmailActivity.lead_id == lead0))

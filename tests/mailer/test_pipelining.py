@@ -9,7 +9,8 @@ import aiosmtplib
 import pytest
 
 from bulkmail.mailer.pipelining import ServerFailure, _Replies, wire_body
-from bulkmail.mailer.replies import Kind, send_one
+from bulkmail.mailer.replies import Kind
+from bulkmail.mailer.smtp_transaction import send_one
 
 if TYPE_CHECKING:
     from tests.mail_servers import CuttingProxy, SmtpSink

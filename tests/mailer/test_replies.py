@@ -12,7 +12,8 @@ import aiosmtplib
 import pytest
 from aiosmtpd.controller import Controller
 
-from bulkmail.mailer import replies
+from bulkmail.mailer import smtp_transaction
+from bulkmail.mailer.backoff import next_attempt_delay, pause_until
 from bulkmail.mailer.replies import (
     Kind,
     PauseKind,
@@ -20,10 +21,8 @@ from bulkmail.mailer.replies import (
     Stage,
     classify,
     classify_exception,
-    next_attempt_delay,
-    pause_until,
-    send_one,
 )
+from bulkmail.mailer.smtp_transaction import send_one
 
 if TYPE_CHECKING:
     from tests.mail_servers import SmtpSink
@@ -135,7 +134,8 @@ def test_reply_table(code: int, message: str, stage: Stage | None, kind: Kind, p
 def test_enhanced_code_is_kept_and_retry_hints_given() -> None:
     fast = classify(450, "4.2.1 The user you are trying to contact is receiving mail too quickly")
     assert fast.enhanced == "4.2.1" and fast.retry_after == timedelta(hours=1)
-    assert classify(432, "4.3.2 Concurrent connections limit exceeded").lower_concurrency
+    too_many = classify(432, "4.3.2 Concurrent connections limit exceeded")
+    assert too_many.kind == Kind.retry and too_many.retry_after == timedelta(minutes=1)
 
 
 def test_exceptions_are_classified() -> None:
@@ -230,13 +230,13 @@ async def test_smtp_sink_fault_modes(
 
 async def test_pipelining_is_used_when_the_server_offers_it(smtp_sink: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[bytes] = []
-    real = replies.pipelined_transaction
+    real = smtp_transaction.pipelined_transaction
 
     async def spy(smtp: aiosmtplib.SMTP, envelope: bytes, body: bytes, timeout: float | None) -> Any:
         calls.append(envelope)
         return await real(smtp, envelope, body, timeout)
 
-    monkeypatch.setattr(replies, "pipelined_transaction", spy)
+    monkeypatch.setattr(smtp_transaction, "pipelined_transaction", spy)
     for options, offered in ([], True), (["-p"], False):
         sink: SmtpSink = smtp_sink(*options)
         async with aiosmtplib.SMTP(hostname=HOST, port=sink.port, start_tls=False, timeout=5) as smtp:

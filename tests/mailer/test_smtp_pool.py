@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from bulkmail.mailer import smtp_pool
-from bulkmail.mailer.replies import Kind, send_one
+from bulkmail.mailer.replies import Kind
 from bulkmail.mailer.smtp_pool import NoConnectionSlot, SmtpPool, SmtpSettings
+from bulkmail.mailer.smtp_transaction import send_one
 from bulkmail.shared.db import Database
 from bulkmail.shared.models import ConnectionSecurity, EmailAccount
 from bulkmail.shared.organizations import create_organization

@@ -21,8 +21,13 @@ S = BulkEmailStatus
 # Statuses in which mailers may send: the first chunks go out while the ledger is still being
 # written (loading).
 SENDING_STATUSES = (S.loading, S.processing, S.resuming)
+# Not yet finished and not paused: the dispatcher advances these, the user may pause them, and
+# they have an ETA.
+UNFINISHED_STATUSES = (S.created, *SENDING_STATUSES)
 FINAL_STATUSES = (S.done, S.error, S.cancelled)
-ACTIVE_STATUSES = (S.created, S.loading, S.processing, S.resuming, S.paused)
+ACTIVE_STATUSES = (*UNFINISHED_STATUSES, S.paused)
+# A bulk email whose failed recipients the user may queue again.
+RETRYABLE_STATUSES = (S.done, S.processing, S.paused)
 
 # Which status each event announces.
 EVENT_FOR_STATUS: dict[BulkEmailStatus, BulkEmailEventType] = {

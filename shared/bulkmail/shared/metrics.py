@@ -111,6 +111,8 @@ SKIP_REASONS = frozenset(
         "suppressed",
         "invalid_address",
         "cancelled",
+        "contact_deleted",
+        "address_changed",
         OTHER,
     }
 )

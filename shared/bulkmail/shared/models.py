@@ -475,6 +475,10 @@ class EmailAccount(Base):
     # Set when the provider throttles or refuses us: no sending until then.
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     pause_reason: Mapped[str] = mapped_column(Text, default="")
+    # Pauses since the last message sent: each lasts longer than the one before.
+    pauses_in_a_row: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Attempts since the last message sent that could not reach or use the SMTP server.
+    failures_in_a_row: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -485,6 +489,29 @@ class EmailAccount(Base):
             return self.email
         name = self.name.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{name}" <{self.email}>' if _NEEDS_QUOTES.search(self.name) else f"{self.name} <{self.email}>"
+
+
+class SendSlot(Base):
+    """One reserved send of an email account, at the time it was reserved."""
+
+    __tablename__ = "send_slots"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    email_account_id: Mapped[int] = mapped_column(Id, ForeignKey("email_accounts.id", ondelete="CASCADE"))
+    reserved_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+    __table_args__ = (Index("ix_send_slots_email_account_id_reserved_at", "email_account_id", "reserved_at"),)
+
+
+class SmtpConnectionLease(Base):
+    """One of an account's ``max_connections`` SMTP connection slots, held by a worker until it expires."""
+
+    __tablename__ = "smtp_connection_leases"
+    email_account_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("email_accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class Suppression(Base):
@@ -618,6 +645,20 @@ class SkipReason(enum.StrEnum):
     # An address the mailer cannot deliver to (bulkmail.shared.addresses), stored before the API checked.
     invalid_address = "invalid_address"
     cancelled = "cancelled"
+    # Found at the claim, after the ledger was built: the contact or its address went away.
+    contact_deleted = "contact_deleted"
+    address_changed = "address_changed"
+
+
+class SentCopyState(enum.StrEnum):
+    """The Sent-folder copy of a sent recipient, a sub-state kept apart from sending."""
+
+    pending = "pending"
+    copying = "copying"  # claimed by a worker, committed before the APPEND
+    appended = "appended"
+    skipped = "skipped"
+    failed = "failed"  # nothing stored
+    unknown = "unknown"  # may be stored: the retry searches for the Message-ID first
 
 
 UNQUEUED = "state = 'pending' AND chunk_id IS NULL"
@@ -626,8 +667,8 @@ UNQUEUED = "state = 'pending' AND chunk_id IS NULL"
 class Recipient(Base):
     """The ledger: one row per bulk email and normalised address, written before any message about it.
 
-    States move only forward: pending → sending → sent | failed | skipped, with deferred (retry
-    at a time) and unknown (outcome lost in a crash: reported, never silently resent).
+    Only ``bulkmail.shared.ledger`` writes these rows, through named transitions; the states and
+    the moves between them are in docs/ledger.md.
     """
 
     __tablename__ = "recipients"
@@ -643,14 +684,14 @@ class Recipient(Base):
     )
     # The chunk that carries this recipient to a mailer; NULL while waiting to be queued.
     chunk_id: Mapped[int | None] = mapped_column(Id, index=True)
-    skip_reason: Mapped[str | None] = mapped_column(String(40))
+    skip_reason: Mapped[SkipReason | None] = mapped_column(Enum(SkipReason, native_enum=False, length=40))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     message_id: Mapped[str] = mapped_column(String(255), default="")
     smtp_reply: Mapped[str] = mapped_column(Text, default="")
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    # Sent-folder copy, separate from sending: pending | copying | appended | skipped | failed | unknown.
-    sent_copy_state: Mapped[str | None] = mapped_column(String(20))
+    # Sent-folder copy, separate from sending; NULL until the message is sent.
+    sent_copy_state: Mapped[SentCopyState | None] = mapped_column(Enum(SentCopyState, native_enum=False, length=20))
     sent_copy_uid: Mapped[str] = mapped_column(String(64), default="")
     updated_at: Mapped[datetime] = _now()
 

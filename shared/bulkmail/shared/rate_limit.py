@@ -20,11 +20,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ForeignKey, Index, Integer, String, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Mapped, mapped_column
 
-from bulkmail.shared.models import Base, Id, UTCDateTime
+from bulkmail.shared.models import SendSlot, SmtpConnectionLease
 from bulkmail.shared.providers import AccountLimits
 
 __all__ = [
@@ -55,29 +54,6 @@ HISTORY = timedelta(hours=24)
 PRUNE_EVERY = 128
 # Arbitrary first key of our advisory locks, so they never collide with another feature's.
 _LOCK_NAMESPACE = 0x5E4D
-
-
-class SendSlot(Base):
-    """One reserved send of an email account, at the time it was reserved."""
-
-    __tablename__ = "send_slots"
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    email_account_id: Mapped[int] = mapped_column(Id, ForeignKey("email_accounts.id", ondelete="CASCADE"))
-    reserved_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
-
-    __table_args__ = (Index("ix_send_slots_email_account_id_reserved_at", "email_account_id", "reserved_at"),)
-
-
-class SmtpConnectionLease(Base):
-    """One of an account's ``max_connections`` SMTP connection slots, held by a worker until it expires."""
-
-    __tablename__ = "smtp_connection_leases"
-    email_account_id: Mapped[int] = mapped_column(
-        Id, ForeignKey("email_accounts.id", ondelete="CASCADE"), primary_key=True
-    )
-    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
-    holder: Mapped[str] = mapped_column(String(200))
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 async def _lock_account(session: AsyncSession, account_id: int) -> None:

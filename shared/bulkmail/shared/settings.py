@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # Chunks one mailer process works on at once.
     mailer_prefetch: int = 4
     smtp_timeout_s: float = 30.0
+    # The largest message the mailer hands to SMTP, in bytes (headers and encoded bodies): like
+    # common relays' 10 MB. A bigger one fails with the reason instead of going out.
+    max_message_bytes: int = Field(default=10_000_000, ge=1_000)
     metrics_port: int = 9100
     # Input bounds (docs/operations.md, "Limits"): each refusal names the limit it hit.
     # HTTP: request bodies (413 above), the lead import's body, and JSON nesting (400 deeper).

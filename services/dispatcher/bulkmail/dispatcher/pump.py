@@ -9,23 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, text, union_all, update
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bulkmail.shared import bulk_emails
+from bulkmail.shared import bulk_emails, ledger
 from bulkmail.shared.contracts import BulkEmailEvent, NotifyBulkEmailDone, SendChunk
-from bulkmail.shared.models import (
-    BulkEmail,
-    BulkEmailChunk,
-    BulkEmailStatus,
-    Recipient,
-    RecipientState,
-    SkipReason,
-)
+from bulkmail.shared.models import BulkEmail, BulkEmailChunk, BulkEmailStatus
 from bulkmail.shared.settings import Settings
 
 S = BulkEmailStatus
-R = RecipientState
 
 
 @dataclass
@@ -48,7 +40,7 @@ async def pump(session: AsyncSession, settings: Settings, bulk_email_id: int) ->
         return result
     now = datetime.now(UTC)
     if bulk.status == S.cancelled:
-        await _skip_unsent(session, bulk.id)
+        await ledger.cancel_unsent(session, bulk.id)
         return result
     if bulk.status not in bulk_emails.SENDING_STATUSES:
         return result
@@ -77,7 +69,7 @@ async def pump(session: AsyncSession, settings: Settings, bulk_email_id: int) ->
         in_flight += 1
 
     # Never while loading: an empty queue then means the ledger's next batch is not written yet.
-    finished = bulk.status != S.loading and in_flight == 0 and not await _work_left(session, bulk.id)
+    finished = bulk.status != S.loading and in_flight == 0 and not await ledger.work_left(session, bulk.id)
     if finished and await bulk_emails.transition(session, bulk.id, [S.processing, S.resuming], S.done, done_at=now):
         result.events.append(await bulk_emails.event_for(session, bulk, S.done))
         if bulk.send_done_email:
@@ -97,67 +89,15 @@ async def _claim_chunk(session: AsyncSession, bulk: BulkEmail, size: int, now: d
     chunk = BulkEmailChunk(organization_id=bulk.organization_id, bulk_email_id=bulk.id, size=0, published_at=now)
     session.add(chunk)
     await session.flush()
-    # Retries that are due go first (they are few), then recipients never queued, in id order
-    # from where the last chunk stopped (``queued_through_id``), so neither query walks the
-    # recipients already queued.
-    retries = (
-        select(Recipient.id)
-        .where(Recipient.bulk_email_id == bulk.id, Recipient.state == R.deferred, Recipient.next_attempt_at <= now)
-        .order_by(Recipient.id)
-        .limit(size)
-    )
-    unqueued = (
-        select(Recipient.id)
-        .where(
-            Recipient.bulk_email_id == bulk.id,
-            Recipient.state == R.pending,
-            Recipient.chunk_id.is_(None),
-            Recipient.id > bulk.queued_through_id,
-        )
-        .order_by(Recipient.id)
-        .limit(size)
-    )
-    # (Each as a subquery: SQLite allows no ORDER BY/LIMIT on the members of a UNION.)
-    first, then = retries.subquery(), unqueued.subquery()
-    due = union_all(select(first.c.id), select(then.c.id)).subquery()
-    # One statement (the pump holds the bulk email's lock, so no other pump takes the same rows).
-    # next_attempt_at NULL marks a deferred recipient as queued, so the next pump does not take it again.
-    taken = (
-        await session.execute(
-            update(Recipient)
-            .where(Recipient.id.in_(select(due.c.id).limit(size).scalar_subquery()))
-            .values(chunk_id=chunk.id, next_attempt_at=None)
-            .returning(Recipient.id, Recipient.state)
-            .execution_options(synchronize_session=False)
-        )
-    ).all()
-    if not taken:
+    queued = await ledger.queue_chunk(session, bulk.id, bulk.queued_through_id, chunk.id, size, now)
+    if not queued.size:
         await session.delete(chunk)
         return None
-    chunk.size = len(taken)
+    chunk.size = queued.size
     # Only never-queued recipients move the cursor: a retry may sit anywhere in the ledger.
-    fresh = [rid for rid, state in taken if state == R.pending]
-    if fresh:
-        bulk.queued_through_id = max(bulk.queued_through_id, *fresh)
+    if queued.last_fresh_id is not None:
+        bulk.queued_through_id = max(bulk.queued_through_id, queued.last_fresh_id)
     return chunk.id
-
-
-async def _work_left(session: AsyncSession, bulk_email_id: int) -> bool:
-    n = await session.scalar(
-        select(func.count())
-        .select_from(Recipient)
-        .where(Recipient.bulk_email_id == bulk_email_id, Recipient.state.in_([R.pending, R.sending, R.deferred]))
-    )
-    return bool(n)
-
-
-async def _skip_unsent(session: AsyncSession, bulk_email_id: int) -> None:
-    await session.execute(
-        update(Recipient)
-        .where(Recipient.bulk_email_id == bulk_email_id, Recipient.state.in_([R.pending, R.deferred]))
-        .values(state=R.skipped, skip_reason=SkipReason.cancelled.value, next_attempt_at=None)
-        .execution_options(synchronize_session=False)
-    )
 
 
 def _message(bulk: BulkEmail, chunk_id: int) -> SendChunk:

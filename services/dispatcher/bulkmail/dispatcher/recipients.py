@@ -18,10 +18,10 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bulkmail.shared import metrics
+from bulkmail.shared import ledger, metrics
 from bulkmail.shared.audience import undeliverable_email_ids
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
@@ -106,7 +106,7 @@ async def _write_batch(session: AsyncSession, bulk: BulkEmail, first: int, last:
         "template_id": bulk.template_id if bulk.exclude_already_emailed else None,
         "undeliverable": await undeliverable_email_ids(session, bulk.organization_id, bulk.id, first, last),
     }
-    written = Counter((await session.execute(_INSERT_BATCH, params)).scalars())
+    written = Counter(await ledger.add_recipients(session, _DECIDED, params, expanding=("undeliverable",)))
     chosen = int(await session.scalar(_CHOSEN[ContactPreference(bulk.contact_preference)], params) or 0)
     for reason, n in written.items():
         if reason is None:
@@ -121,17 +121,16 @@ async def _write_batch(session: AsyncSession, bulk: BulkEmail, first: int, last:
     return duplicates
 
 
-# One statement for PostgreSQL and SQLite. Addresses are ranked within their lead (contact
+# Who is in the batch, with the reason for each exclusion, decided by one query for PostgreSQL
+# and SQLite; ``ledger.add_recipients`` writes its rows. Addresses are ranked within their lead (contact
 # position, then email position: the order the preference reads them in) and within their
 # contact; the preference keeps all, the first of each lead or the first of each contact. Of an
-# address chosen twice in the batch the first in lead order is kept, and ON CONFLICT drops one
-# already written by an earlier batch. The reasons follow ``audience.exclusion``'s precedence.
+# address chosen twice in the batch the first in lead order is kept (the ledger drops one
+# already written by an earlier batch). The reasons follow ``audience.exclusion``'s precedence.
 # Every lookup goes through an index by lead or address (never a scan of a CTE per row), so the
 # plan stays linear even when the planner has no statistics yet for a new snapshot: with an
-# anti-join on the candidates instead, 30,000 leads took 25 s. ("WHERE true" lets SQLite parse
-# ON CONFLICT after INSERT … SELECT.)
-_INSERT_BATCH = text(
-    """
+# anti-join on the candidates instead, 30,000 leads took 25 s.
+_DECIDED = """
 WITH batch AS (
     SELECT lead_id FROM bulk_email_leads
     WHERE bulk_email_id = :bulk_email_id AND lead_id BETWEEN :first AND :last
@@ -177,18 +176,7 @@ decided AS (
         WHERE ce.lead_id = batch.lead_id AND ce.organization_id = :organization_id
     )
 )
-INSERT INTO recipients (
-    organization_id, bulk_email_id, lead_id, contact_id, email, email_normalized, state, skip_reason,
-    message_id, smtp_reply, sent_copy_uid
-)
-SELECT CAST(:organization_id AS BIGINT), CAST(:bulk_email_id AS BIGINT), lead_id, contact_id, email, email_normalized,
-       CASE WHEN skip_reason IS NULL THEN 'pending' ELSE 'skipped' END, skip_reason, '', '', ''
-FROM decided
-WHERE true
-ON CONFLICT (bulk_email_id, email_normalized) DO NOTHING
-RETURNING skip_reason
 """
-).bindparams(bindparam("undeliverable", expanding=True))
 
 # How many addresses the preference chooses in the batch, duplicates included.
 _CHOSEN_FROM = """

@@ -13,12 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.dispatcher.pump import PumpResult, pump
 from bulkmail.dispatcher.recipients import build_recipients
-from bulkmail.shared import bulk_emails
+from bulkmail.shared import bulk_emails, ledger
 from bulkmail.shared.broker import Broker
 from bulkmail.shared.contracts import NOTIFY_QUEUE, SEND_QUEUE, SENT_COPY_QUEUE, SentCopy
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import correlation_id, get_logger
-from bulkmail.shared.models import BulkEmail, BulkEmailLead, BulkEmailStatus, Recipient, RecipientState
+from bulkmail.shared.models import BulkEmail, BulkEmailLead, BulkEmailStatus, Recipient, RecipientState, SentCopyState
 from bulkmail.shared.settings import Settings
 
 log = get_logger(__name__)
@@ -134,7 +134,7 @@ class Dispatcher:
             ids = list(
                 await session.scalars(
                     select(BulkEmail.id)
-                    .where(BulkEmail.status.in_([S.created, S.loading, S.processing, S.resuming]))
+                    .where(BulkEmail.status.in_(bulk_emails.UNFINISHED_STATUSES))
                     .order_by(BulkEmail.id)
                 )
             )
@@ -149,7 +149,7 @@ class Dispatcher:
     async def retry_sent_copies(self) -> int:
         """Publish SentCopy again for copies due a retry; returns how many recipients."""
         policy, now = self.sent_copy_retry, datetime.now(UTC)
-        retryable = ["pending", "failed", "unknown"]
+        retryable = ledger.CLAIMABLE_COPIES
         async with self.database.session() as session:
             # Recent bulk emails only, so the (bulk_email_id, state) index bounds the scan.
             recent = select(BulkEmail.id).where(BulkEmail.updated_at >= now - policy.give_up)
@@ -166,7 +166,7 @@ class Dispatcher:
                     .where(
                         Recipient.bulk_email_id.in_(recent.scalar_subquery()),
                         Recipient.state == RecipientState.sent,
-                        Recipient.sent_copy_state.in_([*retryable, "copying"]),
+                        Recipient.sent_copy_state.in_([*retryable, SentCopyState.copying]),
                         Recipient.sent_at >= now - policy.give_up,
                         Recipient.updated_at < now - min(policy.first, policy.lost, policy.stuck),
                     )
@@ -174,22 +174,14 @@ class Dispatcher:
                     .limit(policy.limit)
                 )
             ).all()
-            stuck = [r.id for r in rows if r.sent_copy_state == "copying" and now - r.updated_at >= policy.stuck]
+            stuck = [
+                r.id for r in rows if r.sent_copy_state == SentCopyState.copying and now - r.updated_at >= policy.stuck
+            ]
             due = [r for r in rows if r.sent_copy_state in retryable and _copy_due(r, now, policy)]
-            if stuck:  # the worker copying them stopped: the copy may or may not be stored
-                await session.execute(
-                    update(Recipient)
-                    .where(Recipient.id.in_(stuck), Recipient.sent_copy_state == "copying")
-                    .values(sent_copy_state="unknown", updated_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-            if due:  # touched, so the next sweep waits for the backoff instead of publishing again
-                await session.execute(
-                    update(Recipient)
-                    .where(Recipient.id.in_([r.id for r in due]), Recipient.sent_copy_state.in_(retryable))
-                    .values(updated_at=now)
-                    .execution_options(synchronize_session=False)
-                )
+            # The worker copying these stopped: the copy may or may not be stored.
+            await ledger.copies_lost(session, stuck, now)
+            # Touched, so the next sweep waits for the backoff instead of publishing again.
+            await ledger.copies_published(session, [r.id for r in due], now)
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for r in due:
             groups[(r.organization_id, r.bulk_email_id)].append(r.id)
@@ -209,6 +201,6 @@ async def _snapshot_size(session: AsyncSession, bulk_email_id: int) -> int:
 
 
 def _copy_due(row: Any, now: datetime, policy: SentCopyRetry) -> bool:
-    floor = policy.lost if row.sent_copy_state == "pending" else policy.first
+    floor = policy.lost if row.sent_copy_state == SentCopyState.pending else policy.first
     waited_before = row.updated_at - (row.sent_at or row.updated_at)
     return bool(now - row.updated_at >= max(floor, waited_before))

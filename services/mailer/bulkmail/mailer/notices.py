@@ -11,8 +11,9 @@ import uuid
 from urllib.parse import parse_qs, unquote, urlparse
 
 from bulkmail.mailer.message import MessageSkeleton
-from bulkmail.mailer.replies import Kind, send_one
+from bulkmail.mailer.replies import Kind
 from bulkmail.mailer.smtp_pool import SmtpPool, SmtpSettings
+from bulkmail.mailer.smtp_transaction import send_one
 from bulkmail.shared.contracts import AccountPausedNotice
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
@@ -92,9 +93,11 @@ async def send_account_paused_email(settings: Settings, database: Database, noti
         when = notice.paused_until.strftime("%Y-%m-%d %H:%M UTC")
     subject = f"Sending from {account.email} is paused until {when}"
     text = (
-        f"The mail server of {account.email} asked us to stop for a while:\n\n  {notice.reason}\n\n"
+        f"Sending from {account.email} stopped for a while. The reason, in its mail server's words:\n\n"
+        f"  {notice.reason}\n\n"
         f"Your bulk emails from this account resume by themselves at {when}. Nothing is lost: "
-        "recipients not yet sent wait in the queue.\n"
+        "recipients not yet sent wait in the queue. If the account's settings are wrong (server, "
+        "port, security, login), correct them: the next attempt uses them.\n"
     )
     await deliver_notice(
         smtp,

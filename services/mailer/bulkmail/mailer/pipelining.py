@@ -8,7 +8,7 @@ reply at a time (a second reply arriving in the same packet would sit unread), s
 length of one transaction the connection's transport is lent to :class:`_Replies`, which
 queues every reply, and then handed back. Connecting, TLS, login and EHLO stay aiosmtplib's.
 
-The outcome is what ``replies.send_one`` reports, with one gain: a connection lost before the
+The outcome is what ``smtp_transaction.send_one`` reports, with one gain: a connection lost before the
 354 reply is known to have carried no body, so it is a retry, never ``unknown``.
 """
 

@@ -1,28 +1,28 @@
 """What an SMTP reply (or failure) means for a recipient and for the sending account.
 
-Five outcomes (MAIL.md §6): the message was sent; retry it later; the address bounced for good
+Five outcomes: the message was sent; retry it later; the address bounced for good
 (suppress it); the message itself was refused (content, policy: fail it, keep the address); or
 the whole account must pause (throttling, login limits, bad credentials, daily quota). A sixth,
 ``unknown``, is for a connection lost after the message body went out: the server may have
-accepted it, so resending could deliver it twice (ARCHITECTURE.md invariant 3).
+accepted it, so resending could deliver it twice (docs/ledger.md, "The crash bound").
 
 Enhanced status codes and known reply texts are matched before the three-digit class, because
 the class can lie: Gmail's daily quota is ``550 5.4.5``, a 5xx that must pause, not bounce.
+
+This module only says what happened. How long to wait is ``backoff``'s; the transaction that
+produces the replies is ``smtp_transaction``'s.
 """
 
 from __future__ import annotations
 
 import enum
-import random
 import re
 import ssl
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
 
 import aiosmtplib
-
-from bulkmail.mailer.pipelining import EnvelopeRefused, ServerFailure, pipelined_transaction, wire_body
 
 
 class Kind(enum.StrEnum):
@@ -40,6 +40,7 @@ class PauseKind(enum.StrEnum):
     auth = "auth"  # credentials, app password, OAuth or TLS set-up: the user must act
     daily_quota = "daily_quota"  # rolling 24 h quota: wait until the window frees up
     sender_mailbox_full = "sender_mailbox_full"  # M365 stores Sent Items; a full mailbox stops sending
+    unreachable = "unreachable"  # several attempts in a row could not connect, secure or log in
 
 
 class Stage(enum.StrEnum):
@@ -60,8 +61,10 @@ class ReplyVerdict:
     pause: PauseKind | None = None
     code: int | None = None
     enhanced: str | None = None
-    lower_concurrency: bool = False  # M365 432 4.3.2: too many connections for this mailbox
     text: str = ""  # the server's own reply text, for the ledger and the user
+    # The account's server could not be reached or used (connect, TLS, no AUTH): nothing was
+    # handed over. A retry for the recipient; several in a row pause the account.
+    unreachable: bool = False
 
 
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -149,16 +152,7 @@ def classify(code: int, message: str, *, stage: Stage | None = None) -> ReplyVer
     def verdict(
         kind: Kind, reason: str, *, after: timedelta | None = None, pause: PauseKind | None = None
     ) -> ReplyVerdict:
-        return ReplyVerdict(
-            kind,
-            reason,
-            after,
-            pause,
-            code,
-            enhanced,
-            lower_concurrency=reason == "too many connections for this mailbox",
-            text=text,
-        )
+        return ReplyVerdict(kind, reason, after, pause, code, enhanced, text=text)
 
     if 200 <= code < 400:
         return verdict(Kind.sent, "accepted")
@@ -270,11 +264,14 @@ def classify_exception(exc: BaseException, *, body_sent: bool | None = None) -> 
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return classify(exc.code, exc.message)
     if isinstance(exc, aiosmtplib.SMTPConnectError | ConnectionRefusedError | aiosmtplib.SMTPConnectTimeoutError):
-        return ReplyVerdict(Kind.retry, f"cannot connect to the SMTP server: {exc}")
+        return ReplyVerdict(Kind.retry, f"cannot connect to the SMTP server: {exc}", unreachable=True)
     if isinstance(exc, ssl.SSLError):
-        return ReplyVerdict(Kind.retry, f"TLS failure: {exc}")
+        return ReplyVerdict(Kind.retry, f"TLS failure: {exc}", unreachable=True)
     if isinstance(exc, aiosmtplib.SMTPNotSupported):
         return ReplyVerdict(Kind.pause_account, f"server lacks a required feature: {exc}", pause=PauseKind.auth)
+    if type(exc) is aiosmtplib.SMTPException and "AUTH" in str(exc):
+        # aiosmtplib's own refusal to log in: the server offers no AUTH (often: TLS is needed first).
+        return ReplyVerdict(Kind.retry, f"the SMTP server does not offer login: {exc}", unreachable=True)
     # ConnectionError, ssl.SSLEOFError and socket errors are all OSError; asyncio's timeouts are TimeoutError.
     lost = isinstance(exc, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPTimeoutError | OSError)
     if lost:
@@ -301,152 +298,3 @@ _SEVERITY = {
 
 def _severity(v: ReplyVerdict) -> int:
     return _SEVERITY[v.kind]
-
-
-async def send_one(
-    smtp: aiosmtplib.SMTP,
-    sender: str,
-    recipient: str,
-    message: bytes,
-    *,
-    mail_options: list[str] | None = None,
-    pipelining: bool | None = None,
-) -> ReplyVerdict:
-    """Send one message to one recipient on a connected client, and classify the result.
-
-    Servers that offer PIPELINING get MAIL, RCPT and DATA in one go (``pipelining``: None means
-    "if offered"); others get aiosmtplib's command-by-command exchange. Either way we know
-    whether the body had gone out, which tells a connection lost before it (nothing delivered:
-    retry) from one lost after it (unknown outcome).
-    """
-    if smtp.is_ehlo_or_helo_needed:  # before anything else: EHLO says whether PIPELINING is on offer
-        try:
-            await _greet(smtp)
-        except Exception as exc:
-            return classify_exception(exc, body_sent=False)
-    if pipelining is None:
-        pipelining = smtp.supports_extension("pipelining")
-    if pipelining and _plain_envelope(sender, recipient, mail_options):
-        return await _send_pipelined(smtp, sender, recipient, message)
-    body_sent = False
-    try:
-        await _envelope(smtp, sender, recipient, mail_options)
-        body_sent = True
-        response = await smtp.data(message)
-    except Exception as exc:
-        verdict = classify_exception(exc, body_sent=body_sent)
-        if isinstance(exc, aiosmtplib.SMTPResponseException):
-            await _reset(smtp)
-        return verdict
-    return classify(response.code, response.message, stage=Stage.data)
-
-
-async def _send_pipelined(smtp: aiosmtplib.SMTP, sender: str, recipient: str, message: bytes) -> ReplyVerdict:
-    envelope = b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (sender.encode("ascii"), recipient.encode("ascii"))
-    try:
-        reply = await pipelined_transaction(smtp, envelope, wire_body(message), smtp.timeout)
-    except EnvelopeRefused as refused:
-        await _reset(smtp)
-        return classify(refused.reply.code, refused.reply.message, stage=Stage(refused.stage))
-    except ServerFailure as failure:
-        return classify_exception(failure.cause, body_sent=failure.body_sent)
-    return classify(reply.code, reply.message, stage=Stage.data)
-
-
-async def _greet(smtp: aiosmtplib.SMTP) -> None:
-    try:
-        await smtp.ehlo()
-    except aiosmtplib.SMTPHeloError:  # an old server without ESMTP
-        await smtp.helo()
-
-
-async def _reset(smtp: aiosmtplib.SMTP) -> None:
-    """RSET after a refusal, to keep the long-lived connection usable for the next message."""
-    if smtp.is_connected:
-        try:
-            await smtp.rset()
-        except aiosmtplib.SMTPException:
-            pass
-
-
-# An address that needs no quoting or parsing on the way into MAIL FROM / RCPT TO.
-_PLAIN_ADDRESS = re.compile(r'[^\s<>()\[\],;:"\\@]+@[^\s<>()\[\],;:"\\@]+')
-
-
-async def _envelope(smtp: aiosmtplib.SMTP, sender: str, recipient: str, mail_options: list[str] | None) -> None:
-    """MAIL FROM and RCPT TO, refused replies raised as aiosmtplib's own exceptions.
-
-    For the common case (plain ASCII addresses, no options) the commands are written
-    directly: ``smtp.mail``/``smtp.rcpt`` parse and re-quote both addresses on every message,
-    which was a tenth of the mailer's SMTP time.
-    """
-    if not _plain_envelope(sender, recipient, mail_options):
-        await smtp.mail(sender, options=mail_options)
-        await smtp.rcpt(recipient)
-        return
-    reply = await smtp.execute_command(b"MAIL", b"FROM:<" + sender.encode("ascii") + b">")
-    if reply.code != 250:
-        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
-    reply = await smtp.execute_command(b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")
-    if reply.code not in (250, 251):
-        raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
-
-
-def _plain_envelope(sender: str, recipient: str, mail_options: list[str] | None) -> bool:
-    """Plain ASCII addresses and no MAIL options: the commands can be written as they are."""
-    return not mail_options and _is_plain(sender) and _is_plain(recipient)
-
-
-def _is_plain(address: str) -> bool:
-    return address.isascii() and _PLAIN_ADDRESS.fullmatch(address) is not None
-
-
-# ---------------------------------------------------------------------------------------------
-# Waiting: message retries and account pauses
-
-RETRY_BASE = timedelta(minutes=1)
-RETRY_CAP = timedelta(hours=6)
-# Like an MTA: stop retrying a message after a few days (MAIL.md §6).
-MAX_ATTEMPTS = 20
-
-
-def next_attempt_delay(attempts: int, *, rng: random.Random | None = None) -> timedelta:
-    """Exponential backoff (1 min, 2 min, 4 min ... capped at 6 h) with jitter.
-
-    "Equal jitter": half the delay is fixed, half random, so retries of many recipients that
-    failed together spread out instead of hitting the server again at the same second.
-    """
-    exp = RETRY_BASE * (1 << max(0, min(attempts - 1, 20)))
-    delay = min(exp, RETRY_CAP)
-    r: float = (rng or random).random()
-    return delay / 2 + delay / 2 * r
-
-
-_PAUSE_STEPS: dict[PauseKind, list[timedelta]] = {
-    PauseKind.throttle: [timedelta(minutes=15), timedelta(hours=1), timedelta(hours=4)],
-    PauseKind.login_limit: [timedelta(minutes=30), timedelta(hours=1), timedelta(hours=2), timedelta(hours=4)],
-    PauseKind.auth: [timedelta(hours=1), timedelta(hours=4), timedelta(hours=12), timedelta(hours=24)],
-    PauseKind.sender_mailbox_full: [timedelta(hours=1), timedelta(hours=4), timedelta(hours=12)],
-    PauseKind.daily_quota: [timedelta(hours=24)],
-}
-_MIN_QUOTA_PAUSE = timedelta(minutes=15)
-
-
-def pause_until(
-    verdict: ReplyVerdict,
-    *,
-    previous_pauses: int,
-    now: datetime,
-    day_window_frees_at: datetime | None = None,
-) -> datetime:
-    """When a paused account may send again.
-
-    The interval grows with each pause in a row (``previous_pauses``, 0 for the first). A daily
-    quota lasts until the rolling 24 h window frees up, i.e. the oldest send in it turns 24 h
-    old (``rate_limit.day_window_frees_at``); without that knowledge, a full day.
-    """
-    kind = verdict.pause or PauseKind.throttle
-    if kind is PauseKind.daily_quota and day_window_frees_at is not None:
-        return max(day_window_frees_at, now + _MIN_QUOTA_PAUSE)
-    steps = _PAUSE_STEPS[kind]
-    return now + steps[min(previous_pauses, len(steps) - 1)]

@@ -1,4 +1,14 @@
-"""Sending one chunk: claim recipients in the ledger, send each over SMTP, record every outcome.
+"""Sending one chunk, a batch at a time, as a pipeline:
+
+1. **claim** the next recipients in the ledger (``ledger.claim``: consent is checked there);
+2. **build** each message (``build.build_message``, the same builder the Sent copy uses);
+3. **limits**: reserve a send slot; a recipient the account's limits hold back is its own
+   outcome (``HeldBack``), deferred without using an attempt;
+4. the **SMTP transaction** (``smtp_transaction.send_one``) on a pooled connection, its reply
+   classified (``replies``);
+5. **outcomes**: the state each verdict leads to (``backoff`` says how long to wait), recorded
+   in the ledger (``ledger.record_outcomes``) in the transaction that claims the next batch;
+   then events, account pauses, Sent copies.
 
 The order is the invariant: a recipient is marked ``sending`` (committed) before its message
 is handed to SMTP, and its outcome is committed before the chunk's delivery is acknowledged.
@@ -14,26 +24,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bulkmail.mailer.ledger import ActivitySource, OutcomeRow, write_outcomes
-from bulkmail.mailer.message import HeaderValueError, make_message_id
+from bulkmail.mailer.backoff import MAX_ATTEMPTS, UNREACHABLE_BEFORE_PAUSE, next_attempt_delay, pause_until
+from bulkmail.mailer.build import Addressee, MessageNotBuilt, build_message, message_id_of
 from bulkmail.mailer.prepared import PreparedBulkEmail, prepare
-from bulkmail.mailer.replies import (
-    MAX_ATTEMPTS,
-    Kind,
-    PauseKind,
-    ReplyVerdict,
-    classify_exception,
-    next_attempt_delay,
-    pause_until,
-    send_one,
-)
+from bulkmail.mailer.replies import Kind, PauseKind, ReplyVerdict, classify_exception
 from bulkmail.mailer.smtp_pool import NoConnectionSlot, SmtpPool
-from bulkmail.shared import bulk_emails, metrics
+from bulkmail.mailer.smtp_transaction import send_one
+from bulkmail.shared import bulk_emails, ledger, metrics
 from bulkmail.shared.broker import Broker
 from bulkmail.shared.contracts import (
     ACCOUNT_NOTICE_QUEUE,
@@ -48,6 +50,7 @@ from bulkmail.shared.contracts import (
     SentCopy,
 )
 from bulkmail.shared.db import Database
+from bulkmail.shared.ledger import ActivitySource, Claimed, OutcomeRow
 from bulkmail.shared.logging import get_logger
 from bulkmail.shared.models import (
     BulkEmail,
@@ -55,14 +58,14 @@ from bulkmail.shared.models import (
     EmailAccount,
     Recipient,
     RecipientState,
+    SentCopyState,
     Suppression,
 )
-from bulkmail.shared.rate_limit import day_window_frees_at, reserve_send_slot
+from bulkmail.shared.rate_limit import Reservation, day_window_frees_at, release_send_slot, reserve_send_slot
 from bulkmail.shared.render_data import RecipientRef, load_render_contexts
 from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
-from bulkmail.shared.templating import RenderContext, RenderResult, TemplateRenderError
-from bulkmail.shared.unsubscribe import unsubscribe_url
+from bulkmail.shared.templating import RenderContext, RenderResult
 
 log = get_logger(__name__)
 R = RecipientState
@@ -75,60 +78,31 @@ CONNECTION_WAIT = timedelta(milliseconds=500)
 CLAIM_PER_CONNECTION = 4
 
 
-_recipients: Table = Recipient.__table__  # type: ignore[assignment]
 _TAKEABLE = (R.pending, R.deferred)
-# Claim the next recipients of a chunk: marked `sending` (and committed) before any is sent.
-# Core, not ORM: this runs for every few dozen messages and the ORM layer doubled its cost.
-_CLAIM = (
-    update(_recipients)
-    .where(
-        _recipients.c.id.in_(
-            select(_recipients.c.id)
-            .where(
-                _recipients.c.chunk_id == bindparam("claim_chunk"),
-                _recipients.c.state.in_(_TAKEABLE),
-                _recipients.c.next_attempt_at.is_(None),
-            )
-            .order_by(_recipients.c.id)
-            .limit(bindparam("claim_limit"))
-            .scalar_subquery()
-        ),
-        _recipients.c.state.in_(_TAKEABLE),
-    )
-    .values(state=R.sending, attempts=_recipients.c.attempts + 1, updated_at=bindparam("claim_now"))
-    .returning(
-        _recipients.c.id,
-        _recipients.c.lead_id,
-        _recipients.c.contact_id,
-        _recipients.c.email,
-        _recipients.c.email_normalized,
-        _recipients.c.attempts,
-    )
-)
-
-
-@dataclass(frozen=True)
-class Claimed:
-    id: int
-    lead_id: int
-    contact_id: int | None
-    email: str
-    email_normalized: str
-    attempts: int
 
 
 @dataclass
 class Outcome:
+    """What became of a message that was tried: built or not, handed over or not, the reply."""
+
     recipient: Claimed
     verdict: ReplyVerdict
     message_id: str
     duration: float | None = None
-    # Not sent because the account's limits said "not yet": deferred, without counting an attempt.
-    held_back: timedelta | None = None
     # The message's Date header; recorded as sent_at, so a Sent copy rebuilt later is identical.
     date: datetime | None = None
     # What was sent (subject and bodies), for the email activity.
     rendered: RenderResult | None = None
+
+
+@dataclass(frozen=True)
+class HeldBack:
+    """Not tried: the account's limits said "not yet". Deferred, without using an attempt."""
+
+    recipient: Claimed
+    message_id: str
+    wait: timedelta
+    why: str
 
 
 class ChunkSender:
@@ -141,6 +115,8 @@ class ChunkSender:
         self._pools: dict[int, tuple[tuple[Any, ...], SmtpPool]] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._pause_notices: list[AccountPausedNotice] = []
+        # Accounts that may have a pause reason or failures in a row to clear once a message goes out.
+        self._troubled: set[int] = set()
 
     async def close_idle_connections(self) -> None:
         for _, pool in list(self._pools.values()):
@@ -161,23 +137,22 @@ class ChunkSender:
             chunk = await session.get(BulkEmailChunk, chunk_id)
             if bulk is None or chunk is None or chunk.done_at is not None:
                 return  # already finished (a redelivery), or deleted
-            lost = await session.execute(
-                update(Recipient)
-                .where(Recipient.chunk_id == chunk_id, Recipient.state == R.sending)
-                .values(state=R.unknown, smtp_reply="outcome unknown: the worker sending it stopped", updated_at=_now())
-                .execution_options(synchronize_session=False)
-            )
-            if lost.rowcount:  # type: ignore[attr-defined]
-                log.warning("recipients left in flight by a stopped worker", chunk_id=chunk_id, n=lost.rowcount)  # type: ignore[attr-defined]
-                for _ in range(lost.rowcount):  # type: ignore[attr-defined]
+            lost = await ledger.mark_unknown(session, chunk_id)
+            if lost:
+                log.warning("recipients left in flight by a stopped worker", chunk_id=chunk_id, n=lost)
+                for _ in range(lost):
                     metrics.record_unknown(bulk.email_account_id)
             sending = bulk.status in bulk_emails.SENDING_STATUSES
             account = await session.get(EmailAccount, bulk.email_account_id)
-            paused_until = account.paused_until if account is not None else None
+            paused_until, pause_reason = None, ""
+            if account is not None:
+                paused_until, pause_reason = account.paused_until, account.pause_reason
+                if account.pause_reason or account.pauses_in_a_row or account.failures_in_a_row:
+                    self._troubled.add(account.id)  # the next message sent clears it
             prepared = await self._prepare(session, bulk) if sending else None
         if prepared is not None:
             if paused_until is not None and paused_until > _now():
-                await self._defer_rest(chunk_id, paused_until, "email account paused")
+                await self._defer_rest(chunk_id, paused_until, _paused_text(pause_reason))
             else:
                 await self._send_chunk(prepared, chunk_id)
         await self._finish_chunk(message.bulk_email_id, chunk_id)
@@ -197,28 +172,31 @@ class ChunkSender:
             missing = [c for c in claimed if c.id not in contexts]
             if missing:  # not pending when the chunk started (a retry became due meanwhile)
                 contexts.update(await self._contexts(prepared, missing))
-            outcomes = await self._send_batch(prepared, pool, claimed, contexts)
+            outcomes, held = await self._send_batch(prepared, pool, claimed, contexts)
             # The next batch is claimed in the same transaction as this one's outcomes (one
             # commit for both), unless the account's limits say this chunk stops here.
-            stopping = any(o.held_back is not None or o.verdict.kind == Kind.pause_account for o in outcomes)
-            paused, claimed = await self._record(prepared, outcomes, None if stopping else (chunk_id, batch_size))
+            stopping = bool(held) or any(o.verdict.kind == Kind.pause_account for o in outcomes)
+            next_batch = None if stopping else (chunk_id, batch_size)
+            paused, claimed = await self._record(prepared, outcomes, held, next_batch)
             await self._emit(prepared, outcomes)
-            await self._announce_pauses()
+            reasons = await self._announce_pauses()
             await self._queue_sent_copies(prepared, outcomes)
             if paused is not None:
-                await self._defer_rest(chunk_id, paused, "email account paused")
+                await self._defer_rest(chunk_id, paused, _paused_text(reasons[0] if reasons else ""))
                 return
-            waits = [o.held_back for o in outcomes if o.held_back is not None]
-            if waits:
+            if held:
                 # The account is at its limit: the rest of the chunk waits too, and the
                 # dispatcher queues it again when the wait is over.
-                await self._defer_rest(chunk_id, _now() + min(waits), "waiting for the account's sending limit")
+                wait = min(h.wait for h in held)
+                await self._defer_rest(chunk_id, _now() + wait, "waiting for the account's sending limit")
                 return
 
     @staticmethod
     async def _claim(session: AsyncSession, chunk_id: int, limit: int) -> list[Claimed]:
-        rows = await session.execute(_CLAIM, {"claim_chunk": chunk_id, "claim_limit": limit, "claim_now": _now()})
-        return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+        taken = await ledger.claim(session, chunk_id, limit, _now())
+        for reason, n in taken.skipped.items():
+            metrics.record_skipped(reason, n)
+        return taken.claimed
 
     async def _chunk_contexts(self, prepared: PreparedBulkEmail, chunk_id: int) -> dict[int, RenderContext]:
         """What the templates see, for every recipient the chunk will send: a few queries per chunk."""
@@ -249,50 +227,63 @@ class ChunkSender:
 
     async def _send_batch(
         self, prepared: PreparedBulkEmail, pool: SmtpPool, claimed: list[Claimed], contexts: dict[int, RenderContext]
-    ) -> list[Outcome]:
-        return list(await asyncio.gather(*(self._send_one(prepared, pool, c, contexts[c.id]) for c in claimed)))
+    ) -> tuple[list[Outcome], list[HeldBack]]:
+        results = await asyncio.gather(*(self._send_one(prepared, pool, c, contexts[c.id]) for c in claimed))
+        return [r for r in results if isinstance(r, Outcome)], [r for r in results if isinstance(r, HeldBack)]
 
-    async def _send_one(self, prepared: PreparedBulkEmail, pool: SmtpPool, r: Claimed, ctx: RenderContext) -> Outcome:
+    async def _send_one(
+        self, prepared: PreparedBulkEmail, pool: SmtpPool, r: Claimed, ctx: RenderContext
+    ) -> Outcome | HeldBack:
+        # build
         date = _now().replace(microsecond=0)
-        message_id = make_message_id(
-            prepared.bulk_email_id, r.id, prepared.message_id_domain, prepared.message_id_secret
-        )
+        message_id = message_id_of(prepared, r.id)
         try:
-            rendered = prepared.template.render(ctx)
-            data = prepared.skeleton.build(
-                to_address=r.email,
-                to_name=ctx.contact.name,
-                subject=rendered.subject,
-                message_id=message_id,
-                text=rendered.text,
-                html=rendered.html,
-                date=date,
-                unsubscribe_url=unsubscribe_url(self.settings, prepared.organization_id, r.email_normalized),
-            )
-        except (TemplateRenderError, HeaderValueError) as exc:
+            built = build_message(self.settings, prepared, Addressee(r.id, r.email, r.email_normalized, ctx), date)
+        except MessageNotBuilt as exc:
             return Outcome(r, ReplyVerdict(Kind.failed, f"message could not be built: {exc}"), message_id)
+        data = built.data
+        if len(data) > self.settings.max_message_bytes:
+            why = (
+                f"message too large: {len(data):,} bytes, over the limit of "
+                f"{self.settings.max_message_bytes:,} (BULKMAIL_MAX_MESSAGE_BYTES)"
+            )
+            return Outcome(r, ReplyVerdict(Kind.failed, why), message_id)
+        # limits
+        reservation = None
         if not prepared.limits.unlimited:
             reservation = await reserve_send_slot(self.database.sessionmaker, prepared.account_id, prepared.limits)
             if not reservation.ok:
                 metrics.record_rate_limit_wait(
                     prepared.account_id, _limit_name(prepared), reservation.wait.total_seconds()
                 )
-                return _held_back(r, message_id, reservation.wait, "waiting for the account's sending limit")
+                return HeldBack(r, message_id, reservation.wait, "waiting for the account's sending limit")
+        # the SMTP transaction
         started = time.perf_counter()
         try:
             async with pool.connection() as smtp:
                 verdict = await send_one(smtp, prepared.account_email, r.email, data)
         except NoConnectionSlot:
+            await self._give_back(reservation)
             metrics.record_rate_limit_wait(prepared.account_id, "connections", CONNECTION_WAIT.total_seconds())
-            return _held_back(r, message_id, CONNECTION_WAIT, "waiting for a free connection of the account")
+            return HeldBack(r, message_id, CONNECTION_WAIT, "waiting for a free connection of the account")
         except Exception as exc:  # connecting or logging in failed: nothing was handed over
+            await self._give_back(reservation)
             verdict = classify_exception(exc, body_sent=False)
-        return Outcome(r, verdict, message_id, time.perf_counter() - started, date=date, rendered=rendered)
+        return Outcome(r, verdict, message_id, time.perf_counter() - started, date=date, rendered=built.rendered)
+
+    async def _give_back(self, reservation: Reservation | None) -> None:
+        """Nothing reached the server: the send slot goes back, or an outage would use up the quota."""
+        if reservation is not None:
+            await release_send_slot(self.database.sessionmaker, reservation)
 
     # -- the ledger --------------------------------------------------------------------------
 
     async def _record(
-        self, prepared: PreparedBulkEmail, outcomes: list[Outcome], claim_next: tuple[int, int] | None
+        self,
+        prepared: PreparedBulkEmail,
+        outcomes: list[Outcome],
+        held: list[HeldBack],
+        claim_next: tuple[int, int] | None,
     ) -> tuple[datetime | None, list[Claimed]]:
         """Commit every outcome of a batch, and claim the next batch of ``claim_next`` (chunk id,
         how many) unless the account must pause. Returns until when it is paused, and the claim."""
@@ -301,19 +292,22 @@ class ChunkSender:
         pause: datetime | None = None
         bounced: list[Outcome] = []
         async with self.database.session() as session:
+            sent_any = any(o.verdict.kind == Kind.sent for o in outcomes)
+            unreachable = [o.verdict for o in outcomes if o.verdict.unreachable]
+            if sent_any and prepared.account_id in self._troubled:
+                await self._account_recovered(session, prepared.account_id)
+            elif unreachable and not sent_any:
+                pause = await self._count_unreachable(session, prepared.account_id, unreachable[0], now)
             for o in outcomes:
                 v = o.verdict
                 state, next_at = R.failed, None
-                attempts = o.recipient.attempts
-                if o.held_back is not None:
-                    state, next_at, attempts = R.deferred, now + o.held_back, attempts - 1
-                elif v.kind == Kind.sent:
+                if v.kind == Kind.sent:
                     state = R.sent
                 elif v.kind == Kind.unknown:
                     state = R.unknown
                 elif v.kind == Kind.hard_bounce:
                     bounced.append(o)
-                elif v.kind == Kind.pause_account:
+                elif v.kind == Kind.pause_account or (v.unreachable and pause is not None):
                     if pause is None:
                         pause = await self._pause_account(session, prepared.account_id, v, now)
                     state, next_at = R.deferred, pause
@@ -321,8 +315,7 @@ class ChunkSender:
                     state = R.deferred
                     wait = next_attempt_delay(o.recipient.attempts)
                     next_at = now + max(wait, v.retry_after) if v.retry_after else now + wait
-                if o.held_back is None:
-                    _count(prepared.account_id, o, state)
+                _count(prepared.account_id, o, state)
                 r = o.recipient
                 sent = state == R.sent
                 rows.append(
@@ -336,13 +329,14 @@ class ChunkSender:
                         smtp_reply=_reply_text(v),
                         message_id=o.message_id,
                         sent_at=(o.date or now) if sent else None,
-                        attempts=attempts,
+                        attempts=r.attempts,
                         sent_copy_state=_copy_state(prepared) if sent else None,
                         subject=o.rendered.subject if sent and o.rendered else "",
                         body_text=o.rendered.text if sent and o.rendered else "",
                         body_html=o.rendered.html if sent and o.rendered else "",
                     )
                 )
+            rows += [_held_row(h, now) for h in held]
             # The ledger rows, an email activity per sent message (so ``emailed_template:`` and
             # ``last_emailed`` see it) and the lead counters; one round trip on PostgreSQL.
             source = ActivitySource(
@@ -352,7 +346,7 @@ class ChunkSender:
                 user_id=prepared.user_id,
                 sender=prepared.sender,
             )
-            await write_outcomes(session, rows, source, now)
+            await ledger.record_outcomes(session, rows, source, now)
             if bounced:
                 await self._suppress(session, prepared.organization_id, bounced)
             # Progress is counted from the ledger when asked for, so no batch writes the bulk
@@ -384,13 +378,14 @@ class ChunkSender:
             return now
         if account.paused_until is not None and account.paused_until > now:
             return account.paused_until
-        previous = 1 if account.pause_reason else 0
         frees_at = None
         if verdict.pause is PauseKind.daily_quota:
             frees_at = await day_window_frees_at(self.database.sessionmaker, account_id, now)
-        until = pause_until(verdict, previous_pauses=previous, now=now, day_window_frees_at=frees_at)
+        until = pause_until(verdict, previous_pauses=account.pauses_in_a_row, now=now, day_window_frees_at=frees_at)
         account.paused_until = until
         account.pause_reason = _reply_text(verdict)
+        account.pauses_in_a_row += 1
+        self._troubled.add(account_id)
         # Told after the commit: the owner by email, other services by event (_announce_pauses).
         self._pause_notices.append(
             AccountPausedNotice(
@@ -403,40 +398,45 @@ class ChunkSender:
         log.warning("email account paused", account_id=account_id, until=until.isoformat(), reason=verdict.reason)
         return until
 
+    async def _count_unreachable(
+        self, session: AsyncSession, account_id: int, verdict: ReplyVerdict, now: datetime
+    ) -> datetime | None:
+        """One more attempt in a row that could not reach or use the account's server (a batch
+        counts once: its sends failed together). After a few, the account is paused with the
+        server's own words, and its owner told, instead of each recipient retrying for hours.
+        Returns until when it is paused, if it is."""
+        self._troubled.add(account_id)
+        failures = await session.scalar(
+            update(EmailAccount)
+            .where(EmailAccount.id == account_id)
+            .values(failures_in_a_row=EmailAccount.failures_in_a_row + 1)
+            .returning(EmailAccount.failures_in_a_row)
+        )
+        if failures is None or failures < UNREACHABLE_BEFORE_PAUSE:
+            return None
+        paused = ReplyVerdict(
+            Kind.pause_account, verdict.reason, pause=PauseKind.unreachable, code=verdict.code, text=verdict.text
+        )
+        return await self._pause_account(session, account_id, paused, now)
+
+    async def _account_recovered(self, session: AsyncSession, account_id: int) -> None:
+        """A message went out: the next pause starts again from the shortest step."""
+        self._troubled.discard(account_id)
+        await session.execute(
+            update(EmailAccount)
+            .where(EmailAccount.id == account_id)
+            .values(pauses_in_a_row=0, failures_in_a_row=0, pause_reason="")
+            .execution_options(synchronize_session=False)
+        )
+
     async def _defer_rest(self, chunk_id: int, until: datetime, reason: str) -> None:
         async with self.database.session() as session:
-            await session.execute(
-                update(Recipient)
-                .where(
-                    Recipient.chunk_id == chunk_id,
-                    Recipient.state.in_([R.pending, R.deferred]),
-                    Recipient.next_attempt_at.is_(None),
-                )
-                .values(state=R.deferred, next_attempt_at=until, smtp_reply=reason, updated_at=_now())
-                .execution_options(synchronize_session=False)
-            )
+            await ledger.defer(session, chunk_id, until, reason)
 
     async def _finish_chunk(self, bulk_email_id: int, chunk_id: int) -> None:
         async with self.database.session() as session:
-            # Recipients not taken (the bulk email was paused or cancelled) wait for the next
-            # pump, which must look for them below its cursor.
-            first = await session.scalar(
-                select(func.min(Recipient.id)).where(Recipient.chunk_id == chunk_id, Recipient.state == R.pending)
-            )
-            if first is not None:
-                # The bulk email's row first, as the pump locks it: the other order could deadlock.
-                await session.execute(
-                    update(BulkEmail)
-                    .where(BulkEmail.id == bulk_email_id, BulkEmail.queued_through_id >= first)
-                    .values(queued_through_id=first - 1)
-                    .execution_options(synchronize_session=False)
-                )
-                await session.execute(
-                    update(Recipient)
-                    .where(Recipient.chunk_id == chunk_id, Recipient.state == R.pending)
-                    .values(chunk_id=None)
-                    .execution_options(synchronize_session=False)
-                )
+            # Recipients not taken (the bulk email was paused or cancelled) wait for the next pump.
+            await ledger.hand_back(session, bulk_email_id, chunk_id)
             await session.execute(
                 update(BulkEmailChunk)
                 .where(BulkEmailChunk.id == chunk_id, BulkEmailChunk.done_at.is_(None))
@@ -449,7 +449,7 @@ class ChunkSender:
         by_type: dict[Literal["email.sent", "email.failed"], list[EmailOutcome]] = {}
         for o in outcomes:
             kind = o.verdict.kind
-            if kind not in (Kind.sent, Kind.failed, Kind.hard_bounce) or o.held_back is not None:
+            if kind not in (Kind.sent, Kind.failed, Kind.hard_bounce):
                 continue
             sent = kind == Kind.sent
             by_type.setdefault("email.sent" if sent else "email.failed", []).append(
@@ -481,7 +481,8 @@ class ChunkSender:
         self._prepared[bulk.id] = (time.monotonic(), prepared)
         return prepared
 
-    async def _announce_pauses(self) -> None:
+    async def _announce_pauses(self) -> list[str]:
+        """Tell the owner (by email) and other services (by event); returns the reasons."""
         notices, self._pause_notices = self._pause_notices, []
         for notice in notices:
             await self.broker.send(ACCOUNT_NOTICE_QUEUE, notice)
@@ -494,12 +495,13 @@ class ChunkSender:
                 occurred_at=_now(),
             )
             await self.broker.emit(event.type, event)
+        return [notice.reason for notice in notices]
 
     async def _queue_sent_copies(self, prepared: PreparedBulkEmail, outcomes: list[Outcome]) -> None:
         """Sent copies go on their own queue: IMAP never slows or blocks sending."""
         if not prepared.sent_copy.append:
             return
-        ids = [o.recipient.id for o in outcomes if o.verdict.kind == Kind.sent and o.held_back is None]
+        ids = [o.recipient.id for o in outcomes if o.verdict.kind == Kind.sent]
         if ids:
             await self.broker.send(
                 SENT_COPY_QUEUE,
@@ -525,8 +527,22 @@ class ChunkSender:
         return entry[1]
 
 
-def _held_back(r: Claimed, message_id: str, wait: timedelta, why: str) -> Outcome:
-    return Outcome(r, ReplyVerdict(Kind.retry, why, retry_after=wait), message_id, held_back=wait)
+def _held_row(h: HeldBack, now: datetime) -> OutcomeRow:
+    """Deferred until the limit frees up; the claim's attempt is given back."""
+    r = h.recipient
+    return OutcomeRow(
+        recipient_id=r.id,
+        lead_id=r.lead_id,
+        contact_id=r.contact_id,
+        email=r.email,
+        state=R.deferred,
+        next_attempt_at=now + h.wait,
+        smtp_reply=h.why,
+        message_id=h.message_id,
+        sent_at=None,
+        attempts=r.attempts - 1,
+        sent_copy_state=None,
+    )
 
 
 def _limit_name(prepared: PreparedBulkEmail) -> str:
@@ -536,8 +552,8 @@ def _limit_name(prepared: PreparedBulkEmail) -> str:
     return "per_minute" if limits.per_minute else "per_hour" if limits.per_hour else "per_day"
 
 
-def _copy_state(prepared: PreparedBulkEmail) -> str:
-    return "pending" if prepared.sent_copy.append else "skipped"
+def _copy_state(prepared: PreparedBulkEmail) -> SentCopyState:
+    return SentCopyState.pending if prepared.sent_copy.append else SentCopyState.skipped
 
 
 def _count(account_id: int, o: Outcome, state: RecipientState) -> None:
@@ -553,6 +569,10 @@ def _count(account_id: int, o: Outcome, state: RecipientState) -> None:
         reasons = {Kind.hard_bounce: "recipient_refused", Kind.retry: "max_attempts"}
         reason = reasons.get(kind, "render_failed" if o.duration is None else "message_refused")
         metrics.record_failed(account_id, reason, o.duration)
+
+
+def _paused_text(reason: str) -> str:
+    return f"email account paused: {reason}" if reason else "email account paused"
 
 
 def _reply_text(verdict: ReplyVerdict) -> str:

@@ -1,14 +1,13 @@
 """The Sent-copy consumer: rebuilds sent messages and APPENDs them to the user's Sent folder.
 
 It runs on its own queue (``SENT_COPY_QUEUE``) with its own prefetch, so an IMAP server that is
-down, slow or refusing never delays sending (ARCHITECTURE.md invariant 6). Its failures end in
+down, slow or refusing never delays sending (docs/ledger.md, "States"). Its failures end in
 ``Recipient.sent_copy_state`` and the ``imap_copies`` metric; the dispatcher's sweep publishes
 failed, unknown and lost copies again with backoff.
 
-``sent_copy_state`` moves like the sending ledger: ``pending`` → ``copying`` (claimed, committed
-before the APPEND, so two deliveries never copy the same message) → ``appended`` | ``skipped`` |
-``failed`` (nothing stored) | ``unknown`` (may be stored: the retry searches for the Message-ID
-first). A copy left ``copying`` by a worker that stopped is turned ``unknown`` by the sweep.
+``sent_copy_state`` moves through ``bulkmail.shared.ledger`` (docs/ledger.md): claimed
+``copying`` before the APPEND, then ``appended`` | ``skipped`` | ``failed`` | ``unknown`` (may be
+stored: the retry searches for the Message-ID first).
 """
 
 from __future__ import annotations
@@ -21,25 +20,24 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bulkmail.mailer.message import HeaderValueError, make_message_id
+from bulkmail.mailer.build import Addressee, MessageNotBuilt, build_message, message_id_of
 from bulkmail.mailer.prepared import PreparedBulkEmail, prepare
 from bulkmail.mailer.sent_copy import AppendOutcome, CopyState, ImapSettings, append_sent_copy
-from bulkmail.shared import metrics
+from bulkmail.shared import ledger, metrics
 from bulkmail.shared.contracts import SentCopy
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
-from bulkmail.shared.models import BulkEmail, EmailAccount, Recipient, RecipientState
+from bulkmail.shared.models import BulkEmail, EmailAccount, Recipient, SentCopyState
 from bulkmail.shared.providers import should_append_sent_copy
 from bulkmail.shared.render_data import RecipientRef, load_render_contexts
 from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
-from bulkmail.shared.templating import TemplateRenderError
-from bulkmail.shared.unsubscribe import unsubscribe_url
+from bulkmail.shared.templating import RenderContext
 
 log = get_logger(__name__)
 
-PENDING, COPYING, APPENDED, SKIPPED, FAILED, UNKNOWN = "pending", "copying", "appended", "skipped", "failed", "unknown"
-CLAIMABLE = (PENDING, FAILED, UNKNOWN)
+C = SentCopyState
+SKIPPED, FAILED, UNKNOWN = C.skipped, C.failed, C.unknown
 
 
 @dataclass(frozen=True)
@@ -49,8 +47,8 @@ class _Copy:
     email_normalized: str
     message_id: str
     sent_at: datetime
-    was: str  # the state it was claimed from: "unknown" needs the Message-ID search
-    context: Any
+    was: SentCopyState  # the state it was claimed from: "unknown" needs the Message-ID search
+    context: RenderContext
 
 
 @dataclass
@@ -73,7 +71,7 @@ async def copy_to_sent(
     decided_with_capabilities = False
     for i, copy in enumerate(job.copies):
         outcome = await _append(settings, job, copy, folder_cache)
-        await _record(database, job, copy, outcome.state.value, outcome.sent_copy_uid, outcome.folder)
+        await _record(database, job, copy, SentCopyState(outcome.state.value), outcome.sent_copy_uid, outcome.folder)
         rest = job.copies[i + 1 :]
         if outcome.capabilities and not decided_with_capabilities:
             # Only a logged-in session tells a Gmail mailbox behind a custom host name (X-GM-EXT-1).
@@ -102,22 +100,7 @@ async def _claim(settings: Settings, database: Database, message: SentCopy) -> _
         account = await session.get(EmailAccount, bulk.email_account_id)
         if account is None or account.organization_id != bulk.organization_id:
             return None
-        was: dict[int, str] = {}
-        for state in CLAIMABLE:  # one UPDATE per state, so each claim knows what it came from
-            rows = await session.execute(
-                update(Recipient)
-                .where(
-                    Recipient.id.in_(message.recipient_ids),
-                    Recipient.bulk_email_id == bulk.id,
-                    Recipient.organization_id == bulk.organization_id,
-                    Recipient.state == RecipientState.sent,
-                    Recipient.sent_copy_state == state,
-                )
-                .values(sent_copy_state=COPYING, updated_at=now)
-                .returning(Recipient.id)
-                .execution_options(synchronize_session=False)
-            )
-            was.update((rid, state) for rid in rows.scalars())
+        was = await ledger.claim_copies(session, bulk.organization_id, bulk.id, message.recipient_ids, now)
         if not was:
             return None  # a redelivery, or copies another worker already took
         decision = should_append_sent_copy(account, bulk.n_leads, None)
@@ -166,25 +149,17 @@ async def _claim(settings: Settings, database: Database, message: SentCopy) -> _
 
 
 async def _append(settings: Settings, job: _Job, copy: _Copy, folder_cache: MutableMapping[str, str]) -> AppendOutcome:
-    """Rebuild the message exactly as ``ChunkSender._send_one`` did, then APPEND it."""
+    """Rebuild the message with the builder that sent it (same inputs, same bytes), then APPEND it."""
     p = job.prepared
-    message_id = make_message_id(p.bulk_email_id, copy.id, p.message_id_domain, p.message_id_secret)
+    message_id = message_id_of(p, copy.id)
     if copy.message_id and message_id != copy.message_id:
         # The Message-ID secret changed (key rotation): this would not be the message that was sent.
         return AppendOutcome(CopyState.failed, None, detail="the rebuilt Message-ID differs from the one sent")
     try:
-        rendered = p.template.render(copy.context)
-        data = p.skeleton.build(
-            to_address=copy.email,
-            to_name=copy.context.contact.name,
-            subject=rendered.subject,
-            message_id=message_id,
-            text=rendered.text,
-            html=rendered.html,
-            date=copy.sent_at,
-            unsubscribe_url=unsubscribe_url(settings, p.organization_id, copy.email_normalized),
-        )
-    except (TemplateRenderError, HeaderValueError) as exc:
+        data = build_message(
+            settings, p, Addressee(copy.id, copy.email, copy.email_normalized, copy.context), copy.sent_at
+        ).data
+    except MessageNotBuilt as exc:
         return AppendOutcome(CopyState.failed, None, detail=f"message could not be rebuilt: {exc}")
     if copy.was in (FAILED, UNKNOWN):
         metrics.record_imap_copy(job.account_id, "retried")
@@ -193,15 +168,12 @@ async def _append(settings: Settings, job: _Job, copy: _Copy, folder_cache: Muta
     )
 
 
-async def _record(database: Database, job: _Job, copy: _Copy, state: str, uid: str, folder: str | None) -> None:
+async def _record(
+    database: Database, job: _Job, copy: _Copy, state: SentCopyState, uid: str, folder: str | None
+) -> None:
     # One commit per message: a worker that stops mid-batch leaves at most one copy "copying".
     async with database.session() as session:
-        await session.execute(
-            update(Recipient)
-            .where(Recipient.id == copy.id, Recipient.sent_copy_state == COPYING)
-            .values(sent_copy_state=state, sent_copy_uid=uid, updated_at=_now())
-            .execution_options(synchronize_session=False)
-        )
+        await ledger.record_copy(session, copy.id, state, uid)
         account = job.account
         if folder and not account.sent_folder and folder != account.sent_folder_discovered:
             # Stored so other workers (and restarts) skip the discovery; the folder cache is per process.
@@ -226,19 +198,13 @@ async def _finish_rest(database: Database, job: _Job, rest: list[_Copy], state_o
             _count(job.account_id, state, len(ids))
 
 
-async def _set_states(session: AsyncSession, ids: list[int], state: str, now: datetime) -> None:
-    if ids:
-        await session.execute(
-            update(Recipient)
-            .where(Recipient.id.in_(ids), Recipient.sent_copy_state == COPYING)
-            .values(sent_copy_state=state, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
+async def _set_states(session: AsyncSession, ids: list[int], state: SentCopyState, now: datetime) -> None:
+    await ledger.finish_copies(session, ids, state, now)
 
 
-def _count(account_id: int, state: str, n: int = 1) -> None:
+def _count(account_id: int, state: SentCopyState, n: int = 1) -> None:
     for _ in range(n):
-        metrics.record_imap_copy(account_id, state)
+        metrics.record_imap_copy(account_id, state.value)
 
 
 def _now() -> datetime:

@@ -1,6 +1,6 @@
 """Copying a sent message into the user's IMAP Sent folder, after SMTP and never in its way.
 
-A Sent copy has its own state and retries (ARCHITECTURE.md invariant 6): this module never
+A Sent copy has its own state and retries (docs/ledger.md), so IMAP never delays sending: this module never
 raises for a server that is down, slow or refusing; it returns an :class:`AppendOutcome` within
 ``ImapSettings.total_timeout`` and the caller retries with backoff.
 

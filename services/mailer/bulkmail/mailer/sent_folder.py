@@ -1,4 +1,4 @@
-"""Finding an IMAP account's Sent folder (MAIL.md §3.2).
+"""Finding an IMAP account's Sent folder.
 
 Folder names are localized and vary by server ("Sent", "Sent Items", "[Gmail]/Απεσταλμένα"), so
 the folder is found by its ``\\Sent`` attribute first and by name only as a last resort:

@@ -29,7 +29,7 @@ from bulkmail.query_api.errors import APIError, BadRequest, Conflict
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.search import CompiledSearch, compile_search, load_search_context
 from bulkmail.query_api.search.structured import directives, structured_query_text
-from bulkmail.shared import bulk_emails, feedback, metrics
+from bulkmail.shared import bulk_emails, feedback, ledger, metrics
 from bulkmail.shared.audience import Candidate, choose_candidates, decide, load_batch
 from bulkmail.shared.contracts import DISPATCH_QUEUE, DispatchBulkEmail
 from bulkmail.shared.logging import correlation_id
@@ -45,7 +45,6 @@ from bulkmail.shared.models import (
     RecipientState,
     SavedSearch,
     SkipReason,
-    Suppression,
 )
 from bulkmail.shared.providers import limits_for_account
 from bulkmail.shared.rate_limit import SessionFactory, describe_resume, eta
@@ -281,7 +280,7 @@ async def to_out(
 ) -> BulkEmailOut:
     counts = await bulk_emails.recipient_counts(session, bulk.id)
     eta_at, eta_text = None, ""
-    if sessionmaker is not None and bulk.status in (S.processing, S.resuming, S.loading, S.created):
+    if sessionmaker is not None and bulk.status in bulk_emails.UNFINISHED_STATUSES:
         eta_at, eta_text = await _eta(
             session, sessionmaker, bulk, counts.pending + counts.deferred + counts.sending, timezone
         )
@@ -339,7 +338,8 @@ async def _eta(
     paused_until = account.paused_until if account.paused_until and account.paused_until > now else None
     finish = await eta(sessionmaker, account.id, limits, remaining, now=paused_until or now)
     if paused_until is not None:
-        return finish, f"account paused; {describe_resume(paused_until, now, timezone)}"
+        reason = f": {account.pause_reason}" if account.pause_reason else ""
+        return finish, f"account paused{reason}; {describe_resume(paused_until, now, timezone)}"
     if limits.unlimited:
         return None, "sending now"
     first = await eta(sessionmaker, account.id, limits, 1, now=now)
@@ -356,9 +356,7 @@ async def change_status(session: AsyncSession, bulk: BulkEmail, to: str, user_id
 async def _change_status(session: AsyncSession, bulk: BulkEmail, to: str) -> BulkEmailStatus:
     now = datetime.now(UTC)
     if to == "paused":
-        if not await bulk_emails.transition(
-            session, bulk.id, [S.created, S.loading, S.processing, S.resuming], S.paused, paused_at=now
-        ):
+        if not await bulk_emails.transition(session, bulk.id, bulk_emails.UNFINISHED_STATUSES, S.paused, paused_at=now):
             raise Conflict(f"Bulk email {bulk.id} is {bulk.status.value}; only a sending bulk email can be paused.")
         return S.paused
     if to == "resuming":
@@ -377,34 +375,16 @@ async def _change_status(session: AsyncSession, bulk: BulkEmail, to: str) -> Bul
         return S.resuming
     if not await bulk_emails.transition(session, bulk.id, bulk_emails.ACTIVE_STATUSES, S.cancelled, done_at=now):
         raise Conflict(f"Bulk email {bulk.id} is already {bulk.status.value}.")
-    await session.execute(
-        update(Recipient)
-        .where(
-            Recipient.bulk_email_id == bulk.id, Recipient.state.in_([RecipientState.pending, RecipientState.deferred])
-        )
-        .values(state=RecipientState.skipped, skip_reason=SkipReason.cancelled.value, next_attempt_at=None)
-        .execution_options(synchronize_session=False)
-    )
+    await ledger.cancel_unsent(session, bulk.id)
     return S.cancelled
 
 
 async def retry_failed(session: AsyncSession, bulk: BulkEmail, include_unknown: bool) -> int:
     """Queue the failed recipients (and, if asked, the unknown ones) again; returns how many."""
-    if bulk.status not in (S.done, S.processing, S.paused):
+    if bulk.status not in bulk_emails.RETRYABLE_STATUSES:
         raise Conflict(f"Bulk email {bulk.id} is {bulk.status.value}; retry applies to sent bulk emails.")
-    states = [RecipientState.failed] + ([RecipientState.unknown] if include_unknown else [])
-    suppressed = select(Suppression.email_normalized).where(Suppression.organization_id == bulk.organization_id)
-    result = await session.execute(
-        update(Recipient)
-        .where(
-            Recipient.bulk_email_id == bulk.id,
-            Recipient.state.in_(states),
-            Recipient.email_normalized.not_in(suppressed),  # hard bounces stay failed
-        )
-        .values(state=RecipientState.deferred, next_attempt_at=datetime.now(UTC), attempts=0, chunk_id=None)
-        .execution_options(synchronize_session=False)
-    )
-    n = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    # A hard-bounced address (on the suppression list) stays failed.
+    n = await ledger.requeue_failed(session, bulk.id, bulk.organization_id, include_unknown)
     if n:
         await session.execute(
             update(BulkEmail).where(BulkEmail.id == bulk.id).values(done_email_sent_at=None, done_at=None)

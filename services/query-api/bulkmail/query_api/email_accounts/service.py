@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bulkmail.query_api.auth import Principal
 from bulkmail.query_api.email_accounts.schemas import EmailAccountFields, EmailAccountIn
 from bulkmail.query_api.errors import Conflict
-from bulkmail.shared.models import BulkEmail, BulkEmailStatus, EmailAccount
+from bulkmail.shared import bulk_emails
+from bulkmail.shared.models import BulkEmail, EmailAccount
 from bulkmail.shared.secrets import SecretBox
 
 
@@ -43,7 +44,7 @@ async def delete_account(session: AsyncSession, account: EmailAccount) -> None:
     busy = await session.scalar(
         select(BulkEmail.id).where(
             BulkEmail.email_account_id == account.id,
-            BulkEmail.status.not_in([BulkEmailStatus.done, BulkEmailStatus.error, BulkEmailStatus.cancelled]),
+            BulkEmail.status.not_in(bulk_emails.FINAL_STATUSES),
         )
     )
     if busy is not None:

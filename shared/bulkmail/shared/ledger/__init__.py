@@ -1,0 +1,68 @@
+"""The recipient ledger: every statement that writes ``recipients`` lives in this package.
+
+Each write is a named transition, and each is conditional on the state it moves from, so a
+late, repeated or racing caller changes nothing instead of moving a row backwards. The states,
+the allowed moves, who calls which and the crash bound are described in docs/ledger.md.
+
+- ``build``: ``add_recipients`` (the dispatcher writes the ledger from the snapshot).
+- ``queue``: ``queue_chunk``, ``hand_back``, ``defer``, ``cancel_unsent``, ``requeue_failed``.
+- ``send``: ``claim`` (with the consent check), ``mark_unknown``, ``record_outcomes``.
+- ``sent_copies``: the Sent-copy sub-state (``claim_copies``, ``record_copy``, ``finish_copies``,
+  ``copies_lost``, ``copies_published``).
+"""
+
+from bulkmail.shared.ledger.build import add_recipients
+from bulkmail.shared.ledger.queue import (
+    QueuedChunk,
+    cancel_unsent,
+    defer,
+    hand_back,
+    queue_chunk,
+    requeue_failed,
+    work_left,
+)
+from bulkmail.shared.ledger.send import (
+    ActivitySource,
+    Claim,
+    Claimed,
+    OutcomeRow,
+    claim,
+    mark_unknown,
+    record_outcomes,
+)
+from bulkmail.shared.ledger.sent_copies import (
+    CLAIMABLE_COPIES,
+    claim_copies,
+    copies_lost,
+    copies_published,
+    finish_copies,
+    record_copy,
+)
+from bulkmail.shared.models import RecipientState, SentCopyState, SkipReason
+
+__all__ = [
+    "CLAIMABLE_COPIES",
+    "ActivitySource",
+    "Claim",
+    "Claimed",
+    "OutcomeRow",
+    "QueuedChunk",
+    "RecipientState",
+    "SentCopyState",
+    "SkipReason",
+    "add_recipients",
+    "cancel_unsent",
+    "claim",
+    "claim_copies",
+    "copies_lost",
+    "copies_published",
+    "defer",
+    "finish_copies",
+    "hand_back",
+    "mark_unknown",
+    "queue_chunk",
+    "record_copy",
+    "record_outcomes",
+    "requeue_failed",
+    "work_left",
+]
