@@ -18,10 +18,11 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.mailer.message import HeaderValueError, MessageSkeleton
-from bulkmail.mailer.replies import Kind, send_one
+from bulkmail.mailer.replies import Kind
 from bulkmail.mailer.sent_copy import ImapSession, ImapSettings
 from bulkmail.mailer.sent_folder import discover_sent_folder
 from bulkmail.mailer.smtp_pool import SmtpPool, SmtpSettings
+from bulkmail.mailer.smtp_transaction import send_one
 from bulkmail.shared.contracts import CheckEmailAccount
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
