@@ -41,12 +41,12 @@ class MailerWorker(Worker):
         self.sent_folders: dict[str, str] = {}
 
     async def start(self) -> None:
-        await self.broker.consume(SEND_QUEUE, self._on_chunk, prefetch=self.prefetch)
-        await self.broker.consume(NOTIFY_QUEUE, self._on_notify, prefetch=2)
-        await self.broker.consume(ACCOUNT_NOTICE_QUEUE, self._on_account_notice, prefetch=1)
+        await self.consume(SEND_QUEUE, self._on_chunk, prefetch=self.prefetch)
+        await self.consume(NOTIFY_QUEUE, self._on_notify, prefetch=2)
+        await self.consume(ACCOUNT_NOTICE_QUEUE, self._on_account_notice, prefetch=1)
         self.spawn(self._close_idle_connections(), "mailer-idle-smtp")
         # Its own queue and prefetch: a slow or dead IMAP server never holds up sending.
-        await self.broker.consume(SENT_COPY_QUEUE, self._on_sent_copy, prefetch=2)
+        await self.consume(SENT_COPY_QUEUE, self._on_sent_copy, prefetch=2)
 
     async def on_stop(self) -> None:
         await self.sender.close()
