@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in (("dispatcher", "turns snapshots into recipients and chunks"), ("mailer", "sends chunks")):
         worker = sub.add_parser(name, help=help_text)
         worker.add_argument("--check", action="store_true", help="exit 0 if a worker on this machine is alive")
+        worker.add_argument("--burst", action="store_true", help="process what is queued, then exit")
         worker.set_defaults(handler=_worker, service=name)
 
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
@@ -106,21 +107,24 @@ def _query_api(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from bulkmail.shared.metrics import start_metrics_server, use_label_key
-    from bulkmail.shared.worker import check_heartbeat
+    from bulkmail.shared.worker import Worker, check_heartbeat
 
     if args.check:
         return 0 if check_heartbeat(settings, args.service) else 1
     if args.service == "dispatcher":
         from bulkmail.dispatcher.worker import DispatcherWorker
 
-        worker: object = DispatcherWorker(settings)
+        worker: Worker = DispatcherWorker(settings)
     else:
         from bulkmail.mailer.worker import MailerWorker
 
         worker = MailerWorker(settings)
     use_label_key(settings.encryption_keys()[0])
+    if args.burst:
+        event_loop.run(worker.run_burst())
+        return 0
     start_metrics_server(settings.metrics_port)
-    event_loop.run(worker.run())  # type: ignore[attr-defined]
+    event_loop.run(worker.run())
     return 0
 
 

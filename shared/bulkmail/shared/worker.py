@@ -8,6 +8,10 @@ Neither a database nor a broker outage stops a worker: the broker adapter reconn
 itself, and a delivery that failed because the database is unreachable is held (not
 redelivered in a loop) while the worker pings the database with backoff until it answers.
 Both states are in the metrics (``bulkmail_dependency_up``, ``bulkmail_reconnects``).
+
+Burst mode (``run_burst``, ``run_to_idle``, ``bulkmail <service> --burst``) processes what is
+queued, and what that work queues in turn, then returns: for tests, one-off runs and jobs,
+instead of polling with deadlines.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import time
 from pathlib import Path
 
 from bulkmail.shared import metrics
-from bulkmail.shared.broker import Broker, create_broker
+from bulkmail.shared.broker import Broker, Delivery, Handler, create_broker
 from bulkmail.shared.db import Database, is_database_unavailable
 from bulkmail.shared.logging import get_logger
 from bulkmail.shared.settings import Settings
@@ -56,6 +60,15 @@ def check_heartbeat(settings: Settings, service: str) -> bool:
 
 
 BACKLOG_INTERVAL_S = 15.0
+# Burst mode: how long everything must stay idle before it counts as done, how often to look,
+# and how long a burst may last at most.
+BURST_QUIET_S = 0.3
+BURST_POLL_S = 0.05
+BURST_TIMEOUT_S = 120.0
+
+
+class BurstTimeout(TimeoutError):
+    """Work was still queued or in progress when the burst's time ran out."""
 
 
 class Worker(abc.ABC):
@@ -76,6 +89,9 @@ class Worker(abc.ABC):
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._database_back: asyncio.Task[None] | None = None
+        # The queues this worker consumes and the deliveries in its hands: what "idle" means.
+        self._consumed: list[str] = []
+        self._busy = 0
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -83,6 +99,32 @@ class Worker(abc.ABC):
 
     async def on_stop(self) -> None:
         return None
+
+    async def consume(self, queue: str, handler: Handler, prefetch: int) -> None:
+        """Consume ``queue``, counting deliveries in progress (burst mode waits for them)."""
+
+        async def counted(delivery: Delivery) -> None:
+            self._busy += 1
+            try:
+                await handler(delivery)
+            finally:
+                self._busy -= 1
+
+        self._consumed.append(queue)
+        await self.broker.consume(queue, counted, prefetch=prefetch)
+
+    async def idle(self) -> bool:
+        """Nothing in this worker's hands and nothing waiting on its queues."""
+        if self._busy:
+            return False
+        for queue in self._consumed:
+            if await self.broker.queue_length(queue):
+                return False
+        return not self._busy
+
+    async def run_burst(self, quiet_s: float = BURST_QUIET_S, timeout_s: float = BURST_TIMEOUT_S) -> None:
+        """Process what is queued, then stop and return (raises BurstTimeout if it never ends)."""
+        await run_to_idle(self, quiet_s=quiet_s, timeout_s=timeout_s)
 
     def spawn(self, coro: object, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))  # type: ignore[arg-type]
@@ -231,3 +273,32 @@ class Worker(abc.ABC):
                 except Exception:
                     log.warning("could not read a queue's length", queue=queue)
             await self.sleep_or_stop(BACKLOG_INTERVAL_S)
+
+
+async def run_to_idle(*workers: Worker, quiet_s: float = BURST_QUIET_S, timeout_s: float = BURST_TIMEOUT_S) -> None:
+    """Burst mode for workers that feed each other (a dispatcher and its mailers): open them,
+    return once all of them have been idle together for ``quiet_s``, and close them.
+
+    Work that waits for a time (a retry due in an hour, a paused account) is not queued work:
+    a burst ends without it, as a worker started later would pick it up.
+    """
+    for worker in workers:
+        await worker.open()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        quiet_since: float | None = None
+        while True:
+            now = loop.time()
+            if all([await worker.idle() for worker in workers]):
+                quiet_since = now if quiet_since is None else quiet_since
+                if now - quiet_since >= quiet_s:
+                    return
+            else:
+                quiet_since = None
+            if now >= deadline:
+                raise BurstTimeout(f"still busy after {timeout_s:.0f} s: " + ", ".join(w.service for w in workers))
+            await asyncio.sleep(BURST_POLL_S)
+    finally:
+        for worker in workers:
+            await worker.close()

@@ -22,7 +22,7 @@ class DispatcherWorker(Worker):
         self.dispatcher = Dispatcher(settings, self.database, self.broker)
 
     async def start(self) -> None:
-        await self.broker.consume(DISPATCH_QUEUE, self._on_dispatch, prefetch=8)
+        await self.consume(DISPATCH_QUEUE, self._on_dispatch, prefetch=8)
         self.spawn(self._sweep_loop(), "dispatcher-sweep")
 
     async def _on_dispatch(self, delivery: Delivery) -> None:

@@ -89,15 +89,11 @@ class SmtpPool:
         # Connections to give back when they are next returned: another mailer waits for one.
         self._shed = 0
 
-    @property
-    def _leased(self) -> bool:
-        return self._session_factory is not None and self._account_id is not None
-
     async def _connect(self) -> _Connection:
         lease = None
-        if self._leased:
+        if self._session_factory is not None and self._account_id is not None:
             holder = f"{self._process}:{next(_holder_ids)}"
-            lease = await acquire_connection(self._session_factory, self._account_id, self.size, holder)  # type: ignore[arg-type]
+            lease = await acquire_connection(self._session_factory, self._account_id, self.size, holder)
             if lease is None:
                 raise NoConnectionSlot(f"all {self.size} connections of the account are in use")
         s = self.settings
@@ -122,9 +118,9 @@ class SmtpPool:
         return conn
 
     async def _keep_lease(self, conn: _Connection) -> bool:
-        if conn.lease is None or time.monotonic() - conn.renewed_at < LEASE_RENEW_S:
+        if conn.lease is None or self._session_factory is None or time.monotonic() - conn.renewed_at < LEASE_RENEW_S:
             return True
-        renewed = await renew_connection(self._session_factory, conn.lease)  # type: ignore[arg-type]
+        renewed = await renew_connection(self._session_factory, conn.lease)
         if renewed is None:
             return False
         conn.lease, conn.renewed_at = renewed, time.monotonic()
@@ -195,9 +191,9 @@ class SmtpPool:
         One at a time per call (the worker calls this twice a second), so the split settles
         over a few seconds without closing more than needed.
         """
-        if not self._leased or not self._open:
+        if self._session_factory is None or self._account_id is None or not self._open:
             return
-        share = await fair_share(self._session_factory, self._account_id, self.size, self._process)  # type: ignore[arg-type]
+        share = await fair_share(self._session_factory, self._account_id, self.size, self._process)
         if share is None:
             self._shed = 0
             return

@@ -49,14 +49,14 @@ class MailerWorker(Worker):
         self.inbox_sync = InboxSyncRunner(settings, self.database, self._emit_feedback)
 
     async def start(self) -> None:
-        await self.broker.consume(SEND_QUEUE, self._on_chunk, prefetch=self.prefetch)
-        await self.broker.consume(NOTIFY_QUEUE, self._on_notify, prefetch=2)
-        await self.broker.consume(ACCOUNT_NOTICE_QUEUE, self._on_account_notice, prefetch=1)
+        await self.consume(SEND_QUEUE, self._on_chunk, prefetch=self.prefetch)
+        await self.consume(NOTIFY_QUEUE, self._on_notify, prefetch=2)
+        await self.consume(ACCOUNT_NOTICE_QUEUE, self._on_account_notice, prefetch=1)
         self.spawn(self._close_idle_connections(), "mailer-idle-smtp")
         # Its own queue and prefetch: a slow or dead IMAP server never holds up sending.
-        await self.broker.consume(SENT_COPY_QUEUE, self._on_sent_copy, prefetch=2)
+        await self.consume(SENT_COPY_QUEUE, self._on_sent_copy, prefetch=2)
         # Asked for by a user waiting on the page: apart from the send queue, never behind a big send.
-        await self.broker.consume(ACCOUNT_CHECK_QUEUE, self._on_account_check, prefetch=2)
+        await self.consume(ACCOUNT_CHECK_QUEUE, self._on_account_check, prefetch=2)
         if self.settings.inbox_sync_enabled:
             self.spawn(self.inbox_sync.run(), "mailer-inbox-sync")
 

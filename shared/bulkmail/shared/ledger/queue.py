@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bulkmail.shared.ledger.rows import changed
 from bulkmail.shared.models import BulkEmail, Recipient, RecipientState, SkipReason, Suppression
 
 R = RecipientState
@@ -96,7 +97,7 @@ async def hand_back(session: AsyncSession, bulk_email_id: int, chunk_id: int) ->
         .values(chunk_id=None)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return changed(result)
 
 
 async def defer(session: AsyncSession, chunk_id: int, until: datetime, reason: str) -> int:
@@ -108,7 +109,7 @@ async def defer(session: AsyncSession, chunk_id: int, until: datetime, reason: s
         .values(state=R.deferred, next_attempt_at=until, smtp_reply=reason, updated_at=_now())
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return changed(result)
 
 
 async def cancel_unsent(session: AsyncSession, bulk_email_id: int) -> int:
@@ -119,7 +120,7 @@ async def cancel_unsent(session: AsyncSession, bulk_email_id: int) -> int:
         .values(state=R.skipped, skip_reason=SkipReason.cancelled, next_attempt_at=None, updated_at=_now())
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return changed(result)
 
 
 async def requeue_failed(session: AsyncSession, bulk_email_id: int, organization_id: int, include_unknown: bool) -> int:
@@ -138,7 +139,7 @@ async def requeue_failed(session: AsyncSession, bulk_email_id: int, organization
         .values(state=R.deferred, next_attempt_at=now, attempts=0, chunk_id=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return changed(result)
 
 
 async def work_left(session: AsyncSession, bulk_email_id: int) -> bool:

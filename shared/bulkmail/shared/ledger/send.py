@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, case, func, literal, not_, null, or_, select, text, update
+from sqlalchemy import bindparam, case, func, literal, not_, null, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bulkmail.shared.ledger.rows import changed, table_of
 from bulkmail.shared.models import (
     Contact,
     ContactEmail,
@@ -36,10 +37,10 @@ from bulkmail.shared.models import (
 
 R = RecipientState
 
-_recipients: Table = Recipient.__table__  # type: ignore[assignment]
-_contacts: Table = Contact.__table__  # type: ignore[assignment]
-_addresses: Table = ContactEmail.__table__  # type: ignore[assignment]
-_suppressions: Table = Suppression.__table__  # type: ignore[assignment]
+_recipients = table_of(Recipient)
+_contacts = table_of(Contact)
+_addresses = table_of(ContactEmail)
+_suppressions = table_of(Suppression)
 _TAKEABLE = (R.pending, R.deferred)
 
 # -- the claim, with consent -------------------------------------------------------------------
@@ -153,7 +154,7 @@ async def mark_unknown(session: AsyncSession, chunk_id: int) -> int:
         .values(state=R.unknown, smtp_reply="outcome unknown: the worker sending it stopped", updated_at=_now())
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return changed(result)
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,7 @@ async def _write_postgresql(
 
 
 async def _write_generic(session: AsyncSession, rows: list[OutcomeRow], source: ActivitySource, now: datetime) -> None:
-    table: Table = Recipient.__table__  # type: ignore[assignment]
+    table = _recipients
     record = (
         update(table)
         .where(table.c.id == bindparam("rid"), or_(table.c.state == R.sending, table.c.state == R.unknown))
@@ -327,8 +328,8 @@ async def _write_generic(session: AsyncSession, rows: list[OutcomeRow], source: 
         }
         for r in sent
     ]
-    await session.execute(EmailActivity.__table__.insert(), activities)  # type: ignore[attr-defined]
-    leads: Table = Lead.__table__  # type: ignore[assignment]
+    await session.execute(table_of(EmailActivity).insert(), activities)
+    leads = table_of(Lead)
     await session.execute(
         update(leads)
         .where(leads.c.id == bindparam("lid"))

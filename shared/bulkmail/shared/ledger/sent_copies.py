@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bulkmail.shared.ledger.rows import changed
 from bulkmail.shared.models import Recipient, RecipientState, SentCopyState
 
 C = SentCopyState
@@ -59,7 +60,7 @@ async def record_copy(session: AsyncSession, recipient_id: int, state: SentCopyS
         .values(sent_copy_state=state, sent_copy_uid=uid, updated_at=_now())
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(changed(result))
 
 
 async def finish_copies(session: AsyncSession, recipient_ids: list[int], state: SentCopyState, now: datetime) -> int:
@@ -73,7 +74,7 @@ async def finish_copies(session: AsyncSession, recipient_ids: list[int], state: 
         .values(sent_copy_state=state, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return changed(result)
 
 
 async def copies_lost(session: AsyncSession, recipient_ids: list[int], now: datetime) -> int:
@@ -92,7 +93,7 @@ async def copies_published(session: AsyncSession, recipient_ids: list[int], now:
         .values(updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return changed(result)
 
 
 def _check_end(state: SentCopyState) -> None:

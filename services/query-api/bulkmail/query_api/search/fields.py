@@ -427,7 +427,7 @@ class UserField(Handler):
         if value.kind is ast.ValueKind.star:
             return col.is_not(None)
         ids = user_ids(env, value, name)
-        cond = col == ids if isinstance(ids, int) else col.in_(ids)  # type: ignore[arg-type]
+        cond = col == ids if isinstance(ids, int) else col.in_(ids)
         return and_(col.is_not(None), cond)
 
 

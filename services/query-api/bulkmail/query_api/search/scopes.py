@@ -321,7 +321,7 @@ LEAD_FIELDS: dict[str, Field] = _dict(
     user_id=RelatedField("opportunity", "user", LEAD_OPPORTUNITY),
     opportunity_value=RelatedField("opportunity", "value", LEAD_OPPORTUNITY),
     assigned_to=RelatedField("task", "assigned_to", LEAD_TASK),
-    **{name: Unmodelled(what) for name, what in UNMODELLED_FIELDS.items()},  # type: ignore[arg-type]
+    **{name: Unmodelled(what) for name, what in UNMODELLED_FIELDS.items()},
 )
 
 # has:<plural collection> reads the lead's counter; the literal 0 lets partial indexes apply.
@@ -341,7 +341,7 @@ LEAD_SCOPE = Scope(
     Lead,
     LEAD_FIELDS,
     text=_search_text,
-    has=LEAD_HAS,  # type: ignore[arg-type]
+    has=LEAD_HAS,
     nested={
         "contact": "contact",
         "contacts": "contact",

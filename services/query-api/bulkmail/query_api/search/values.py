@@ -32,10 +32,6 @@ class DateRange:
     end: datetime
     relative: bool
 
-    @property
-    def is_instant(self) -> bool:
-        return self.start == self.end
-
 
 def zone(name: str) -> tzinfo:
     try:
