@@ -147,9 +147,9 @@ class RequestLimitsMiddleware:
             if not message.get("more_body", False):
                 break
         if body and scope["path"].startswith("/api/"):
-            refusal = self._check(headers.get("content-type"), bytes(body))
-            if refusal is not None:
-                await refusal(scope, receive, send)
+            problem = self._check(headers.get("content-type"), bytes(body))
+            if problem is not None:
+                await problem(scope, receive, send)
                 return
         await self.app(scope, _replay(bytes(body), receive), send)
 
