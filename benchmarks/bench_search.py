@@ -414,7 +414,7 @@ async def _corpus(database: Database, runs: int) -> list[str]:
     # Every connection from here on stops a statement at the timeout (reset by _main at the end).
     await _admin(f'ALTER DATABASE "{DB_NAME}" SET statement_timeout = {TIMEOUT_MS}')
     await database.engine.dispose()
-    async with database.session() as session:
+    async with database.sessionmaker() as session:  # transactions ended by hand (rollback)
         for original in corpus_queries():
             query = _placeholders(original, user_id)
             try:
@@ -482,8 +482,12 @@ async def _corpus(database: Database, runs: int) -> list[str]:
 async def _main(args: argparse.Namespace) -> str:
     database = await _prepare(args.leads, args.reuse)
     try:
-        lines, plans = await _bench(database, args.runs)
-        send_lines = await _send_path(database, runs=3)
+        lines: list[str] = []
+        plans: list[str] = []
+        send_lines: list[str] = []
+        if not args.corpus_only:
+            lines, plans = await _bench(database, args.runs)
+            send_lines = await _send_path(database, runs=3)
         corpus_lines = await _corpus(database, runs=3)
     finally:
         await _admin(f'ALTER DATABASE "{DB_NAME}" RESET statement_timeout')
@@ -500,11 +504,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reuse", action="store_true", help="keep an already seeded database")
     parser.add_argument("--keep", action="store_true", help="do not drop the database at the end")
     parser.add_argument("--output", help="also write the results to this file")
+    parser.add_argument("--corpus-only", action="store_true", help="only the public corpus (while tuning)")
     args = parser.parse_args(argv)
     output = asyncio.run(_main(args))
     print(output)
     if args.output:
-        header = f"# bench_search.py --leads {args.leads} --runs {args.runs}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        header = (
+            f"# bench_search.py --leads {args.leads} --runs {args.runs}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+            f" ({os.cpu_count()} CPUs, load average at the end {load})"
+        )
         Path(args.output).write_text(f"{header}\n{output}\n", encoding="utf-8")
 
 
