@@ -319,6 +319,7 @@ async def _send_path(database: Database, runs: int) -> list[str]:
 # --- the public corpus --------------------------------------------------------------------------
 
 CORPUS = Path(__file__).with_name("close_queries_public.tsv")
+CORPUS_STATUSES = {"Trial", "Trial Expired", "Cold Outreach"}
 TIMEOUT_MS = 10_000  # a statement past this is reported as "timeout", not waited for
 COUNT_TARGET_MS, APPROX_TARGET_MS, PAGE_TARGET_MS = 500.0, 200.0, 100.0
 
@@ -407,6 +408,12 @@ async def _corpus(database: Database, runs: int) -> list[str]:
         assert org_id is not None
         user_id = await session.scalar(select(func.min(User.id)).where(User.organization_id == org_id))
         assert user_id is not None
+        # Statuses the corpus names that the seed does not give any lead: they exist, match none.
+        have = set(await session.scalars(select(LeadStatus.label).where(LeadStatus.organization_id == org_id)))
+        session.add_all(
+            LeadStatus(organization_id=org_id, label=label, position=99) for label in CORPUS_STATUSES - have
+        )
+        await session.flush()
         ctx = await load_search_context(session, organization_id=org_id, user_id=user_id)
     rows: list[tuple[str, str, str, str, str, str, str]] = []
     misses: list[str] = []
