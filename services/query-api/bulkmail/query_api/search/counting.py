@@ -3,8 +3,8 @@
 A search box that counts as the user types must not hold the database for seconds on a query
 that matches half a million leads. On PostgreSQL the planner's estimate of the matching rows
 comes first; when it is large, it is the answer, marked approximate (Close shows "~12,345
-leads"). Otherwise the exact count runs with a time budget, and past it the estimate answers. SQLite (the embedded mode, a small database)
-always counts exactly.
+leads"). Otherwise the exact count runs with a time budget, and past it the estimate answers.
+SQLite (the embedded mode, a small database) always counts exactly.
 
 Never use this for what is about to be sent: the audit before a send and the snapshot count
 exactly, whatever it costs.
