@@ -74,6 +74,7 @@ TRIGRAM_INDEXES: list[tuple[str, str, str]] = [
     ("ix_addresses_state_trgm", "addresses", _words("state")),
     ("ix_addresses_country_trgm", "addresses", _words("country")),
     ("ix_addresses_zipcode_trgm", "addresses", _words("zipcode")),
+    ("ix_tasks_text_trgm", "tasks", _words("text")),
 ]
 
 # A phone number's digits from the start, or after a country code of 1-3 digits: prefixes, so
