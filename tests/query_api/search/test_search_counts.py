@@ -9,6 +9,7 @@ from sqlalchemy import and_, text
 from bulkmail.query_api.search import compile_search
 from bulkmail.query_api.search.compiler import CompiledSearch
 from bulkmail.query_api.search.counting import count_matches
+from bulkmail.query_api.search.paging import page_ids
 from bulkmail.shared.db import Database
 from bulkmail.shared.models import Lead
 
@@ -67,3 +68,13 @@ async def test_the_lead_list_says_whether_its_total_is_approximate(make_tenant):
     found = await tenant.client.get("/api/v1/lead/", params={"query": "acme"})
     body = found.json()
     assert (body["total_results"], body["total_results_approximate"]) == (2, False)
+
+
+@POSTGRES_ONLY
+async def test_a_page_is_read_without_parallel_workers_and_the_setting_comes_back(database: Database, dataset: Dataset):
+    compiled = compile_search("status:potential sort:name", dataset.context("postgresql"))
+    async with database.session() as session:
+        await session.execute(text("SET LOCAL max_parallel_workers_per_gather = 3"))
+        ids = await page_ids(session, compiled, 0, 2)
+        assert [dataset.label_of(i) for i in ids] == ["acme", "globex"]
+        assert await session.scalar(text("SHOW max_parallel_workers_per_gather")) == "3"

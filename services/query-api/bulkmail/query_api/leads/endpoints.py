@@ -15,6 +15,7 @@ from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.pagination import PageDep, fetch_page
 from bulkmail.query_api.search import compile_search, load_search_context
 from bulkmail.query_api.search.counting import count_matches
+from bulkmail.query_api.search.paging import page_ids
 from bulkmail.shared.models import Lead
 
 router = APIRouter(prefix="/lead", tags=["lead"])
@@ -32,7 +33,7 @@ async def list_leads(
     # The search language: a bad query raises QueryError, answered 400 with its position.
     ctx = await load_search_context(session, organization_id=principal.organization_id, user_id=principal.user_id)
     compiled = compile_search(query, ctx)
-    ids = list((await session.scalars(compiled.page(page.skip, page.limit + 1))).all())
+    ids = await page_ids(session, compiled, page.skip, page.limit + 1)
     # Exact when quick; past a budget, the planner's estimate, flagged (the search box shows "~").
     total = await count_matches(session, compiled)
     leads = await repository.load_leads(session, principal.organization_id, ids[: page.limit])

@@ -1,10 +1,10 @@
 """How many leads a search matches: exact when that is quick, else an estimate marked approximate.
 
 A search box that counts as the user types must not hold the database for seconds on a query
-that matches half a million leads. On PostgreSQL the exact count gets a time budget; when it
-runs past it, the answer is the planner's estimate of the matching rows, and the caller shows
-it as approximate (Close shows "~12,345 leads"). SQLite (the embedded mode, a small database)
-always counts exactly.
+that matches half a million leads. On PostgreSQL the planner's estimate of the matching rows
+comes first; when it is large, it is the answer, marked approximate (Close shows "~12,345
+leads"). Otherwise the exact count runs with a time budget, and past it the estimate answers.
+SQLite (the embedded mode, a small database) always counts exactly.
 
 Never use this for what is about to be sent: the audit before a send and the snapshot count
 exactly, whatever it costs.
@@ -27,7 +27,10 @@ from bulkmail.query_api.search.compiler import CompiledSearch
 
 # What an exact count may take before the estimate answers instead (a web app debounces key
 # strokes at ~250 ms; the first page and the request itself need the rest).
-EXACT_COUNT_BUDGET_MS = 120
+EXACT_COUNT_BUDGET_MS = 100
+# Above this many estimated matches the count is not even tried: at 1,000,000 leads on a busy
+# 2-core machine, counting 20,000 matches that each need a related row checked took 150-500 ms.
+EXACT_COUNT_MAX_ESTIMATE = 20_000
 QUERY_CANCELED = "57014"  # SQLSTATE of a statement stopped by statement_timeout
 # Sets the budget for the rest of the transaction and returns the setting it replaces.
 _SET_TIMEOUT = text("SELECT current_setting('statement_timeout') || left(set_config('statement_timeout', :t, true), 0)")
@@ -59,6 +62,11 @@ async def count_matches(
     """The number of leads ``compiled`` matches; approximate only on PostgreSQL past the budget."""
     if session.get_bind().dialect.name != "postgresql":
         return MatchCount(int(await session.scalar(compiled.count()) or 0), approximate=False)
+    # The estimate first (planning only, milliseconds): counting exactly what is estimated at
+    # hundreds of thousands of leads would use the whole budget and then answer the estimate.
+    estimate = await estimate_matches(session, compiled)
+    if estimate > EXACT_COUNT_MAX_ESTIMATE:
+        return MatchCount(estimate, approximate=True)
     try:
         # A savepoint: a cancelled statement aborts only it, and rolling it back also undoes
         # the local statement_timeout.
@@ -73,7 +81,7 @@ async def count_matches(
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) != QUERY_CANCELED:
             raise
-    return MatchCount(await estimate_matches(session, compiled), approximate=True)
+    return MatchCount(estimate, approximate=True)
 
 
 async def estimate_matches(session: AsyncSession, compiled: CompiledSearch) -> int:
@@ -87,4 +95,4 @@ async def estimate_matches(session: AsyncSession, compiled: CompiledSearch) -> i
     return rows
 
 
-__all__ = ["EXACT_COUNT_BUDGET_MS", "MatchCount", "count_matches", "estimate_matches"]
+__all__ = ["EXACT_COUNT_BUDGET_MS", "EXACT_COUNT_MAX_ESTIMATE", "MatchCount", "count_matches", "estimate_matches"]
