@@ -40,12 +40,14 @@ from tests.e2e.processes import Service, service_env
 pytestmark = pytest.mark.slow
 
 HOST = "127.0.0.1"
-N_LEADS = 2_000
+N_LEADS = 3_000
 SMTP_CONNECTIONS = 5
-CUT_S = 6.0
+CUT_S = 5.0
 MAILER_PREFETCH = Settings().mailer_prefetch
-# What one mailer can have claimed without a recorded outcome when its connection drops.
+# What one mailer can have claimed without a recorded outcome when its connection drops; the
+# test drops two connections.
 IN_FLIGHT_BOUND = MAILER_PREFETCH * SMTP_CONNECTIONS * CLAIM_PER_CONNECTION
+DROPS = 2
 
 
 class CuttableProxy:
@@ -147,9 +149,8 @@ async def proxies(pg_database_url: str, amqp_url: str) -> AsyncIterator[dict[str
         await proxy.stop()
 
 
-@pytest.mark.parametrize("dependency", ["broker", "database"])
-async def test_a_network_drop_mid_send_loses_nothing_and_doubles_nothing(
-    dependency: str, proxies: dict[str, CuttableProxy], settings_for, amqp_url, tmp_path
+async def test_network_drops_to_the_broker_and_the_database_mid_send_lose_nothing_and_double_nothing(
+    proxies: dict[str, CuttableProxy], settings_for, amqp_url, tmp_path
 ) -> None:
     namespace = f"bulkmail-drop-{uuid.uuid4().hex[:8]}"
     direct = settings_for("postgres", amqp_url=amqp_url, broker_namespace=namespace)
@@ -193,31 +194,30 @@ async def test_a_network_drop_mid_send_loses_nothing_and_doubles_nothing(
             async def sent_at_least(n: int) -> bool:
                 return (await _states(database, bulk_id))["sent"] >= n
 
-            await _wait(lambda: sent_at_least(N_LEADS // 4), 60, "a quarter sent")
-            await proxies[dependency].cut()
-            cut_at = time.monotonic()
-
-            # While cut off: the mailer says so in its metrics, the API in /readyz, and a
-            # request that needs the database gets 503 with Retry-After (not a 500).
-            async def mailer_sees(up: int) -> bool:
+            async def mailer_sees(dependency: str, up: int) -> bool:
                 text = (await mailer_metrics.get("/metrics")).text
                 return _metric(text, "bulkmail_dependency_up", dependency=dependency) == up
 
-            await _wait(lambda: mailer_sees(0), CUT_S, f"the mailer's metrics to show the {dependency} down")
-            ready = await api.get("/readyz")
-            assert ready.status_code == 503 and dependency in ready.json(), ready.text
-            if dependency == "database":
-                leads = await api.get("/api/v1/lead/", params={"_limit": 1})
-                assert leads.status_code == 503, leads.text
-                assert int(leads.headers["Retry-After"]) > 0
-            await asyncio.sleep(max(0.0, CUT_S - (time.monotonic() - cut_at)))
-            await proxies[dependency].restore()
-
-            await _wait(lambda: mailer_sees(1), 30, f"the mailer to reconnect to the {dependency}")
-            reconnects = _metric(
-                (await mailer_metrics.get("/metrics")).text, "bulkmail_reconnects_total", dependency=dependency
-            )
-            assert reconnects is not None and reconnects >= 1
+            for dependency, progress in (("broker", 0.2), ("database", 0.5)):
+                await _wait(lambda: sent_at_least(int(N_LEADS * progress)), 60, f"{progress:.0%} sent")
+                await proxies[dependency].cut()
+                cut_at = time.monotonic()
+                # While cut off: the mailer says so in its metrics, the API in /readyz, and a
+                # request that needs the database gets 503 with Retry-After (not a 500).
+                await _wait(lambda: mailer_sees(dependency, 0), CUT_S, f"the mailer to report the {dependency} down")
+                ready = await api.get("/readyz")
+                assert ready.status_code == 503 and dependency in ready.json(), ready.text
+                if dependency == "database":
+                    leads = await api.get("/api/v1/lead/", params={"_limit": 1})
+                    assert leads.status_code == 503, leads.text
+                    assert int(leads.headers["Retry-After"]) > 0
+                await asyncio.sleep(max(0.0, CUT_S - (time.monotonic() - cut_at)))
+                await proxies[dependency].restore()
+                await _wait(lambda: mailer_sees(dependency, 1), 30, f"the mailer to reconnect to the {dependency}")
+                reconnects = _metric(
+                    (await mailer_metrics.get("/metrics")).text, "bulkmail_reconnects_total", dependency=dependency
+                )
+                assert reconnects is not None and reconnects >= 1
 
             async def done() -> bool:
                 async with database.session() as session:
@@ -227,7 +227,7 @@ async def test_a_network_drop_mid_send_loses_nothing_and_doubles_nothing(
             await _wait(done, 120, "the bulk email to finish")
             assert (await api.get("/readyz")).status_code == 200
         states = await _check_ledger(database, bulk_id, capture.messages)
-        print(f"{dependency} cut for {CUT_S:.0f} s: {dict(states)}")
+        print(f"broker and database each cut for {CUT_S:.0f} s: {dict(states)}")
     finally:
         await _stop(services.values())
         capture.stop()
@@ -303,5 +303,5 @@ async def _check_ledger(database: Database, bulk_id: int, messages) -> Counter[s
     assert [a for a, n in received.items() if n > 1] == [], "an address got two copies"
     assert sent <= set(received), "a recipient recorded as sent never arrived"
     assert set(received) <= sent | unknown
-    assert states["unknown"] <= IN_FLIGHT_BOUND, states
+    assert states["unknown"] <= DROPS * IN_FLIGHT_BOUND, states
     return states
