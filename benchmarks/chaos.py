@@ -665,11 +665,11 @@ def table(results: list[Result]) -> str:
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fault", default="", help=f"one of {', '.join(FAULTS)} (default: all, in that order)")
+    parser.add_argument("--fault", default="", help=f"one or more (comma-separated) of {', '.join(FAULTS)} (default: all, in that order)")
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "chaos.txt")
     args = parser.parse_args()
-    faults = [args.fault] if args.fault else list(FAULTS)
+    faults = args.fault.split(",") if args.fault else list(FAULTS)
     unknown_faults = [f for f in faults if f not in FAULTS]
     if unknown_faults:
         parser.error(f"unknown fault {unknown_faults[0]!r}; choose from {', '.join(FAULTS)}")
