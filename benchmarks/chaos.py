@@ -37,7 +37,6 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -663,9 +662,20 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def _keep_logs(fault: str, workdir: Path) -> Path:
+    keep = Path(tempfile.mkdtemp(prefix=f"chaos-logs-{fault}-"))
+    for log_file in workdir.glob("*.log"):
+        shutil.copy(log_file, keep)
+    return keep
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fault", default="", help=f"one or more (comma-separated) of {', '.join(FAULTS)} (default: all, in that order)")
+    parser.add_argument(
+        "--fault",
+        default="",
+        help=f"one or more (comma-separated) of {', '.join(FAULTS)} (default: all, in that order)",
+    )
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "chaos.txt")
     args = parser.parse_args()
@@ -681,10 +691,7 @@ async def main() -> int:
             os.chmod(workdir, 0o755)
             result = await Run(fault, args.recipients, workdir).execute()
             if not result.ok:
-                keep = Path(tempfile.mkdtemp(prefix=f"chaos-logs-{fault}-"))
-                for log_file in workdir.glob("*.log"):
-                    shutil.copy(log_file, keep)
-                result.notes.append(f"service logs kept in {keep}")
+                result.notes.append(f"service logs kept in {_keep_logs(fault, workdir)}")
         results.append(result)
         log(f"{fault}: {'PASS' if result.ok else 'FAIL'} {dict(result.states)}")
     report = (
@@ -695,9 +702,7 @@ async def main() -> int:
         "copying) makes progress again\n\n" + table(results) + "\n"
     )
     print("\n" + report)
-    if args.fault == "" and args.recipients == 20_000:
-        args.output.write_text(report)
-    elif args.output != parser.get_default("output"):
+    if (args.fault == "" and args.recipients == 20_000) or args.output != parser.get_default("output"):
         args.output.write_text(report)
     return 0 if all(r.ok for r in results) else 1
 

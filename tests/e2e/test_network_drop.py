@@ -199,12 +199,14 @@ async def test_network_drops_to_the_broker_and_the_database_mid_send_lose_nothin
                 return _metric(text, "bulkmail_dependency_up", dependency=dependency) == up
 
             for dependency, progress in (("broker", 0.2), ("database", 0.5)):
-                await _wait(lambda: sent_at_least(int(N_LEADS * progress)), 60, f"{progress:.0%} sent")
+                await _wait(lambda p=progress: sent_at_least(int(N_LEADS * p)), 60, f"{progress:.0%} sent")
                 await proxies[dependency].cut()
                 cut_at = time.monotonic()
                 # While cut off: the mailer says so in its metrics, the API in /readyz, and a
                 # request that needs the database gets 503 with Retry-After (not a 500).
-                await _wait(lambda: mailer_sees(dependency, 0), CUT_S, f"the mailer to report the {dependency} down")
+                await _wait(
+                    lambda d=dependency: mailer_sees(d, 0), CUT_S, f"the mailer to report the {dependency} down"
+                )
                 ready = await api.get("/readyz")
                 assert ready.status_code == 503 and dependency in ready.json(), ready.text
                 if dependency == "database":
@@ -213,7 +215,7 @@ async def test_network_drops_to_the_broker_and_the_database_mid_send_lose_nothin
                     assert int(leads.headers["Retry-After"]) > 0
                 await asyncio.sleep(max(0.0, CUT_S - (time.monotonic() - cut_at)))
                 await proxies[dependency].restore()
-                await _wait(lambda: mailer_sees(dependency, 1), 30, f"the mailer to reconnect to the {dependency}")
+                await _wait(lambda d=dependency: mailer_sees(d, 1), 30, f"the mailer to reconnect to the {dependency}")
                 reconnects = _metric(
                     (await mailer_metrics.get("/metrics")).text, "bulkmail_reconnects_total", dependency=dependency
                 )

@@ -22,9 +22,9 @@ from bulkmail.query_api.saved_searches.endpoints import router as saved_searches
 from bulkmail.query_api.statuses.endpoints import router as statuses_router
 from bulkmail.query_api.unavailable import RETRY_AFTER_S, install_unavailable_handler
 from bulkmail.query_api.unsubscribe import router as unsubscribe_router
+from bulkmail.shared import metrics as metrics_module
 from bulkmail.shared.broker import Broker, create_broker
 from bulkmail.shared.db import Database
-from bulkmail.shared import metrics as metrics_module
 from bulkmail.shared.logging import get_logger
 from bulkmail.shared.metrics import render_metrics
 from bulkmail.shared.secrets import SecretBox

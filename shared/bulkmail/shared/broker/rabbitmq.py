@@ -105,12 +105,12 @@ class RabbitMQBroker(Broker):
             return
         delay = RECONNECT_FIRST_S
         while not self._closing and not connection.connected.is_set():
-            connection.reconnect_interval = delay
+            connection.reconnect_interval = delay  # type: ignore[attr-defined]  # RobustConnection has it
             try:
                 await asyncio.wait_for(connection.connected.wait(), delay)
             except TimeoutError:
                 delay = min(delay * 2, RECONNECT_MAX_S)
-        connection.reconnect_interval = RECONNECT_FIRST_S
+        connection.reconnect_interval = RECONNECT_FIRST_S  # type: ignore[attr-defined]
 
     @property
     def connected(self) -> bool:
