@@ -88,6 +88,13 @@ asyncapi: install ## regenerate docs/asyncapi.yaml from the message contracts
 clean: ## remove the virtualenvs and caches (not the data directory)
 	rm -rf $(VENV) .venv-tools .pytest_cache .mypy_cache .ruff_cache
 
+FAULT ?=
+RECIPIENTS ?= 20000
+
+.PHONY: chaos
+chaos: install ## infrastructure faults mid-send on the real servers (FAULT=smtp-down, RECIPIENTS=2000 for one/smaller)
+	$(BIN)/python benchmarks/chaos.py $(if $(FAULT),--fault $(FAULT)) --recipients $(RECIPIENTS)
+
 .PHONY: bench-fairness
 bench-fairness: install ## a 20-recipient bulk email alone vs beside another account's 100,000 send
 	$(BIN)/python benchmarks/bench_fairness.py

@@ -34,6 +34,7 @@ log = get_logger(__name__)
 # Pause before a failed delivery goes back on the queue, so a poison message cannot spin a core.
 REDELIVERY_DELAY_S = 0.5
 DRAIN_TIMEOUT_S = 30.0
+CLOSE_STEP_TIMEOUT_S = 5.0
 # Reconnect attempts: the first soon after the loss, then twice as far apart each time.
 RECONNECT_FIRST_S = 0.5
 RECONNECT_MAX_S = 10.0
@@ -86,7 +87,9 @@ class RabbitMQBroker(Broker):
     def _on_connection_lost(self, _connection: Any, exc: BaseException | None = None) -> None:
         if self._closing:
             return
-        log.warning("lost the connection to RabbitMQ; reconnecting", error=repr(exc))
+        # Called again for every failed attempt while it stays down: say it once.
+        if metrics.dependency_up("broker") is not False:
+            log.warning("lost the connection to RabbitMQ; reconnecting", error=repr(exc))
         metrics.record_dependency("broker", False)
         if self._backoff is None or self._backoff.done():
             self._backoff = asyncio.get_running_loop().create_task(self._back_off())
@@ -102,12 +105,12 @@ class RabbitMQBroker(Broker):
             return
         delay = RECONNECT_FIRST_S
         while not self._closing and not connection.connected.is_set():
-            connection.reconnect_interval = delay
+            connection.reconnect_interval = delay  # type: ignore[attr-defined]  # RobustConnection has it
             try:
                 await asyncio.wait_for(connection.connected.wait(), delay)
             except TimeoutError:
                 delay = min(delay * 2, RECONNECT_MAX_S)
-        connection.reconnect_interval = RECONNECT_FIRST_S
+        connection.reconnect_interval = RECONNECT_FIRST_S  # type: ignore[attr-defined]
 
     @property
     def connected(self) -> bool:
@@ -135,26 +138,38 @@ class RabbitMQBroker(Broker):
                 delay = min(delay * 2, RECONNECT_MAX_S)
 
     async def close(self) -> None:
-        """Cancel consumers, let deliveries in progress finish and ack, then disconnect."""
+        """Cancel consumers, let deliveries in progress finish and ack, then disconnect.
+
+        Every step is bounded: right after a reconnect a channel can still be restoring, and a
+        stop must not hang on it (anything unacknowledged is redelivered by RabbitMQ anyway).
+        """
         self._closing = True
         for queue, tag in self._consumers:
             try:
-                await queue.cancel(tag)
-            except Exception:
-                log.warning("could not cancel a consumer", queue=queue.name)
+                await asyncio.wait_for(queue.cancel(tag), CLOSE_STEP_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("could not cancel a consumer", queue=queue.name, error=repr(exc))
         self._consumers.clear()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DRAIN_TIMEOUT_S
         while self._in_flight and loop.time() < deadline:
             await asyncio.sleep(0.05)
+        if self._in_flight:
+            log.warning("deliveries still in progress at close; RabbitMQ redelivers them", n=self._in_flight)
         for channel in self._consumer_channels:
             if not channel.is_closed:
-                await channel.close()
+                try:
+                    await asyncio.wait_for(channel.close(), CLOSE_STEP_TIMEOUT_S)
+                except Exception as exc:
+                    log.warning("could not close a channel", error=repr(exc))
         self._consumer_channels.clear()
         if self._backoff is not None:
             self._backoff.cancel()
         if self._connection is not None:
-            await self._connection.close()
+            try:
+                await asyncio.wait_for(self._connection.close(), CLOSE_STEP_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("could not close the connection cleanly", error=repr(exc))
         self._connection = None
         self._declared.clear()
 
