@@ -249,3 +249,30 @@ async def test_one_worker_holds_an_account_and_follows_it_with_idle(settings, da
     async with database.session() as session:
         state = await session.get(InboxSync, account_id)
         assert state is not None and state.leased_by == ""  # released on stop
+
+
+async def test_a_refused_login_is_noted_and_not_retried_at_once(settings, database, dovecot) -> None:
+    """A wrong password: the error is kept for the user, and the runner waits (Gmail locks out
+    accounts that keep logging in) while keeping its lease so no other mailer tries either."""
+    import asyncio
+    import time
+
+    org_id, account_id, _ = await make_account(settings, database, dovecot.port, password="wrong")
+    runner = InboxSyncRunner(settings, database, worker_id="refused")
+    other = InboxSyncRunner(settings, database, worker_id="other")
+    try:
+        assert account_id in await runner.take_accounts()
+        deadline = time.monotonic() + 15
+        while True:
+            async with database.session() as session:
+                state = await session.get(InboxSync, account_id)
+                if state is not None and state.last_error:
+                    break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert "login refused" in state.last_error and "wrong" not in state.last_error
+        assert account_id not in await other.take_accounts()
+        assert not runner._followers[account_id].done()  # waiting, not looping
+    finally:
+        await runner.stop()
+        await other.stop()
