@@ -330,6 +330,17 @@ async def test_ses_through_sns_valid_forged_and_replayed(setup: Setup) -> None:
         spam.email: "complaint",
     }
 
+    # A new subscription is confirmed by visiting its SubscribeURL, only on an SNS host.
+    subscribe = "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&Token=abc"
+    confirm = sns_message(s, leaf_key, {}, Type="SubscriptionConfirmation", SubscribeURL=subscribe, Token="abc")
+    assert (await post(s, path, confirm)).status_code == 200
+    assert fetched[-1] == subscribe
+    evil = sns_message(
+        s, leaf_key, {}, Type="SubscriptionConfirmation", SubscribeURL="https://evil.example/?x", Token="abc"
+    )
+    assert (await post(s, path, evil)).status_code == 403
+    assert "https://evil.example/?x" not in fetched
+
 
 async def test_a_webhook_never_reaches_another_organisations_mail(setup: Setup, settings: Settings, database) -> None:
     """Org B's Message-ID and address posted to org A's webhook: nothing of B's changes."""
