@@ -76,6 +76,14 @@ class LeaseLost(Exception):
     """Another worker holds the account now: stop at once (one login per account)."""
 
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def imap_date(when: datetime) -> str:
+    """RFC 3501 date (``1-Dec-2026``), English month names whatever the process's locale."""
+    return f"{when.day}-{_MONTHS[when.month - 1]}-{when.year}"
+
+
 @dataclass
 class Fetched:
     uid: int
@@ -192,7 +200,7 @@ class AccountFollower:
                     old=state.uidvalidity,
                     new=self.uidvalidity,
                 )
-            uids = await self._search("SINCE", since.strftime("%d-%b-%Y"))
+            uids = await self._search("SINCE", imap_date(since))
             last_uid = 0
         else:
             last_uid = state.last_uid
