@@ -6,6 +6,8 @@ samples.py); the sync reads them with its own login, as the mailer does.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -213,9 +215,6 @@ async def test_soft_bounces_suppress_only_after_the_limit_across_sends(settings,
 
 async def test_one_worker_holds_an_account_and_follows_it_with_idle(settings, database, dovecot) -> None:
     """Two runners (two mailers): one lease, one login; a reply arriving during IDLE is handled."""
-    import asyncio
-    import time
-
     dovecot.reset_mailboxes()
     org_id, account_id, template_id = await make_account(settings, database, dovecot.port)
     bulk = await make_sent_bulk(
@@ -249,3 +248,27 @@ async def test_one_worker_holds_an_account_and_follows_it_with_idle(settings, da
     async with database.session() as session:
         state = await session.get(InboxSync, account_id)
         assert state is not None and state.leased_by == ""  # released on stop
+
+
+async def test_a_refused_login_is_noted_and_not_retried_at_once(settings, database, dovecot) -> None:
+    """A wrong password: the error is kept for the user, and the runner waits (Gmail locks out
+    accounts that keep logging in) while keeping its lease so no other mailer tries either."""
+    _, account_id, _ = await make_account(settings, database, dovecot.port, password="wrong")
+    runner = InboxSyncRunner(settings, database, worker_id="refused")
+    other = InboxSyncRunner(settings, database, worker_id="other")
+    try:
+        assert account_id in await runner.take_accounts()
+        deadline = time.monotonic() + 15
+        while True:
+            async with database.session() as session:
+                state = await session.get(InboxSync, account_id)
+                if state is not None and state.last_error:
+                    break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert "login refused" in state.last_error and "wrong" not in state.last_error
+        assert account_id not in await other.take_accounts()
+        assert not runner._followers[account_id].done()  # waiting, not looping
+    finally:
+        await runner.stop()
+        await other.stop()

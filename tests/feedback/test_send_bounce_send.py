@@ -43,6 +43,9 @@ async def test_a_bounced_address_is_left_out_of_the_next_send_with_its_reason(
         assert report["report"]["bounced_hard"] == 1
         assert report["report"]["delivered"] == 2
         assert report["counts"]["sent"] == 2
+        # The bounced email shows on Bob's timeline, and the search language finds it.
+        found = (await flow.client.get("/api/v1/lead/", params={"query": "email(status:error)"})).json()
+        assert [lead["name"] for lead in found["data"]] == ["Bob Corp"]
 
         template_id = report["template_id"]
         body = {

@@ -329,3 +329,37 @@ async def test_ses_through_sns_valid_forged_and_replayed(setup: Setup) -> None:
         gone.email: "hard_bounce",
         spam.email: "complaint",
     }
+
+    # A new subscription is confirmed by visiting its SubscribeURL, only on an SNS host.
+    subscribe = "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&Token=abc"
+    confirm = sns_message(s, leaf_key, {}, Type="SubscriptionConfirmation", SubscribeURL=subscribe, Token="abc")
+    assert (await post(s, path, confirm)).status_code == 200
+    assert fetched[-1] == subscribe
+    evil = sns_message(
+        s, leaf_key, {}, Type="SubscriptionConfirmation", SubscribeURL="https://evil.example/?x", Token="abc"
+    )
+    assert (await post(s, path, evil)).status_code == 403
+    assert "https://evil.example/?x" not in fetched
+
+
+async def test_a_webhook_never_reaches_another_organisations_mail(setup: Setup, settings: Settings, database) -> None:
+    """Org B's Message-ID and address posted to org A's webhook: nothing of B's changes."""
+    s = setup
+    key = "key-" + secrets.token_hex(16)
+    path = await make_webhook(s, "mailgun", key)
+    other_org, other_account, other_template = await make_account(settings, database, 1)
+    other = await make_sent_bulk(
+        database, other_org, other_account, other_template, [f"b-{uuid.uuid4().hex[:6]}@x.test"]
+    )
+    [victim] = other.recipients
+    event = {
+        "event": "complained",
+        "id": uuid.uuid4().hex,
+        "recipient": victim.email,
+        "timestamp": time.time(),
+        "message": {"headers": {"message-id": victim.message_id.strip("<>")}},
+    }
+    answer = await post(s, path, mailgun_body(key, event))
+    assert answer.status_code == 200 and answer.json() == {"accepted": 0, "ignored": 1}
+    assert await states(database, other.bulk_email_id) == {victim.email: "sent"}
+    assert await suppressions(database, other_org) == {}

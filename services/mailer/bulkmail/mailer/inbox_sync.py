@@ -69,6 +69,19 @@ _UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]")
 _SEARCH_LINE = re.compile(rb"[\d ]*")
 
 EventSink = Callable[[EmailFeedbackEvent], Awaitable[None]]
+Renew = Callable[[], Awaitable[bool]]
+
+
+class LeaseLost(Exception):
+    """Another worker holds the account now: stop at once (one login per account)."""
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def imap_date(when: datetime) -> str:
+    """RFC 3501 date (``1-Dec-2026``), English month names whatever the process's locale."""
+    return f"{when.day}-{_MONTHS[when.month - 1]}-{when.year}"
 
 
 @dataclass
@@ -121,9 +134,11 @@ class AccountFollower:
         organization_id: int,
         imap: ImapSettings,
         on_event: EventSink | None = None,
+        renew: Renew | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
+        self.renew = renew
         self.account_id = account_id
         self.organization_id = organization_id
         self.imap_settings = imap
@@ -185,7 +200,7 @@ class AccountFollower:
                     old=state.uidvalidity,
                     new=self.uidvalidity,
                 )
-            uids = await self._search("SINCE", since.strftime("%d-%b-%Y"))
+            uids = await self._search("SINCE", imap_date(since))
             last_uid = 0
         else:
             last_uid = state.last_uid
@@ -202,6 +217,9 @@ class AccountFollower:
             # The user's own mail changes nothing, so its position is saved once per batch (a
             # crash re-reads at most a batch of headers); a message that did something saved its own.
             await self._save_position(last_uid)
+            # A first sync can take a while: keep the lease through it.
+            if self.renew is not None and not await self.renew():
+                raise LeaseLost(f"account {self.account_id}")
         if not uids:
             # Nothing new (or nothing since a UIDVALIDITY change): still remember where we are.
             await self._save_position(
@@ -438,7 +456,13 @@ class InboxSyncRunner:
             overrides = {"ssl_context": self.ssl_context} if self.ssl_context is not None else {}
             imap = ImapSettings.from_account(account, password, **overrides)
             return AccountFollower(
-                self.settings, self.database, account.id, account.organization_id, imap, self.on_event
+                self.settings,
+                self.database,
+                account.id,
+                account.organization_id,
+                imap,
+                self.on_event,
+                renew=lambda: self._renew(account_id),
             )
 
     async def _follow(self, account_id: int) -> None:
@@ -455,7 +479,12 @@ class InboxSyncRunner:
                     await follower.catch_up()
                     if not await self._renew(account_id):
                         return  # another worker took it over (we were too slow to renew)
-                    await follower.wait_for_news(self.settings.inbox_poll_interval_s)
+                    # Waits end well inside the lease, so it is renewed in time.
+                    await follower.wait_for_news(
+                        min(self.settings.inbox_poll_interval_s, self.settings.inbox_lease_s / 3)
+                    )
+                return
+            except LeaseLost:
                 return
             except ImapRefused as exc:
                 await self._note_error(account_id, str(exc))

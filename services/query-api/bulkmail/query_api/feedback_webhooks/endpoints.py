@@ -4,6 +4,7 @@ say who it is)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
@@ -120,12 +121,13 @@ async def receive(
     now = service.now()
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
-        delivery, reports, sns = service.read_delivery(
-            webhook, request.app.state.secret_box, settings, body, headers, fetch_cert, now
+        # In a thread: checking SNS fetches its certificate (once per URL) over the network.
+        delivery, reports, sns = await asyncio.to_thread(
+            service.read_delivery, webhook, request.app.state.secret_box, settings, body, headers, fetch_cert, now
         )
         await service.remember_delivery(session, webhook.id, delivery, now, settings.webhook_max_age_s)
         if sns is not None and sns.get("Type") == "SubscriptionConfirmation":
-            service.confirm_subscription(sns, settings, fetch_cert)
+            await asyncio.to_thread(service.confirm_subscription, sns, settings, fetch_cert)
     except SignatureError as exc:
         log.warning("webhook refused", webhook_id=webhook.id, provider=webhook.provider, reason=str(exc))
         return _refused(403, str(exc))

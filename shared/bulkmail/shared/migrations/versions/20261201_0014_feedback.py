@@ -64,7 +64,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_email_feedback")),
-        sa.UniqueConstraint("organization_id", "dedup_key", name=op.f("uq_email_feedback_organization_id")),
+        sa.UniqueConstraint("organization_id", "dedup_key", name=op.f("uq_email_feedback_organization_id_dedup_key")),
     )
     op.create_index("ix_email_feedback_bulk_email_id_kind", "email_feedback", ["bulk_email_id", "kind"])
     op.create_index(
