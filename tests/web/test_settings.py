@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import uuid
 
 import httpx
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
-from tests.web.conftest import WebApp
+from tests.web.conftest import WebApp, sign_in
 
 
 def test_create_a_key_shown_once_use_it_then_revoke_it(signed_in_page: Page, web_app: WebApp, screenshot) -> None:
@@ -74,3 +75,48 @@ def test_another_organisations_key_cannot_be_revoked(signed_in_page: Page, web_a
     assert answer.status == 404
     with httpx.Client(base_url=web_app.base_url, auth=(other_key, ""), timeout=30) as api:
         assert api.get("/api/v1/lead/", params={"_limit": 1}).status_code == 200
+
+
+def test_a_new_password_signs_out_every_other_browser(
+    browser: Browser, page: Page, web_app: WebApp, screenshot
+) -> None:
+    email = f"pw-{uuid.uuid4().hex[:6]}@example.com"
+    made = web_app.cli(
+        "create-user", "--email", email, "--name", "Pat Password", "--password", "first-password", "--org", "1"
+    )
+    assert made.returncode == 0, made.stderr
+    other = browser.new_context(base_url=web_app.base_url)
+    try:
+        other_page = other.new_page()
+        sign_in(other_page, email, "first-password", "/settings")
+        expect(other_page).to_have_url(re.compile(r"/settings$"))
+
+        sign_in(page, email, "first-password", "/settings")
+        expect(page).to_have_url(re.compile(r"/settings$"))
+        sessions = page.get_by_role("region", name="Signed-in browsers").get_by_role("listitem")
+        expect(sessions).to_have_count(2)
+        expect(page.get_by_text("this browser")).to_have_count(1)
+
+        page.get_by_label("Current password").fill("not-the-password")
+        page.get_by_label("New password", exact=True).fill("second-password")
+        page.get_by_label("New password again").fill("second-password")
+        page.get_by_role("button", name="Change password").click()
+        expect(page.locator("#password-error")).to_have_text("The current password is not right.")
+
+        page.get_by_label("Current password").fill("first-password")
+        page.get_by_label("New password", exact=True).fill("second-password")
+        page.get_by_label("New password again").fill("second-password")
+        page.get_by_role("button", name="Change password").click()
+        expect(page.get_by_text("Your password is changed.")).to_be_visible()
+        expect(page.get_by_text("Signed out of 1 other browser.")).to_be_visible()
+        expect(sessions).to_have_count(1)
+        screenshot(page, "settings-password-changed")
+
+        other_page.reload()
+        expect(other_page).to_have_url(re.compile(r"/signin\?next=%2Fsettings$"))
+        sign_in(other_page, email, "first-password")
+        expect(other_page.get_by_role("alert")).to_have_text("That email address and password do not match.")
+        sign_in(other_page, email, "second-password", "/settings")
+        expect(other_page).to_have_url(re.compile(r"/settings$"))
+    finally:
+        other.close()

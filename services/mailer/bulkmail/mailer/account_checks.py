@@ -116,6 +116,10 @@ async def _smtp_login(settings: SmtpSettings) -> dict[str, Any]:
     pool = SmtpPool(settings, 1)
     try:
         async with pool.connection() as client:
+            # Without a login the pool has not spoken yet: EHLO, as a send would, so a server that
+            # refuses us says so here.
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
             greeting = client.last_ehlo_response
             banner = greeting.message.splitlines()[0] if greeting is not None and greeting.message else ""
             login = f"logged in as {settings.username}" if settings.username else "no login needed"

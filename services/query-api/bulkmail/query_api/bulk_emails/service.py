@@ -421,8 +421,8 @@ async def preview(session: AsyncSession, settings: Settings, principal: Principa
     recipients: list[Candidate] = []
     seen: set[str] = set()
     org = principal.organization_id
-    ids_stmt = audience.compiled.ids().limit(n_audited) if audience.compiled.limit is None else audience.compiled.ids()
-    lead_ids = list(await session.scalars(ids_stmt))[:n_audited]
+    # The leads the snapshot would take (same order, same cap), so the audit counts who will really get it.
+    lead_ids = list(await session.scalars(audience.compiled.snapshot_ids(limit)))[:n_audited]
     already_received = 0
     for start in range(0, len(lead_ids), AUDIT_BATCH):
         batch = lead_ids[start : start + AUDIT_BATCH]

@@ -82,12 +82,22 @@ class CompiledSearch:
         capped = select(Lead.id).where(self.where).limit(self.limit).subquery()
         return select(func.count()).select_from(capped)
 
-    def snapshot_insert(self, bulk_email_id: int, max_leads: int | None = None) -> Insert:
-        """`INSERT INTO bulk_email_leads SELECT ...`: the snapshot as one statement."""
+    def _snapshot_plan(self, max_leads: int | None) -> tuple[tuple[Column, ...], int | None]:
         cap = min(x for x in (self.limit, max_leads) if x is not None) if (self.limit or max_leads) else None
         # Without a `sort:` the snapshot takes ids in id order: deterministic, and PostgreSQL can
         # read them in order from the search indexes and stop at the cap.
         order = self.order_by if self.sorted else (Lead.id.asc(),)
+        return order, cap
+
+    def snapshot_ids(self, max_leads: int | None = None) -> Select[Any]:
+        """The lead ids a snapshot would take now, in its order (what the pre-send audit checks)."""
+        order, cap = self._snapshot_plan(max_leads)
+        stmt = select(Lead.id).where(self.where).order_by(*order)
+        return stmt.limit(cap) if cap is not None else stmt
+
+    def snapshot_insert(self, bulk_email_id: int, max_leads: int | None = None) -> Insert:
+        """`INSERT INTO bulk_email_leads SELECT ...`: the snapshot as one statement."""
+        order, cap = self._snapshot_plan(max_leads)
         rows = select(literal(bulk_email_id), Lead.id).where(self.where).order_by(*order)
         if cap is not None:
             rows = rows.limit(cap)

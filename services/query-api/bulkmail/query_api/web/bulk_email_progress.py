@@ -100,7 +100,8 @@ class Progress:
     @property
     def eta_words(self) -> str:
         if self.bulk.status == S.done.value:
-            return "Done."
+            missed = self.bulk.counts.failed + self.bulk.counts.unknown
+            return f"Done; {missed:,} not delivered." if missed else "Done."
         if self.bulk.status == S.paused.value:
             return "Paused. Resume to carry on."
         if self.finished:

@@ -24,8 +24,7 @@ MIN_SLOTS = 20
 CACHE_S = 2.0
 # Bucket widths a reader can name ("per minute"), in seconds.
 STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
-WIDTH, HEIGHT = 640, 180
-PAD_LEFT, PAD_BOTTOM, PAD_TOP = 40, 24, 10
+WIDTH, HEIGHT = 600, 160
 
 _cache: dict[int, tuple[float, str]] = {}
 
@@ -89,9 +88,8 @@ def draw(series: Series | None) -> str:
         return '<p class="muted chart-empty">Nothing sent yet.</p>'
     peak = max(series.counts) or 1
     n = len(series.counts)
-    plot_w, plot_h = WIDTH - PAD_LEFT - 8, HEIGHT - PAD_BOTTOM - PAD_TOP
     # A send of a few seconds still gets narrow bars: the axis has room for at least MIN_SLOTS.
-    bar_w = plot_w / max(n, MIN_SLOTS)
+    bar_w = WIDTH / max(n, MIN_SLOTS)
     total = sum(series.counts)
     end = series.start + timedelta(seconds=series.step * n)
     axis_end = series.start + timedelta(seconds=series.step * max(n, MIN_SLOTS))
@@ -100,30 +98,31 @@ def draw(series: Series | None) -> str:
         f"{total:,} messages sent between {series.start:%H:%M:%S} and {end:%H:%M:%S} UTC; "
         f"at most {peak:,} per {_step_words(series.step)}."
     )
+    # The SVG stretches to the card's width (preserveAspectRatio="none"), so its text would stretch
+    # too: the labels are HTML around it.
     parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="chart-title chart-desc">',
+        '<div class="chart-wrap">',
+        f'<span class="chart-peak" aria-hidden="true">{peak:,}</span>',
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" preserveAspectRatio="none" role="img"'
+        ' aria-labelledby="chart-title chart-desc">',
         f'<title id="chart-title">{escape(title)}</title><desc id="chart-desc">{escape(desc)}</desc>',
-        f'<line class="chart-axis" x1="{PAD_LEFT}" y1="{PAD_TOP + plot_h}" x2="{WIDTH - 8}" y2="{PAD_TOP + plot_h}"/>',
-        f'<text class="chart-label" x="{PAD_LEFT - 6}" y="{PAD_TOP + 8}" text-anchor="end">{peak:,}</text>',
-        f'<text class="chart-label" x="{PAD_LEFT - 6}" y="{PAD_TOP + plot_h}" text-anchor="end">0</text>',
+        f'<line class="chart-axis" x1="0" y1="{HEIGHT - 1}" x2="{WIDTH}" y2="{HEIGHT - 1}"/>',
     ]
     for i, count in enumerate(series.counts):
         if not count:
             continue
-        h = max(1.0, plot_h * count / peak)
-        x = PAD_LEFT + i * bar_w
+        h = max(1.0, (HEIGHT - 2) * count / peak)
         at = series.start + timedelta(seconds=series.step * i)
         parts.append(
-            f'<rect class="chart-bar" x="{x + bar_w * 0.1:.1f}" y="{PAD_TOP + plot_h - h:.1f}" '
+            f'<rect class="chart-bar" x="{i * bar_w + bar_w * 0.1:.1f}" y="{HEIGHT - 1 - h:.1f}" '
             f'width="{max(bar_w * 0.8, 1):.1f}" height="{h:.1f}"><title>{count:,} at {at:%H:%M:%S} UTC</title></rect>'
         )
-    parts.append(
-        f'<text class="chart-label" x="{PAD_LEFT}" y="{HEIGHT - 6}">{series.start:%H:%M:%S}</text>'
-        f'<text class="chart-label" x="{WIDTH - 8}" y="{HEIGHT - 6}" text-anchor="end">{axis_end:%H:%M:%S} UTC</text>'
-        f'<text class="chart-label" x="{PAD_LEFT + plot_w / 2:.0f}" y="{HEIGHT - 6}" text-anchor="middle">'
-        f"per {escape(_step_words(series.step))}</text>"
-    )
     parts.append("</svg>")
+    parts.append(
+        '<div class="chart-axis-labels" aria-hidden="true">'
+        f"<span>{series.start:%H:%M:%S}</span><span>per {escape(_step_words(series.step))}</span>"
+        f"<span>{axis_end:%H:%M:%S} UTC</span></div></div>"
+    )
     return "".join(parts)
 
 

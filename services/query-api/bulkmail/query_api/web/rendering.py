@@ -37,6 +37,27 @@ def static_url(name: str) -> str:
     return f"/static/{name}?v={digest}"
 
 
+def browser_name(user_agent: str) -> str:
+    """ "Chrome on Linux" from a User-Agent header: enough to tell one's browsers apart."""
+    browser = next(
+        (name for token, name in _BROWSERS if token in user_agent), "A browser" if user_agent else "Unknown browser"
+    )
+    system = next((name for token, name in _SYSTEMS if token in user_agent), "")
+    return f"{browser} on {system}" if system else browser
+
+
+# Order matters: Edge and Chrome also say "Safari", Chrome-based browsers say "Chrome".
+_BROWSERS = (("Edg/", "Edge"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"), ("Safari/", "Safari"))
+_SYSTEMS = (
+    ("Android", "Android"),
+    ("iPhone", "iPhone"),
+    ("iPad", "iPad"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("Linux", "Linux"),
+)
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES_DIR),
@@ -46,6 +67,7 @@ def _environment() -> Environment:
     )
     env.globals["static_url"] = static_url
     env.globals["nav_items"] = NAV
+    env.filters["browser_name"] = browser_name
     return env
 
 

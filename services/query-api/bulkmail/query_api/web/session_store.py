@@ -93,3 +93,29 @@ async def revoke_user_sessions(session: AsyncSession, user_id: int) -> int:
         .values(revoked_at=now_utc())
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def list_user_sessions(session: AsyncSession, user_id: int, settings: Settings) -> list[WebSession]:
+    """The user's live sessions (signed-in browsers), most recently used first."""
+    now = now_utc()
+    rows = await session.scalars(
+        select(WebSession)
+        .where(
+            WebSession.user_id == user_id,
+            WebSession.revoked_at.is_(None),
+            WebSession.expires_at > now,
+            WebSession.last_seen_at > now - timedelta(seconds=settings.session_idle_timeout_s),
+        )
+        .order_by(WebSession.last_seen_at.desc(), WebSession.id.desc())
+    )
+    return list(rows)
+
+
+async def revoke_other_sessions(session: AsyncSession, user_id: int, keep_session_id: int) -> int:
+    """Sign the user out of every browser but this one; returns how many sessions ended."""
+    result = await session.execute(
+        update(WebSession)
+        .where(WebSession.user_id == user_id, WebSession.id != keep_session_id, WebSession.revoked_at.is_(None))
+        .values(revoked_at=now_utc())
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -81,13 +81,15 @@
   });
 
   // On a phone the top navigation scrolls sideways: show the current page's entry.
-  document.addEventListener("DOMContentLoaded", function () {
+  function showCurrentNavEntry() {
     var nav = document.querySelector(".mainnav");
     var current = nav && nav.querySelector('[aria-current="page"]');
     if (current && nav.scrollWidth > nav.clientWidth) {
-      nav.scrollLeft = current.offsetLeft - (nav.clientWidth - current.offsetWidth) / 2;
+      nav.scrollLeft = current.offsetLeft - nav.offsetLeft - (nav.clientWidth - current.offsetWidth) / 2;
     }
-  });
+  }
+  document.addEventListener("DOMContentLoaded", showCurrentNavEntry);
+  window.addEventListener("resize", debounce(showCurrentNavEntry, 100));
 
   window.bulkmail = { fetchJSON: fetchJSON, csrfToken: csrfToken, debounce: debounce, HTTPError: HTTPError };
 })();

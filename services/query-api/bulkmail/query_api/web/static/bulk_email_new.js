@@ -16,12 +16,19 @@
     return body;
   }
 
+  var shownFor = null;  // the form as it was for the preview on screen: the same form is not previewed twice
+
   async function preview() {
+    var body = formBody();
+    body.delete("idempotency_key");
+    var key = body.toString();
+    if (key === shownFor) return;
     var mine = ++latest;
     container.setAttribute("aria-busy", "true");
     try {
       var data = await bm.fetchJSON("/ui/bulk-emails/preview", { method: "POST", body: formBody() });
       if (mine !== latest) return;
+      shownFor = key;
       container.innerHTML = data.html;
       setupSamples();
     } catch (err) {
@@ -99,6 +106,7 @@
       preview();
     } else if (button.id === "preview-button") {
       event.preventDefault();
+      shownFor = null;
       preview();
     }
   });
