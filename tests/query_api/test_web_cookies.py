@@ -85,3 +85,11 @@ async def test_odd_sign_in_input_gets_the_form_again_never_a_500(settings: Setti
         ):
             answer = await client.post("/signin", data={**data, "csrf_token": token.group(1)}, headers=origin)
             assert answer.status_code == 400 and message in answer.text
+
+
+async def test_signing_out_after_the_session_ended_just_goes_to_sign_in(settings: Settings, database: Database) -> None:
+    app = create_app(settings, database=database, broker=MemoryBroker())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as client:
+        client.cookies.set("bulkmail_session", "ended-long-ago")
+        answer = await client.post("/signout", data={"csrf_token": "stale"})
+        assert answer.status_code == 303 and answer.headers["location"] == "/signin"
