@@ -69,3 +69,27 @@ async def test_over_plain_http_the_cookie_is_not_marked_secure(settings: Setting
             assert headers["x-content-type-options"] == "nosniff"
             assert headers["referrer-policy"] == "same-origin"
             assert "frame-ancestors 'none'" in headers["content-security-policy"]
+
+
+async def test_odd_sign_in_input_gets_the_form_again_never_a_500(settings: Settings, database: Database) -> None:
+    app = create_app(settings, database=database, broker=MemoryBroker())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as client:
+        form = await client.get("/signin")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert token is not None
+        origin = {"Origin": "http://127.0.0.1:8000"}
+        for data, message in (
+            ({"email": "x" * 5000 + "@example.com", "password": "whatever-1"}, "That is not an email address."),
+            ({"email": "", "password": ""}, "Enter your email address and password."),
+            ({"email": "a@b.example"}, "Enter your email address and password."),
+        ):
+            answer = await client.post("/signin", data={**data, "csrf_token": token.group(1)}, headers=origin)
+            assert answer.status_code == 400 and message in answer.text
+
+
+async def test_signing_out_after_the_session_ended_just_goes_to_sign_in(settings: Settings, database: Database) -> None:
+    app = create_app(settings, database=database, broker=MemoryBroker())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as client:
+        client.cookies.set("bulkmail_session", "ended-long-ago")
+        answer = await client.post("/signout", data={"csrf_token": "stale"})
+        assert answer.status_code == 303 and answer.headers["location"] == "/signin"

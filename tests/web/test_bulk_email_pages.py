@@ -7,11 +7,14 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import sqlite3
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 from playwright.sync_api import Browser, Page, expect
 
 from tests.mail_servers import start_smtp_sink
@@ -270,3 +273,39 @@ def test_failures_are_listed_with_the_servers_reply_and_downloaded_as_csv(
         assert attempts and all(int(a) >= 1 for a in attempts)
     finally:
         sink.stop()
+
+
+def test_the_eta_names_an_account_pause_in_words(signed_in_page: Page, web_app: WebApp) -> None:
+    """An account the provider paused until tomorrow 09:12: the progress page says when it resumes."""
+    with httpx.Client(base_url=web_app.base_url, auth=(web_app.api_key, ""), timeout=30) as api:
+        account = api.post(
+            "/api/v1/email_account/",
+            json={
+                "email": "paused@demo.example.com",
+                "smtp_host": "127.0.0.1",
+                "smtp_port": int(web_app.env["BULKMAIL_CAPTURE_SMTP_PORT"]),
+                "smtp_security": "none",
+            },
+        ).json()
+        resume_at = (datetime.now(UTC) + timedelta(days=1)).replace(hour=9, minute=12, second=0, microsecond=0)
+        with sqlite3.connect(web_app.database_path) as db:
+            db.execute(
+                "UPDATE email_accounts SET paused_until = ?, pause_reason = ? WHERE id = ?",
+                (resume_at.replace(tzinfo=None).isoformat(sep=" "), "421 4.7.0 Try again later", account["id"]),
+            )
+        template_id = api.get("/api/v1/email_template/").json()["data"][0]["id"]
+        made = api.post(
+            "/api/v1/bulk_action/email/",
+            json={
+                "query": "has:email_addresses limit:2",
+                "template_id": template_id,
+                "email_account_id": account["id"],
+                "exclude_already_emailed": False,  # earlier tests may have sent it to these leads
+            },
+        )
+        assert made.status_code == 201, made.text
+    page = signed_in_page
+    page.goto(f"/bulk-emails/{made.json()['id']}")
+    expect(page.locator("#eta")).to_contain_text("account paused; resumes tomorrow at 09:12")
+    page.goto(f"/email-accounts/{account['id']}")
+    expect(page.get_by_role("status").filter(has_text="paused until")).to_contain_text("421 4.7.0 Try again later")

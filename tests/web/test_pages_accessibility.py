@@ -43,7 +43,12 @@ def _one_bulk_email(web_app: WebApp) -> int:
         account_id = api.get("/api/v1/email_account/").json()["data"][0]["id"]
         made = api.post(
             "/api/v1/bulk_action/email/",
-            json={"query": "has:email_addresses limit:2", "template_id": template_id, "email_account_id": account_id},
+            json={
+                "query": "has:email_addresses limit:2",
+                "template_id": template_id,
+                "email_account_id": account_id,
+                "exclude_already_emailed": False,
+            },
         )
         assert made.status_code == 201, made.text
         return int(made.json()["id"])

@@ -514,6 +514,45 @@ class SmtpConnectionLease(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
+class AccountCheckKind(enum.StrEnum):
+    connection = "connection"  # log in over SMTP and IMAP, find the Sent folder
+    test_message = "test_message"  # one template rendered for one recipient, sent to the user who asked
+
+
+class AccountCheckStatus(enum.StrEnum):
+    pending = "pending"
+    ok = "ok"
+    failed = "failed"
+
+
+class AccountCheck(Base):
+    """A connection test or a test message, asked for in the web app and carried out by a mailer.
+
+    The query-api speaks neither SMTP nor IMAP (its image carries no IMAP client): it writes this
+    row, queues ``CheckEmailAccount``, and the page reads the row until a mailer has filled in the
+    outcome (``result``: JSON with the servers' replies, never a password).
+    """
+
+    __tablename__ = "account_checks"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    email_account_id: Mapped[int] = mapped_column(Id, ForeignKey("email_accounts.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(Id, ForeignKey("users.id", ondelete="SET NULL"))
+    kind: Mapped[AccountCheckKind] = mapped_column(Enum(AccountCheckKind, native_enum=False, length=20))
+    status: Mapped[AccountCheckStatus] = mapped_column(
+        Enum(AccountCheckStatus, native_enum=False, length=20), default=AccountCheckStatus.pending
+    )
+    # A test message: the template, rendered for this lead's contact and address, goes to ``send_to``.
+    template_id: Mapped[int | None] = mapped_column(Id, ForeignKey("email_templates.id", ondelete="CASCADE"))
+    lead_id: Mapped[int | None] = mapped_column(Id)
+    contact_id: Mapped[int | None] = mapped_column(Id)
+    rendered_for: Mapped[str] = mapped_column(String(320), default="")
+    send_to: Mapped[str] = mapped_column(String(320), default="")
+    result: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class Suppression(Base):
     """An address that must not be mailed again: unsubscribed or hard-bounced."""
 

@@ -187,7 +187,7 @@ async def _page(
     )
 
 
-def _apply_fix(choice: Choice, fix: str, preview: Preview, settings: Settings) -> None:
+def _apply_fix(choice: Choice, fix: str, preview: Preview) -> None:
     """The audit's one-click fixes: the query without earlier recipients, or capped with `limit:`."""
     audit = preview.audit
     if audit is None:
@@ -218,7 +218,7 @@ async def preview_page(request: Request, session: SessionDep, settings: Settings
     fix = form.get("fix")
     preview = await _run_preview(session, settings, user, choice)
     if isinstance(fix, str) and fix:
-        _apply_fix(choice, fix, preview, settings)
+        _apply_fix(choice, fix, preview)
         preview = await _run_preview(session, settings, user, choice)
     return await _page(request, session, settings, user, choice, preview=preview)
 

@@ -85,7 +85,7 @@ def _step_words(step: int) -> str:
 def draw(series: Series | None) -> str:
     """The chart as an SVG element (text), or a short note when nothing was sent yet."""
     if series is None or not series.counts:
-        return '<p class="muted chart-empty">Nothing sent yet.</p>'
+        return '<p class="muted chart-empty">No message sent so far.</p>'
     peak = max(series.counts) or 1
     n = len(series.counts)
     # A send of a few seconds still gets narrow bars: the axis has room for at least MIN_SLOTS.

@@ -26,6 +26,8 @@ from bulkmail.shared.models import User
 log = get_logger(__name__)
 router = APIRouter()
 
+MAX_EMAIL_LENGTH = 320  # RFC 5321's limit, and the column's
+
 
 @router.get("/")
 async def home() -> RedirectResponse:
@@ -54,6 +56,9 @@ async def sign_in(
     page = {"next": safe_next(next), "email": email}
     if not account or not password:
         return render(request, "signin.html", {**page, "error": "Enter your email address and password."}, 400)
+    if len(account) > MAX_EMAIL_LENGTH:
+        page["email"] = ""
+        return render(request, "signin.html", {**page, "error": "That is not an email address."}, 400)
     now = now_utc()
     # In a transaction of its own, committed before the password is checked: parallel guesses
     # see each other (see throttle), and no database connection is held while argon2 works.
@@ -100,7 +105,9 @@ async def sign_in(
         samesite="lax",
         secure=settings.base_url.startswith("https://"),
     )
-    response.delete_cookie(PRESESSION_COOKIE)
+    response.delete_cookie(
+        PRESESSION_COOKIE, httponly=True, samesite="lax", secure=settings.base_url.startswith("https://")
+    )
     return response
 
 
@@ -115,5 +122,6 @@ async def sign_out(request: Request, session: SessionDep) -> RedirectResponse:
     if token:
         await revoke_session(session, token)
     response = RedirectResponse("/signin", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="lax")
+    secure = request.app.state.settings.base_url.startswith("https://")
+    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="lax", secure=secure)
     return response
