@@ -157,7 +157,7 @@ def without_date(raw: bytes) -> bytes:
 
 
 def copies_metric(account_id: int, outcome: str) -> float:
-    return float(metrics.IMAP_COPIES.labels(account_id=str(account_id), outcome=outcome)._value.get())
+    return float(metrics.IMAP_COPIES.labels(account_id=metrics.account_label(account_id), outcome=outcome)._value.get())
 
 
 async def test_every_sent_message_lands_once_in_sent_as_sent(settings, database, make_tenant, dovecot) -> None:

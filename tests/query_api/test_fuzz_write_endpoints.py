@@ -178,11 +178,16 @@ ENDPOINTS = sorted(_endpoints(dict.fromkeys(("lead", "contact", "template", "acc
 
 
 async def _check(client: httpx.AsyncClient, method: str, path: str, body: bytes, content_type: str) -> None:
-    started = time.perf_counter()
-    response = await client.request(method, path, content=body, headers={"Content-Type": content_type})
-    elapsed = time.perf_counter() - started
-    assert response.status_code < 500, (method, path, body[:300], response.text[:500])
-    assert elapsed < MAX_SECONDS, (method, path, body[:300], f"{elapsed:.2f} s")
+    """No 500, and no request over 2 s. A request over 2 s is sent once more and must be under it
+    then: an input that is slow is slow twice; a machine busy with other work only once."""
+    for _attempt in (1, 2):
+        started = time.perf_counter()
+        response = await client.request(method, path, content=body, headers={"Content-Type": content_type})
+        elapsed = time.perf_counter() - started
+        assert response.status_code < 500, (method, path, body[:300], response.text[:500])
+        if elapsed < MAX_SECONDS:
+            return
+    raise AssertionError((method, path, body[:300], f"{elapsed:.2f} s, twice"))
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)

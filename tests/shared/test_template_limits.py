@@ -28,6 +28,7 @@ REFUSED_AT_SAVE = {
     "replace by itself": ("{{ lead.description|replace('x', lead.description) }}", "replace by the text itself"),
     "replace of the empty string": ("{{ lead.name|replace('', 'xx') }}", "replace of the empty string"),
     "a recursive macro": ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "calls itself"),
+    "our own guards": ("{{ lead.name|_loop }}", "unknown filter '_loop'"),
 }
 
 STOPPED_AT_RENDER = {
@@ -72,11 +73,11 @@ def test_what_can_be_known_to_explode_is_refused_at_compile(case: str) -> None:
 def test_a_render_that_would_explode_stops_at_its_limit(case: str) -> None:
     source, limit = STOPPED_AT_RENDER[case]
     template = compile_template("s", source, limits=TemplateLimits(render_ms=100))
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time, what the budget counts (the wall clock varies with load)
     with pytest.raises(TemplateLimitError) as stopped:
         template.render(BIG)
     assert stopped.value.limit == limit and stopped.value.part == "body"
-    assert time.perf_counter() - started < 1.0
+    assert time.thread_time() - started < 1.0
 
 
 def test_the_subject_is_one_header_line_at_most() -> None:

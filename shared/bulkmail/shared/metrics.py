@@ -306,11 +306,12 @@ def dependency_up(dependency: str) -> bool | None:
 def start_metrics_server(
     port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY
 ) -> tuple[WSGIServer, threading.Thread] | None:
-    """Serve ``/metrics`` for a worker on ``port`` from a daemon thread; port 0 turns it off.
+    """Serve ``/metrics`` on ``port`` from a daemon thread; port 0 turns it off (tests).
 
-    Off matters for ``bulkmail run`` (all services in one process, where the query-api already
-    serves the same registry) and for tests. The caller should call ``server.shutdown()`` on
-    exit; the thread is a daemon, so forgetting only costs a socket at interpreter exit.
+    Every service calls it at startup, the query-api too: its API port is public and serves no
+    metrics. ``bulkmail run`` (all services in one process) calls it once, on loopback. The
+    caller should call ``server.shutdown()`` on exit; the thread is a daemon, so forgetting only
+    costs a socket at interpreter exit.
     """
     if port == 0:
         return None

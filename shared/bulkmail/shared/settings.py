@@ -101,8 +101,6 @@ class Settings(BaseSettings):
     max_rendered_part_chars: int = 2_000_000
     max_render_ms: int = 250
     max_template_loop_iterations: int = 10_000
-    # The query-api's /metrics: served on this port apart from the API (0: not served).
-    api_metrics_port: int = 9101
     # Shrinks the per-minute/hour/day windows of account limits (0.05: a "minute" of 3 s), so
     # tests can prove a limit in seconds. Leave at 1 anywhere real.
     rate_window_scale: float = 1.0
