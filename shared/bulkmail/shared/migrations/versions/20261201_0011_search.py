@@ -142,8 +142,14 @@ def upgrade() -> None:
             op.execute(
                 f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON contact_phones ({expression} text_pattern_ops)"
             )
-        # Statistics on the indexed expressions, so LIKE estimates are not guesses.
-        for table in sorted({table for _, table, _ in TRIGRAM_INDEXES} | {"leads", "email_activities"}):
+        # Statistics on the indexed expressions (ANALYZE keeps them for expression indexes), ten
+        # times the default sample: `phone:415` was estimated at 13,500 leads for 4,200 with the
+        # default, and the planner walked the leads instead of reading the few matches.
+        for name in [*(n for n, _, _ in TRIGRAM_INDEXES if n != "ix_contact_emails_email_trgm"), *dict(PHONE_INDEXES)]:
+            op.execute(f"ALTER INDEX {name} ALTER COLUMN 1 SET STATISTICS 1000")
+        for table in sorted(
+            {table for _, table, _ in TRIGRAM_INDEXES} | {"leads", "email_activities", "contact_phones"}
+        ):
             op.execute(f"ANALYZE {table}")
 
 
