@@ -280,7 +280,7 @@ async def apply(
     if match is not None and fb.kind in EVENT_TYPES:
         applied.events.append(
             EmailFeedbackEvent(
-                type=EVENT_TYPES[fb.kind],  # type: ignore[arg-type]
+                type=EVENT_TYPES[fb.kind],
                 organization_id=organization_id,
                 bulk_email_id=match.bulk_email_id,
                 recipient_id=match.recipient_id,
@@ -432,7 +432,7 @@ async def record_engagement(
     if not first:
         return None
     return EmailFeedbackEvent(
-        type=EVENT_TYPES[kind],  # type: ignore[arg-type]
+        type=EVENT_TYPES[kind],
         organization_id=organization_id,
         bulk_email_id=match.bulk_email_id,
         recipient_id=match.recipient_id,

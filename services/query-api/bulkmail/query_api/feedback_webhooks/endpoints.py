@@ -35,7 +35,7 @@ def _out(w: FeedbackWebhook, url: str | None = None) -> FeedbackWebhookOut:
 
 def get_cert_fetcher(request: Request) -> CertFetcher:
     # Tests put their own on app.state; production fetches from the (checked) SNS URL.
-    return getattr(request.app.state, "sns_cert_fetcher", service.fetch_sns_cert)  # type: ignore[no-any-return]
+    return getattr(request.app.state, "sns_cert_fetcher", service.fetch_sns_cert)
 
 
 @router.post("/", status_code=status.HTTP_201_CREATED, response_model=FeedbackWebhookOut)
