@@ -306,6 +306,7 @@ def test_the_eta_names_an_account_pause_in_words(signed_in_page: Page, web_app: 
         assert made.status_code == 201, made.text
     page = signed_in_page
     page.goto(f"/bulk-emails/{made.json()['id']}")
-    expect(page.locator("#eta")).to_contain_text("account paused; resumes tomorrow at 09:12")
+    # The pause's reason is part of the ETA, so the user sees why it waits.
+    expect(page.locator("#eta")).to_contain_text("account paused: 421 4.7.0 Try again later; resumes tomorrow at 09:12")
     page.goto(f"/email-accounts/{account['id']}")
     expect(page.get_by_role("status").filter(has_text="paused until")).to_contain_text("421 4.7.0 Try again later")
