@@ -1,7 +1,7 @@
 """Users who sign in to the web app: argon2 password hashes and checking a sign-in.
 
-Hashing is deliberately slow (argon2id, 64 MiB, ~0.1 s), so it runs in a worker thread: in the
-embedded mode the dispatcher and mailer share the event loop with the pages.
+Hashing is deliberately slow (argon2id, 64 MiB, 3 passes: tenths of a second), so it runs in a
+worker thread: in the embedded mode the dispatcher and mailer share the event loop with the pages.
 """
 
 from __future__ import annotations

@@ -130,8 +130,7 @@ async def _run_preview(session: AsyncSession, settings: Settings, user: CurrentU
     except ValidationError:
         return Preview(error="Type a query, or open the form from a Smart View.")
     try:
-        async with session.begin_nested():
-            audit = await service.preview(session, settings, user.principal, payload)
+        audit = await service.preview(session, settings, user.principal, payload)
     except QueryError as exc:
         return Preview(error=f"{exc.detail} (line {exc.line}, column {exc.column})", error_column=exc.column)
     except APIError as exc:
@@ -264,17 +263,16 @@ async def send_test_message(
         problem = "Preview first, then pick a recipient to send a test for."
     else:
         try:
-            async with session.begin_nested():
-                check = await checks.request_test_message(
-                    session,
-                    user.principal,
-                    outbox,
-                    account_id=choice.email_account_id,
-                    template_id=choice.template_id,
-                    lead_id=lead_id,
-                    contact_id=contact_id,
-                    rendered_for=email,
-                )
+            check = await checks.request_test_message(
+                session,
+                user.principal,
+                outbox,
+                account_id=choice.email_account_id,
+                template_id=choice.template_id,
+                lead_id=lead_id,
+                contact_id=contact_id,
+                rendered_for=email,
+            )
         except APIError as exc:
             problem = exc.detail
     if wants_json:
@@ -301,10 +299,9 @@ async def send_bulk_email(
     choice = await Choice.from_form(request)
     try:
         payload = BulkEmailIn(**choice.payload())
-        async with session.begin_nested():
-            bulk, _created = await service.create_and_queue(
-                session, settings, user.principal, payload, f"web-{choice.idempotency_key}", outbox
-            )
+        bulk, _created = await service.create_and_queue(
+            session, settings, user.principal, payload, f"web-{choice.idempotency_key}", outbox
+        )
     except ValidationError:
         problem = "Choose a template and an email account, and type a query."
     except QueryError as exc:

@@ -254,8 +254,7 @@ async def change_status(
     try:
         bulk = await _owned(session, user, bulk_id)
         to = {"pause": "paused", "resume": "resuming", "cancel": "cancelled"}[action]
-        async with session.begin_nested():
-            await service.control(session, bulk, to, user.user_id, outbox)
+        await service.control(session, bulk, to, user.user_id, outbox)
         notice = {"pause": "Paused.", "resume": "Resuming.", "cancel": "Cancelled."}[action]
     except APIError as exc:
         if exc.status_code == 404:
@@ -270,8 +269,7 @@ async def retry_failed(
 ) -> Response:
     try:
         bulk = await _owned(session, user, bulk_id)
-        async with session.begin_nested():
-            n = await service.retry_and_queue(session, bulk, False, outbox)
+        n = await service.retry_and_queue(session, bulk, False, outbox)
         notice = f"Sending again to {n:,} failed recipient{'s' if n != 1 else ''}."
     except APIError as exc:
         if exc.status_code == 404:

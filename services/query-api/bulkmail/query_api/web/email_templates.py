@@ -107,10 +107,9 @@ async def _render_draft(
     except TemplateError as exc:
         return None, _problem(draft, exc.part, exc.line, exc.column, exc.message), ""
     try:
-        async with session.begin_nested():
-            sample = await bulk_email_service.render_for_entry(
-                session, user.principal, compiled, draft.preview_query, draft.preview_entry - 1, "lead"
-            )
+        sample = await bulk_email_service.render_for_entry(
+            session, user.principal, compiled, draft.preview_query, draft.preview_entry - 1, "lead"
+        )
     except QueryError as exc:
         return None, None, f"The preview's query: {exc.detail} (line {exc.line}, column {exc.column})."
     except APIError as exc:
@@ -171,11 +170,10 @@ async def _save(request: Request, session: AsyncSession, user: CurrentUser, temp
         if template_id is not None:
             row = await get_owned(session, EmailTemplate, template_id, user.organization_id, what="email template")
         fields = {"name": draft.name, "subject": draft.subject, "body": draft.body, "body_text": draft.body_text}
-        async with session.begin_nested():
-            if row is None:
-                row = await service.create(session, settings, user.organization_id, EmailTemplateIn(**fields))
-            else:
-                await service.update(session, settings, row, EmailTemplateUpdate(**fields))
+        if row is None:
+            row = await service.create(session, settings, user.organization_id, EmailTemplateIn(**fields))
+        else:
+            await service.update(session, settings, row, EmailTemplateUpdate(**fields))
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
         return _editor(request, draft, row, error=f"Not saved: {problems}", status_code=400)

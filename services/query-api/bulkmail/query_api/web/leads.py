@@ -152,8 +152,7 @@ async def save_smart_view(
         problem = "Type a query to save."
     else:
         try:
-            async with session.begin_nested():
-                view = await smart_view_service.create(session, user.principal, name.strip(), query)
+            view = await smart_view_service.create(session, user.principal, name.strip(), query)
         except QueryError as exc:
             problem = f"The query cannot be saved: {exc.detail} (line {exc.line}, column {exc.column})."
         except APIError as exc:
