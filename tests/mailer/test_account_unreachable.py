@@ -9,6 +9,7 @@ quota; a pause again before any message went out lasts longer; the next message 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -37,6 +38,14 @@ class Outage:
     send: Send
     owner_mail: CaptureServer
     notices: list[AccountPausedNotice]
+
+    async def notices_handled(self) -> None:
+        """The owner's notices are emailed by a consumer of their own queue: wait until it is done."""
+        for _ in range(1_000):  # at most 10 s
+            if not await self.send.broker.queue_length(ACCOUNT_NOTICE_QUEUE):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the account-paused notice was not handled")
 
     async def account(self, bulk_id: int) -> EmailAccount:
         async with self.send.database.session() as session:
@@ -99,6 +108,7 @@ async def _assert_paused_visibly(outage: Outage, bulk_id: int, reason: str) -> N
     assert progress["counts"]["deferred"] == len(LEADS) and progress["counts"]["failed"] == 0
     assert progress["eta_text"].startswith(f"account paused: {account.pause_reason}; resumes "), progress["eta_text"]
     # The owner is told, in the server's words.
+    await outage.notices_handled()
     assert [n.reason for n in outage.notices] == [account.pause_reason]
     [mail] = outage.owner_mail.messages
     assert "paused" in str(mail.parsed()["Subject"]) and reason in mail.parsed().get_body(("plain",)).get_content()

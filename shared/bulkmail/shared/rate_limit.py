@@ -100,8 +100,9 @@ async def reserve_send_slot(
 ) -> Reservation:
     """Reserve the right to send one message now, or say how long to wait.
 
-    A reservation counts even if the send then fails: providers count attempts too. Release it
-    with :func:`release_send_slot` only when nothing reached the server (e.g. connect refused).
+    A reservation counts even if the send then fails: providers count attempts too. The mailer
+    reserves with a connection in hand, just before the transaction, so a server that cannot
+    be reached uses no quota; :func:`release_send_slot` gives back a slot that went unused.
     """
     if limits.unlimited:
         return Reservation(True, timedelta(0))

@@ -61,7 +61,7 @@ from bulkmail.shared.models import (
     SentCopyState,
     Suppression,
 )
-from bulkmail.shared.rate_limit import Reservation, day_window_frees_at, release_send_slot, reserve_send_slot
+from bulkmail.shared.rate_limit import day_window_frees_at, reserve_send_slot
 from bulkmail.shared.render_data import RecipientRef, load_render_contexts
 from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
@@ -248,33 +248,34 @@ class ChunkSender:
                 f"{self.settings.max_message_bytes:,} (BULKMAIL_MAX_MESSAGE_BYTES)"
             )
             return Outcome(r, ReplyVerdict(Kind.failed, why), message_id)
-        # limits
-        reservation = None
-        if not prepared.limits.unlimited:
-            reservation = await reserve_send_slot(self.database.sessionmaker, prepared.account_id, prepared.limits)
-            if not reservation.ok:
-                metrics.record_rate_limit_wait(
-                    prepared.account_id, _limit_name(prepared), reservation.wait.total_seconds()
-                )
-                return HeldBack(r, message_id, reservation.wait, "waiting for the account's sending limit")
-        # the SMTP transaction
         started = time.perf_counter()
         try:
             async with pool.connection() as smtp:
+                # limits: the slot is reserved with a connection in hand, just before the
+                # transaction, so the server receives messages when the limiter counted them (a
+                # slot reserved while waiting for a connection could be spent seconds later, and
+                # windows then overlapped), and a server that cannot be reached uses no quota.
+                wait = await self._reserve(prepared)
+                if wait is not None:
+                    return HeldBack(r, message_id, wait, "waiting for the account's sending limit")
+                # the SMTP transaction
                 verdict = await send_one(smtp, prepared.account_email, r.email, data)
         except NoConnectionSlot:
-            await self._give_back(reservation)
             metrics.record_rate_limit_wait(prepared.account_id, "connections", CONNECTION_WAIT.total_seconds())
             return HeldBack(r, message_id, CONNECTION_WAIT, "waiting for a free connection of the account")
         except Exception as exc:  # connecting or logging in failed: nothing was handed over
-            await self._give_back(reservation)
             verdict = classify_exception(exc, body_sent=False)
         return Outcome(r, verdict, message_id, time.perf_counter() - started, date=date, rendered=built.rendered)
 
-    async def _give_back(self, reservation: Reservation | None) -> None:
-        """Nothing reached the server: the send slot goes back, or an outage would use up the quota."""
-        if reservation is not None:
-            await release_send_slot(self.database.sessionmaker, reservation)
+    async def _reserve(self, prepared: PreparedBulkEmail) -> timedelta | None:
+        """A send slot within the account's limits; or how long to wait for one."""
+        if prepared.limits.unlimited:
+            return None
+        reservation = await reserve_send_slot(self.database.sessionmaker, prepared.account_id, prepared.limits)
+        if reservation.ok:
+            return None
+        metrics.record_rate_limit_wait(prepared.account_id, _limit_name(prepared), reservation.wait.total_seconds())
+        return reservation.wait
 
     # -- the ledger --------------------------------------------------------------------------
 
