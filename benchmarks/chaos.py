@@ -76,12 +76,12 @@ IN_FLIGHT_BOUND = MAILERS * MAILER_PREFETCH * SMTP_CONNECTIONS * CLAIM_PER_CONNE
 DOMAIN = "chaos.example"
 FAULTS = (
     "none",
-    "rabbitmq-stop",
-    "postgres-restart",
     "smtp-down",
     "smtp-stall",
     "dovecot-down",
     "kill-processes",
+    "postgres-restart",
+    "rabbitmq-stop",
     "rabbitmq-kill",
 )
 DESCRIPTIONS = {
@@ -424,12 +424,21 @@ class Run:
 
     # -- watching ----------------------------------------------------------------------------
 
-    async def _query(self, sql: str) -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(self.dsn, timeout=5)
-        try:
-            return await conn.fetch(sql, self.bulk_id)
-        finally:
-            await conn.close()
+    async def _query(self, sql: str, patience: float = 120) -> list[asyncpg.Record]:
+        """One query on a fresh connection, tried again while PostgreSQL restarts or has every
+        connection slot taken (the server is shared with other test runs)."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=5)
+                try:
+                    return await conn.fetch(sql, self.bulk_id)
+                finally:
+                    await conn.close()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1)
 
     async def _watch(self) -> None:
         """Progress every half second, and whether /readyz and the mailers' metrics show a dependency down."""
@@ -439,7 +448,8 @@ class Run:
                     rows = await self._query(
                         "SELECT count(*) FILTER (WHERE state = 'sent') AS sent,"
                         " count(*) FILTER (WHERE sent_copy_state = 'appended') AS copies"
-                        " FROM recipients WHERE bulk_email_id = $1"
+                        " FROM recipients WHERE bulk_email_id = $1",
+                        patience=0,
                     )
                     self.progress.append((time.monotonic(), rows[0]["sent"], rows[0]["copies"]))
                 except Exception:
