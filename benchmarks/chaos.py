@@ -157,6 +157,7 @@ class StallingProxy:
         self.stalling = False
         self.stalled = 0
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, HOST, self.port, reuse_address=True)
@@ -164,6 +165,9 @@ class StallingProxy:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        await asyncio.sleep(0.1)  # the connections' tasks see the abort and end
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
@@ -171,6 +175,7 @@ class StallingProxy:
         except OSError:
             client_w.transport.abort()
             return
+        self._writers |= {client_w, server_w}
         hung = asyncio.Event()
 
         async def upstream() -> None:
@@ -202,6 +207,7 @@ class StallingProxy:
         finally:
             client_w.transport.abort()
             server_w.transport.abort()
+            self._writers -= {client_w, server_w}
 
 
 def restart_dovecot(dovecot_dir: Path, port: int) -> subprocess.Popen[bytes]:
