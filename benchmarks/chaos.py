@@ -496,13 +496,24 @@ class Run:
                 for p in samples:
                     if p[column] > base:
                         return p[0] - moment
-                if self._finished_column(column):
-                    return samples[0][0] - moment
+                if await self._nothing_left(column):
+                    return samples[0][0] - moment  # nothing was left to make progress on
             await asyncio.sleep(0.2)
         raise RuntimeError(f"no progress within {timeout} s after the fault")
 
-    def _finished_column(self, column: int) -> bool:
-        return bool(self.progress) and self.progress[-1][column] >= self.recipients
+    async def _nothing_left(self, column: int) -> bool:
+        """Every recipient final (column 1), or every sent message's copy appended (column 2)."""
+        if column == 1:
+            sql = (
+                "SELECT count(*) AS n FROM recipients WHERE bulk_email_id = $1"
+                " AND state IN ('pending', 'sending', 'deferred')"
+            )
+        else:
+            sql = (
+                "SELECT count(*) AS n FROM recipients WHERE bulk_email_id = $1 AND state = 'sent'"
+                " AND sent_copy_state IS DISTINCT FROM 'appended'"
+            )
+        return bool((await self._query(sql))[0]["n"] == 0)
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -711,7 +722,7 @@ async def main() -> int:
             if not result.ok or args.keep_logs:
                 result.notes.append(f"service logs kept in {_keep_logs(fault, workdir)}")
         results.append(result)
-        log(f"{fault}: {'PASS' if result.ok else 'FAIL'} {dict(result.states)}")
+        log(f"{fault}: {'PASS' if result.ok else 'FAIL'} {dict(result.states)}\n" + table([result]))
     report = (
         f"make chaos, {started:%Y-%m-%d %H:%M} UTC: {args.recipients:,} recipients per run, "
         f"{MAILERS} mailers x {SMTP_CONNECTIONS} SMTP connections, Sent copies on; "
