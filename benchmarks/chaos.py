@@ -76,12 +76,12 @@ IN_FLIGHT_BOUND = MAILERS * MAILER_PREFETCH * SMTP_CONNECTIONS * CLAIM_PER_CONNE
 DOMAIN = "chaos.example"
 FAULTS = (
     "none",
-    "rabbitmq-stop",
-    "postgres-restart",
     "smtp-down",
     "smtp-stall",
     "dovecot-down",
     "kill-processes",
+    "postgres-restart",
+    "rabbitmq-stop",
     "rabbitmq-kill",
 )
 DESCRIPTIONS = {
@@ -157,6 +157,7 @@ class StallingProxy:
         self.stalling = False
         self.stalled = 0
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, HOST, self.port, reuse_address=True)
@@ -164,6 +165,9 @@ class StallingProxy:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        await asyncio.sleep(0.1)  # the connections' tasks see the abort and end
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
@@ -171,6 +175,7 @@ class StallingProxy:
         except OSError:
             client_w.transport.abort()
             return
+        self._writers |= {client_w, server_w}
         hung = asyncio.Event()
 
         async def upstream() -> None:
@@ -202,6 +207,7 @@ class StallingProxy:
         finally:
             client_w.transport.abort()
             server_w.transport.abort()
+            self._writers -= {client_w, server_w}
 
 
 def restart_dovecot(dovecot_dir: Path, port: int) -> subprocess.Popen[bytes]:
@@ -424,12 +430,21 @@ class Run:
 
     # -- watching ----------------------------------------------------------------------------
 
-    async def _query(self, sql: str) -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(self.dsn, timeout=5)
-        try:
-            return await conn.fetch(sql, self.bulk_id)
-        finally:
-            await conn.close()
+    async def _query(self, sql: str, patience: float = 120) -> list[asyncpg.Record]:
+        """One query on a fresh connection, tried again while PostgreSQL restarts or has every
+        connection slot taken (the server is shared with other test runs)."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=5)
+                try:
+                    return await conn.fetch(sql, self.bulk_id)
+                finally:
+                    await conn.close()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1)
 
     async def _watch(self) -> None:
         """Progress every half second, and whether /readyz and the mailers' metrics show a dependency down."""
@@ -439,7 +454,8 @@ class Run:
                     rows = await self._query(
                         "SELECT count(*) FILTER (WHERE state = 'sent') AS sent,"
                         " count(*) FILTER (WHERE sent_copy_state = 'appended') AS copies"
-                        " FROM recipients WHERE bulk_email_id = $1"
+                        " FROM recipients WHERE bulk_email_id = $1",
+                        patience=0,
                     )
                     self.progress.append((time.monotonic(), rows[0]["sent"], rows[0]["copies"]))
                 except Exception:
@@ -480,13 +496,24 @@ class Run:
                 for p in samples:
                     if p[column] > base:
                         return p[0] - moment
-                if self._finished_column(column):
-                    return samples[0][0] - moment
+                if await self._nothing_left(column):
+                    return samples[0][0] - moment  # nothing was left to make progress on
             await asyncio.sleep(0.2)
         raise RuntimeError(f"no progress within {timeout} s after the fault")
 
-    def _finished_column(self, column: int) -> bool:
-        return bool(self.progress) and self.progress[-1][column] >= self.recipients
+    async def _nothing_left(self, column: int) -> bool:
+        """Every recipient final (column 1), or every sent message's copy appended (column 2)."""
+        if column == 1:
+            sql = (
+                "SELECT count(*) AS n FROM recipients WHERE bulk_email_id = $1"
+                " AND state IN ('pending', 'sending', 'deferred')"
+            )
+        else:
+            sql = (
+                "SELECT count(*) AS n FROM recipients WHERE bulk_email_id = $1 AND state = 'sent'"
+                " AND sent_copy_state IS DISTINCT FROM 'appended'"
+            )
+        return bool((await self._query(sql))[0]["n"] == 0)
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -695,7 +722,7 @@ async def main() -> int:
             if not result.ok or args.keep_logs:
                 result.notes.append(f"service logs kept in {_keep_logs(fault, workdir)}")
         results.append(result)
-        log(f"{fault}: {'PASS' if result.ok else 'FAIL'} {dict(result.states)}")
+        log(f"{fault}: {'PASS' if result.ok else 'FAIL'} {dict(result.states)}\n" + table([result]))
     report = (
         f"make chaos, {started:%Y-%m-%d %H:%M} UTC: {args.recipients:,} recipients per run, "
         f"{MAILERS} mailers x {SMTP_CONNECTIONS} SMTP connections, Sent copies on; "

@@ -39,10 +39,10 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
 
 
 CONNECT_TIMEOUT_S = 10.0
-# SQLSTATE classes that mean "the server or the connection is gone", not "the statement is
+# SQLSTATEs that mean "the server or the connection is gone (for now)", not "the statement is
 # wrong": 08 connection exception; 57P01-57P03 shutdown by an administrator, crash shutdown,
-# "the database system is starting up".
-_UNAVAILABLE_SQLSTATES = ("08", "57P")
+# "the database system is starting up"; 53300 too many connections (every slot taken).
+_UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
 
 
 def is_database_unavailable(exc: BaseException) -> bool:

@@ -32,11 +32,17 @@ def unavailable_response() -> JSONResponse:
     )
 
 
+def _from_the_broker(exc: BaseException) -> bool:
+    # AMQP connection errors are OSErrors too; they are not about the database (and come after
+    # the commit, so "nothing was changed" would not hold).
+    return type(exc).__module__.split(".")[0] in ("aiormq", "aio_pika")
+
+
 def install_unavailable_handler(app: FastAPI) -> None:
     """Answer database outages with 503; install after the app's other error handlers."""
 
     async def _database_error(request: Request, exc: Exception) -> Response:
-        if is_database_unavailable(exc):
+        if is_database_unavailable(exc) and not _from_the_broker(exc):
             log.warning("database unreachable", path=request.url.path, error=repr(exc))
             metrics.record_dependency("database", False)
             return unavailable_response()

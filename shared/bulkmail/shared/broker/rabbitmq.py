@@ -12,6 +12,7 @@ consumer of our queues is idempotent (the ledger decides what is done), so that 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -65,6 +66,8 @@ class RabbitMQBroker(Broker):
         self._in_flight = 0
         self._closing = False
         self._backoff: asyncio.Task[None] | None = None
+        # Deliveries being handled, by (routing key, body): a redelivery of one of them waits for it.
+        self._handling: dict[tuple[str, bytes], asyncio.Task[bool]] = {}
 
     async def connect(self) -> None:
         self._closing = False
@@ -234,31 +237,54 @@ class RabbitMQBroker(Broker):
 
     def _wrap(self, handler: Handler) -> Any:
         async def on_message(message: AbstractIncomingMessage) -> None:
-            headers = dict(message.headers or {})
-            delivery = Delivery(message.body, headers, message.routing_key or "", bool(message.redelivered))
-            token = correlation_id.set(delivery.correlation_id)
-            self._in_flight += 1
-            try:
-                try:
-                    await handler(delivery)
-                except Exception as exc:
-                    log.exception("handler failed; message will be redelivered", routing_key=message.routing_key)
-                    if self.handler_failed is not None:
-                        await self.handler_failed(exc)
-                    else:
-                        await asyncio.sleep(REDELIVERY_DELAY_S)
-                    await message.nack(requeue=True)
-                else:
+            # aiormq runs this callback as a task of the channel and cancels it when the channel
+            # closes (RabbitMQ restarting, the network dropping). A handler cancelled half-way
+            # through a chunk would leave its claimed recipients "sending" (then "unknown") and
+            # its Sent copies "copying": so the handler runs in a task of its own, which
+            # finishes its work whatever happens to the channel.
+            key = (message.routing_key or "", message.body)
+            earlier = self._handling.get(key)
+            # RabbitMQ gave back a message this process is still working on (its first channel
+            # closed): wait for that work, and do it again only if it failed.
+            if earlier is not None and message.redelivered and await asyncio.shield(earlier):
+                with contextlib.suppress(*_CONNECTION_LOST):
                     await message.ack()
-            except _CONNECTION_LOST as exc:
-                # The channel this delivery came on is gone (RabbitMQ restarted, the network
-                # dropped): the broker already put the message back, and redelivers it.
-                log.info("delivery's channel closed before its ack; RabbitMQ redelivers it", error=repr(exc))
-            finally:
-                self._in_flight -= 1
-                correlation_id.reset(token)
+                return
+            task = asyncio.get_running_loop().create_task(self._deliver(handler, message))
+            self._handling[key] = task
+            task.add_done_callback(lambda t: self._handling.pop(key, None) if self._handling.get(key) is t else None)
+            await asyncio.shield(task)
 
         return on_message
+
+    async def _deliver(self, handler: Handler, message: AbstractIncomingMessage) -> bool:
+        """Run ``handler``, then ack (or nack after a failure); True when the handler succeeded."""
+        headers = dict(message.headers or {})
+        delivery = Delivery(message.body, headers, message.routing_key or "", bool(message.redelivered))
+        token = correlation_id.set(delivery.correlation_id)
+        self._in_flight += 1
+        succeeded = False
+        try:
+            try:
+                await handler(delivery)
+                succeeded = True
+            except Exception as exc:
+                log.exception("handler failed; message will be redelivered", routing_key=message.routing_key)
+                if self.handler_failed is not None:
+                    await self.handler_failed(exc)
+                else:
+                    await asyncio.sleep(REDELIVERY_DELAY_S)
+                await message.nack(requeue=True)
+            else:
+                await message.ack()
+        except _CONNECTION_LOST as exc:
+            # The channel this delivery came on is gone: RabbitMQ already put the message back
+            # and redelivers it (to this process, which then knows it is done, or another).
+            log.info("delivery's channel closed before its ack; RabbitMQ redelivers it", error=repr(exc))
+        finally:
+            self._in_flight -= 1
+            correlation_id.reset(token)
+        return succeeded
 
     async def _consumer_channel(self, prefetch: int) -> AbstractRobustChannel:
         if self._connection is None:
