@@ -6,10 +6,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import text
 
 from bulkmail.shared.db import Database
-from bulkmail.shared.migrate import upgrade
+from bulkmail.shared.migrate import alembic_config, upgrade
 from bulkmail.shared.settings import Settings
 from tests.conftest import FERNET_TEST_KEY, _create_pg_database, _drop_pg_database, _pg_url_for
 
@@ -32,6 +33,10 @@ VALUES (20, 1, 11, 1, 1, 'later@one.example', 'later@one.example', 'office', fal
 """
 
 
+def downgrade(settings: Settings, revision: str) -> None:
+    command.downgrade(alembic_config(settings.database_url), revision)
+
+
 @pytest.mark.parametrize("kind", ["postgres", "sqlite"])
 async def test_the_primary_email_is_back_filled_for_existing_leads(kind: str, tmp_path: Path):
     name = await _create_pg_database() if kind == "postgres" else ""
@@ -49,12 +54,17 @@ async def test_the_primary_email_is_back_filled_for_existing_leads(kind: str, tm
             rows = (
                 await session.execute(text("SELECT id, primary_email, has_sendable_email FROM leads ORDER BY id"))
             ).all()
-        assert [(r[0], r[1], bool(r[2])) for r in rows] == [
-            (1, "jane@one.example", False),
-            (2, "bob@two.example", True),
-            (3, None, False),
-            (4, None, False),
-        ]
+        expected = [(1, "jane@one.example", False), (2, "bob@two.example", True), (3, None, False), (4, None, False)]
+        assert [(r[0], r[1], bool(r[2])) for r in rows] == expected
+        # Down and up again: the contacts survive, the columns come back filled.
+        await asyncio.to_thread(downgrade, settings, "0007")
+        await asyncio.to_thread(upgrade, settings, "0011_search")
+        async with database.session() as session:
+            again = (
+                await session.execute(text("SELECT id, primary_email, has_sendable_email FROM leads ORDER BY id"))
+            ).all()
+            assert await session.scalar(text("SELECT count(*) FROM contact_emails")) == 4
+        assert [(r[0], r[1], bool(r[2])) for r in again] == expected
     finally:
         await database.dispose()
         if name:
