@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from bulkmail.query_api.app import create_app
 from bulkmail.shared.broker.memory import MemoryBroker
 
-EXAMPLES = int(os.environ.get("BULKMAIL_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("BULKMAIL_FUZZ_EXAMPLES", "10"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     derandomize=True,

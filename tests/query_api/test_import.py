@@ -118,7 +118,8 @@ async def test_csv_rows_become_leads_with_one_contact_and_address(client, databa
 
 async def test_a_bad_line_refuses_the_whole_import_before_any_batch_is_written(settings, database, make_tenant):
     tenant = await make_tenant("Batched")
-    app = create_app(settings.model_copy(update={"import_batch_leads": 2}), database=database, broker=MemoryBroker("x"))
+    broker = MemoryBroker(settings.broker_namespace)
+    app = create_app(settings.model_copy(update={"import_batch_leads": 2}), database=database, broker=broker)
     client = Importer(
         transport=httpx.ASGITransport(app=app),
         base_url="http://t",
@@ -137,6 +138,7 @@ async def test_a_bad_line_refuses_the_whole_import_before_any_batch_is_written(s
         count = select(func.count()).where(LeadCustomValue.organization_id == client.organization_id)
         assert await session.scalar(count) == 0
     await client.aclose()
+    await broker.close()
 
 
 @pytest.mark.parametrize(

@@ -40,9 +40,23 @@ def address_problem(address: str) -> str | None:
     """Why the mailer cannot deliver to ``address`` (a sentence for the user), or None if it can."""
     if len(address) > MAX_ADDRESS_LENGTH:
         return f"is longer than {MAX_ADDRESS_LENGTH} characters"
-    local, _, domain = address.rpartition("@")
-    if _PLAIN.fullmatch(address) and len(local) <= 64 and domain.rpartition(".")[2].lower() not in _SPECIAL_USE:
+    if _is_plain(address):
         return None
+    return _email_validator_problem(address)
+
+
+def _is_plain(address: str) -> bool:
+    """The common shape, accepted without email-validator (it would accept it too)."""
+    local, _, domain = address.rpartition("@")
+    return (
+        bool(_PLAIN.fullmatch(address))
+        and len(local) <= 64
+        and domain.rpartition(".")[2].lower() not in _SPECIAL_USE
+        and "--" not in domain  # IDNA reserves "ab--" labels (bar Punycode's "xn--"): the validator decides
+    )
+
+
+def _email_validator_problem(address: str) -> str | None:
     try:
         validate_email(
             address,
