@@ -9,16 +9,22 @@ import email.policy
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 from playwright.sync_api import Browser, Page, expect
 
-from tests.mail_servers import start_smtp_sink
 from tests.web.conftest import DEMO_LEADS, MAX_BULK_EMAIL_LEADS, WebApp
+
+if TYPE_CHECKING:
+    from tests.mail_servers import SmtpSink
+
+# The smtp_sink fixture (registered, not imported, so pytest can still rewrite its asserts).
+pytest_plugins = ["tests.mail_servers"]
 
 QUERY = "status:potential city:berlin"
 OUTBOX_WAIT_S = 30.0
@@ -220,59 +226,56 @@ def _settled_sent_count(page: Page) -> int:
 
 
 def test_failures_are_listed_with_the_servers_reply_and_downloaded_as_csv(
-    signed_in_page: Page, web_app: WebApp, screenshot
+    signed_in_page: Page, web_app: WebApp, screenshot, smtp_sink: Callable[..., SmtpSink]
 ) -> None:
     """An account whose server refuses every recipient (Postfix's smtp-sink answering RCPT with 5xx)."""
-    sink = start_smtp_sink("-f", "RCPT")
-    try:
-        page = signed_in_page
-        page.goto("/email-accounts/new")
-        page.get_by_label("Email address").fill("bounces@demo.example.com")
-        page.get_by_label("Name recipients see").fill("Bouncing Sender")
-        page.locator("#smtp_host").fill("127.0.0.1")
-        page.locator("#smtp_port").fill(str(sink.port))
-        page.locator("#smtp_security").select_option("none")
-        page.get_by_role("button", name="Save").click()
-        expect(page.locator("#saved")).to_be_visible()
+    sink = smtp_sink("-f", "RCPT")
+    page = signed_in_page
+    page.goto("/email-accounts/new")
+    page.get_by_label("Email address").fill("bounces@demo.example.com")
+    page.get_by_label("Name recipients see").fill("Bouncing Sender")
+    page.locator("#smtp_host").fill("127.0.0.1")
+    page.locator("#smtp_port").fill(str(sink.port))
+    page.locator("#smtp_security").select_option("none")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#saved")).to_be_visible()
 
-        page.goto("/bulk-emails/new?query=" + quote("city:tokyo has:email_addresses limit:3"))
-        page.get_by_label("Send from").select_option(label="Bouncing Sender <bounces@demo.example.com>")
-        page.get_by_label("Leave out leads that already received this template").uncheck()
-        page.get_by_label("Email me when it is done").uncheck()
-        expect(page.locator("#preview")).not_to_have_attribute("aria-busy", "true")
-        recipients = int(page.locator("#audit-recipients").inner_text())
-        assert recipients > 0
-        page.locator("#send-button").click()
-        expect(page.locator("#status")).to_have_attribute("data-status", "done", timeout=60_000)
-        assert _count(page, "failed") == recipients
-        assert _count(page, "sent") == 0
+    page.goto("/bulk-emails/new?query=" + quote("city:tokyo has:email_addresses limit:3"))
+    page.get_by_label("Send from").select_option(label="Bouncing Sender <bounces@demo.example.com>")
+    page.get_by_label("Leave out leads that already received this template").uncheck()
+    page.get_by_label("Email me when it is done").uncheck()
+    expect(page.locator("#preview")).not_to_have_attribute("aria-busy", "true")
+    recipients = int(page.locator("#audit-recipients").inner_text())
+    assert recipients > 0
+    page.locator("#send-button").click()
+    expect(page.locator("#status")).to_have_attribute("data-status", "done", timeout=60_000)
+    assert _count(page, "failed") == recipients
+    assert _count(page, "sent") == 0
 
-        page.get_by_label("Show").select_option("failed")  # submits by itself
-        expect(page).to_have_url(re.compile(r"state=failed"))
-        rows = page.locator("#recipient-table tbody tr")
-        expect(rows).to_have_count(recipients)
-        expect(rows.first.locator(".reply")).to_have_text(re.compile(r"^5\d\d \S"))
-        reply = rows.first.locator(".reply").inner_text()
-        screenshot(page, "bulk-email-failures")
+    page.get_by_label("Show").select_option("failed")  # submits by itself
+    expect(page).to_have_url(re.compile(r"state=failed"))
+    rows = page.locator("#recipient-table tbody tr")
+    expect(rows).to_have_count(recipients)
+    expect(rows.first.locator(".reply")).to_have_text(re.compile(r"^5\d\d \S"))
+    reply = rows.first.locator(".reply").inner_text()
+    screenshot(page, "bulk-email-failures")
 
-        with page.expect_download() as download_info:
-            page.get_by_role("link", name="Download failures (CSV)").click()
-        lines = Path(download_info.value.path()).read_text().splitlines()
-        assert lines[0] == "email,state,attempts,smtp_reply,lead_id,last_attempt_utc"
-        assert len(lines) == 1 + recipients
-        assert all(",failed," in line and reply in line for line in lines[1:])
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download failures (CSV)").click()
+    lines = Path(download_info.value.path()).read_text().splitlines()
+    assert lines[0] == "email,state,attempts,smtp_reply,lead_id,last_attempt_utc"
+    assert len(lines) == 1 + recipients
+    assert all(",failed," in line and reply in line for line in lines[1:])
 
-        # The server refused the content, not the addresses (no hard bounce): retry sends again.
-        page.get_by_role("button", name="Retry failed").click()
-        expect(page.locator("#notice")).to_have_text(
-            f"Sending again to {recipients} failed recipient{'s' if recipients != 1 else ''}."
-        )
-        expect(page.locator("#status")).to_have_attribute("data-status", "done", timeout=60_000)
-        assert _count(page, "failed") == recipients
-        attempts = page.locator("#recipient-table tbody tr td:nth-child(3)").all_inner_texts()
-        assert attempts and all(int(a) >= 1 for a in attempts)
-    finally:
-        sink.stop()
+    # The server refused the content, not the addresses (no hard bounce): retry sends again.
+    page.get_by_role("button", name="Retry failed").click()
+    expect(page.locator("#notice")).to_have_text(
+        f"Sending again to {recipients} failed recipient{'s' if recipients != 1 else ''}."
+    )
+    expect(page.locator("#status")).to_have_attribute("data-status", "done", timeout=60_000)
+    assert _count(page, "failed") == recipients
+    attempts = page.locator("#recipient-table tbody tr td:nth-child(3)").all_inner_texts()
+    assert attempts and all(int(a) >= 1 for a in attempts)
 
 
 def test_the_eta_names_an_account_pause_in_words(signed_in_page: Page, web_app: WebApp) -> None:
