@@ -5,7 +5,7 @@ services' webhooks (SES, SendGrid, Mailgun) both describe what they saw as a :cl
 and call :func:`apply`. It finds the recipient (by our Message-ID where the report carries it,
 else by the address among the account's recent sends), records the feedback once (a unique key
 per organisation makes every source idempotent), moves the recipient
-(``shared/feedback_ledger.py``), suppresses the address where that is the rule, and updates the
+(``shared/ledger/feedback.py``), suppresses the address where that is the rule, and updates the
 lead's timeline. The rules are in docs/feedback.md.
 """
 
@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bulkmail.shared import feedback_ledger
+from bulkmail.shared import ledger
 from bulkmail.shared.contracts import EmailFeedbackEvent
 from bulkmail.shared.counters import normalize_email, refresh_lead_counters
 from bulkmail.shared.models import (
@@ -221,7 +221,7 @@ async def apply(
     applied = Applied("applied", match)
     email = match.email_normalized if match else normalize_email(fb.email)
     if fb.kind == K.hard_bounce and match:
-        applied.moved = await feedback_ledger.mark_bounced(session, match.recipient_id, now)
+        applied.moved = await ledger.mark_bounced(session, match.recipient_id, now)
         await suppress(session, organization_id, email, "hard_bounce", fb.detail, replace=False)
         applied.suppressed = "hard_bounce"
         await _mark_activity(session, organization_id, match, status="error")
@@ -245,7 +245,7 @@ async def apply(
             applied.suppressed = "soft_bounces"
     elif fb.kind == K.complaint:
         if match:
-            applied.moved = await feedback_ledger.mark_complained(session, match.recipient_id, now)
+            applied.moved = await ledger.mark_complained(session, match.recipient_id, now)
         await suppress(session, organization_id, email, "complaint", fb.detail, replace=True)
         applied.suppressed = "complaint"
     elif fb.kind == K.unsubscribe:
@@ -258,7 +258,7 @@ async def apply(
         await suppress(session, organization_id, email, "unsubscribed", fb.detail, replace=True)
         applied.suppressed = "unsubscribed"
     elif fb.kind == K.reply and match:
-        applied.moved = await feedback_ledger.mark_replied(session, match.recipient_id, now)
+        applied.moved = await ledger.mark_replied(session, match.recipient_id, now)
         # As Close shows a reply: an incoming email on the lead's timeline.
         session.add(
             EmailActivity(

@@ -669,7 +669,7 @@ class RecipientState(enum.StrEnum):
     skipped = "skipped"
     deferred = "deferred"  # retry at next_attempt_at
     unknown = "unknown"  # died between handing to SMTP and recording the reply
-    # What came back after `sent` (docs/feedback.md); written only by shared/feedback_ledger.py.
+    # What came back after `sent` (docs/feedback.md); written only by the ledger (shared/ledger/feedback.py).
     bounced = "bounced"  # a hard bounce: the address is suppressed
     complained = "complained"  # marked as spam (an ARF report or a provider's complaint)
     replied = "replied"  # a reply naming our Message-ID

@@ -7,11 +7,13 @@ the allowed moves, who calls which and the crash bound are described in docs/led
 - ``build``: ``add_recipients`` (the dispatcher writes the ledger from the snapshot).
 - ``queue``: ``queue_chunk``, ``hand_back``, ``defer``, ``cancel_unsent``, ``requeue_failed``.
 - ``send``: ``claim`` (with the consent check), ``mark_unknown``, ``record_outcomes``.
+- ``feedback``: ``mark_bounced``, ``mark_complained``, ``mark_replied`` (what comes back after ``sent``).
 - ``sent_copies``: the Sent-copy sub-state (``claim_copies``, ``record_copy``, ``finish_copies``,
   ``copies_lost``, ``copies_published``).
 """
 
 from bulkmail.shared.ledger.build import add_recipients
+from bulkmail.shared.ledger.feedback import mark_bounced, mark_complained, mark_replied
 from bulkmail.shared.ledger.queue import (
     QueuedChunk,
     cancel_unsent,
@@ -59,6 +61,9 @@ __all__ = [
     "defer",
     "finish_copies",
     "hand_back",
+    "mark_bounced",
+    "mark_complained",
+    "mark_replied",
     "mark_unknown",
     "queue_chunk",
     "record_copy",

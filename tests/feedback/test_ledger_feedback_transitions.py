@@ -7,15 +7,15 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select, update
 
-from bulkmail.shared import feedback_ledger
+from bulkmail.shared import ledger
 from bulkmail.shared.models import Recipient, RecipientState
 from tests.feedback.helpers import make_account, make_sent_bulk
 
 R = RecipientState
 MOVES = {
-    feedback_ledger.mark_bounced: (R.bounced, {R.sent, R.unknown}),
-    feedback_ledger.mark_complained: (R.complained, {R.sent, R.unknown, R.replied}),
-    feedback_ledger.mark_replied: (R.replied, {R.sent, R.unknown}),
+    ledger.mark_bounced: (R.bounced, {R.sent, R.unknown}),
+    ledger.mark_complained: (R.complained, {R.sent, R.unknown, R.replied}),
+    ledger.mark_replied: (R.replied, {R.sent, R.unknown}),
 }
 
 

@@ -1,4 +1,4 @@
-"""Every write the feedback loop makes on ``recipients``: the states after ``sent``.
+"""What comes back after ``sent``: the ledger's transitions for bounces, complaints and replies.
 
 Each function is one conditional UPDATE naming the states it may move from, so a late, repeated
 or out-of-order report can never move a recipient backwards (a reply after a hard bounce stays
