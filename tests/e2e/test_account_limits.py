@@ -1,4 +1,4 @@
-"""Account limits hold across mailer processes and restarts (ARCHITECTURE.md invariant 4).
+"""Account limits hold across mailer processes and restarts (docs/architecture.md, promise 4).
 
 Three mailer processes send one bulk email from an account limited to N per "minute"; the
 windows are shortened (BULKMAIL_RATE_WINDOW_SCALE) so a minute lasts 3 s. The SMTP server's

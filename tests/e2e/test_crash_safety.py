@@ -1,4 +1,4 @@
-"""Crash safety (ARCHITECTURE.md invariants 1-3) with real processes: kill -9 the mailer, and
+"""Crash safety (docs/architecture.md, promises 1-3) with real processes: kill -9 the mailer, and
 separately the dispatcher, in the middle of a 10,000-recipient send to a real SMTP server,
 restart it, and check what the server received against the ledger."""
 

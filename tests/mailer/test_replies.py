@@ -1,4 +1,4 @@
-"""SMTP replies and failures classified as MAIL.md §6 says, from a table and from real servers:
+"""SMTP replies and failures classified as docs/mail.md §4 says, from a table and from real servers:
 Postfix smtp-sink fault modes and an aiosmtpd server with per-recipient replies."""
 
 from __future__ import annotations

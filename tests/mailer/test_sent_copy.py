@@ -1,4 +1,4 @@
-"""Sent copies over IMAP, against a real throwaway Dovecot on loopback (MAIL.md §7.3)."""
+"""Sent copies over IMAP, against a real throwaway Dovecot on loopback."""
 
 from __future__ import annotations
 

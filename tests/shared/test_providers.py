@@ -1,4 +1,4 @@
-"""Provider recognition, presets, and the Gmail rule for Sent copies (MAIL.md §0)."""
+"""Provider recognition, presets, and the Gmail rule for Sent copies (docs/mail.md §1)."""
 
 from __future__ import annotations
 

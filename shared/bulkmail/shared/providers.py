@@ -2,7 +2,7 @@
 
 A provider is recognised from what the servers are (host names, IMAP CAPABILITY), never from a
 label the user picked: a user who says "Gmail" but sends through their own relay must still get
-a Sent copy. Sources for every number and rule: docs MAIL.md §0, §1, §2.
+a Sent copy. Every number and rule, with where it comes from: docs/mail.md §1 and §2.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Protocol
 
 # Close's rule: above this many leads, a Gmail mailbox fed through a non-Gmail SMTP server gets no
 # Sent copies, because 10,000 uploads of ~50 KB reach Gmail's 500 MB/day IMAP upload cap, and
-# hitting the cap suspends IMAP uploads for the whole account (MAIL.md §1.3).
+# hitting the cap suspends IMAP uploads for the whole account (docs/mail.md §1).
 GMAIL_IMAP_UPLOAD_MAX_LEADS = 10_000
 
 GMAIL_CAPABILITY = "X-GM-EXT-1"
@@ -194,10 +194,10 @@ class AccountLimits:
 
 
 PRESETS: dict[Provider, AccountLimits] = {
-    # Consumer Gmail: 500 messages per rolling day (MAIL.md §1.3).
+    # Consumer Gmail: 500 messages per rolling day (docs/mail.md §2).
     Provider.gmail: AccountLimits(per_day=500, max_connections=3),
     Provider.google_workspace: AccountLimits(per_day=2_000, max_connections=3),
-    # Exchange Online: 30 messages/min, 10,000 recipients/day, 3 concurrent connections (MAIL.md §2).
+    # Exchange Online: 30 messages/min, 10,000 recipients/day, 3 concurrent connections (docs/mail.md §2).
     # One recipient per message here, so recipients and messages count the same.
     Provider.microsoft_365: AccountLimits(per_minute=30, per_day=10_000, max_connections=3),
     Provider.sending_service: AccountLimits(max_connections=10),
