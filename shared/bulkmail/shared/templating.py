@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from itertools import islice
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from jinja2 import Environment, Template, Undefined, nodes, pass_environment, pass_eval_context
 from jinja2.exceptions import SecurityError, TemplateRuntimeError, TemplateSyntaxError, UndefinedError
@@ -59,6 +59,9 @@ from jinja2.runtime import Context, Macro, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
+
+if TYPE_CHECKING:
+    from bulkmail.shared.settings import Settings
 
 __all__ = [
     "CompiledTemplate",
@@ -186,6 +189,16 @@ class TemplateLimits:
     part_chars: int = 2_000_000  # the HTML and the text part, each
     render_ms: int = 250  # CPU time of the rendering thread
     loop_iterations: int = 10_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TemplateLimits:
+        """The limits an operator configured (``BULKMAIL_MAX_RENDER…``): the API and the mailer alike."""
+        return cls(
+            subject_chars=settings.max_rendered_subject_chars,
+            part_chars=settings.max_rendered_part_chars,
+            render_ms=settings.max_render_ms,
+            loop_iterations=settings.max_template_loop_iterations,
+        )
 
 
 class _OverLimit(Exception):

@@ -37,7 +37,7 @@ from bulkmail.shared.providers import GMAIL_IMAP_UPLOAD_MAX_LEADS, should_append
 from bulkmail.shared.render_data import RecipientRef, load_render_contexts, sender_context
 from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
-from bulkmail.shared.templating import TemplateError, TemplateRenderError, compile_template
+from bulkmail.shared.templating import TemplateError, TemplateLimits, TemplateRenderError, compile_template
 
 log = get_logger(__name__)
 
@@ -56,7 +56,7 @@ async def run_check(settings: Settings, database: Database, message: CheckEmailA
         if account is None or check.status != AccountCheckStatus.pending:
             return
         if check.kind == AccountCheckKind.test_message:
-            rendered = await _render_test_message(session, check)
+            rendered = await _render_test_message(settings, session, check)
         session.expunge_all()
     try:
         if check.kind == AccountCheckKind.connection:
@@ -162,13 +162,17 @@ async def _imap_login(box: SecretBox, account: EmailAccount) -> tuple[dict[str, 
 # -- Send a test to me -------------------------------------------------------------------------
 
 
-async def _render_test_message(session: AsyncSession, check: AccountCheck) -> tuple[str, str, str] | dict[str, Any]:
+async def _render_test_message(
+    settings: Settings, session: AsyncSession, check: AccountCheck
+) -> tuple[str, str, str] | dict[str, Any]:
     """(subject, html, text) of the template for the chosen recipient, or the error to report."""
     template = await session.get(EmailTemplate, check.template_id) if check.template_id else None
     if template is None or template.organization_id != check.organization_id or check.lead_id is None:
         return {"error": "The template or the lead of this test no longer exists."}
     try:
-        compiled = compile_template(template.subject, template.body, template.body_text)
+        compiled = compile_template(
+            template.subject, template.body, template.body_text, TemplateLimits.from_settings(settings)
+        )
         user, organization = await sender_context(session, check.organization_id, check.user_id)
         (ctx,) = await load_render_contexts(
             session,

@@ -21,6 +21,7 @@ from bulkmail.shared.templating import (
     OrganizationData,
     RenderContext,
     RenderResult,
+    TemplateLimits,
     UserData,
     compile_template,
 )
@@ -67,7 +68,13 @@ async def prepare(session: AsyncSession, settings: Settings, box: SecretBox, bul
         account_id=account.id,
         account_email=account.email,
         account_version=account.updated_at or datetime.now(UTC),
-        template=_with_tracking(compile_template(template.subject, template.body, template.body_text), settings, bulk),
+        template=_with_tracking(
+            compile_template(
+                template.subject, template.body, template.body_text, TemplateLimits.from_settings(settings)
+            ),
+            settings,
+            bulk,
+        ),
         # A boundary fixed per bulk email: the Sent copy, rebuilt later, is byte for byte the message sent.
         skeleton=MessageSkeleton(
             sender_address=account.email, sender_name=account.name, boundary=f"=_bulkmail_{bulk.id}_{secret.hex()[:16]}"

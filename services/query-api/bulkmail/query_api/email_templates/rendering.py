@@ -22,12 +22,7 @@ from bulkmail.shared.templating import (
 
 
 def limits_from(settings: Settings) -> TemplateLimits:
-    return TemplateLimits(
-        subject_chars=settings.max_rendered_subject_chars,
-        part_chars=settings.max_rendered_part_chars,
-        render_ms=settings.max_render_ms,
-        loop_iterations=settings.max_template_loop_iterations,
-    )
+    return TemplateLimits.from_settings(settings)
 
 
 def compile_or_400(settings: Settings, subject: str, body: str, body_text: str, name: str = "") -> CompiledTemplate:
