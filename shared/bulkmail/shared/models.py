@@ -675,6 +675,10 @@ class RecipientState(enum.StrEnum):
     replied = "replied"  # a reply naming our Message-ID
 
 
+# Accepted by the server: sent, whatever came back afterwards. These have a message (and a Sent copy).
+ACCEPTED_STATES = (RecipientState.sent, RecipientState.bounced, RecipientState.complained, RecipientState.replied)
+
+
 class SkipReason(enum.StrEnum):
     no_email = "no_email"
     unsubscribed = "unsubscribed"

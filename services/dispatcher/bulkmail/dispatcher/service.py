@@ -18,7 +18,15 @@ from bulkmail.shared.broker import Broker
 from bulkmail.shared.contracts import NOTIFY_QUEUE, SEND_QUEUE, SENT_COPY_QUEUE, SentCopy
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import correlation_id, get_logger
-from bulkmail.shared.models import BulkEmail, BulkEmailLead, BulkEmailStatus, Recipient, RecipientState, SentCopyState
+from bulkmail.shared.models import (
+    ACCEPTED_STATES,
+    BulkEmail,
+    BulkEmailLead,
+    BulkEmailStatus,
+    Recipient,
+    RecipientState,
+    SentCopyState,
+)
 from bulkmail.shared.settings import Settings
 
 log = get_logger(__name__)
@@ -165,7 +173,7 @@ class Dispatcher:
                     )
                     .where(
                         Recipient.bulk_email_id.in_(recent.scalar_subquery()),
-                        Recipient.state == RecipientState.sent,
+                        Recipient.state.in_(ACCEPTED_STATES),
                         Recipient.sent_copy_state.in_([*retryable, SentCopyState.copying]),
                         Recipient.sent_at >= now - policy.give_up,
                         Recipient.updated_at < now - min(policy.first, policy.lost, policy.stuck),

@@ -16,7 +16,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.shared.ledger.rows import changed
-from bulkmail.shared.models import Recipient, RecipientState, SentCopyState
+from bulkmail.shared.models import ACCEPTED_STATES, Recipient, SentCopyState
 
 C = SentCopyState
 
@@ -29,8 +29,9 @@ _ENDS = (C.appended, C.skipped, C.failed, C.unknown)
 async def claim_copies(
     session: AsyncSession, organization_id: int, bulk_email_id: int, recipient_ids: Iterable[int], now: datetime
 ) -> dict[int, SentCopyState]:
-    """pending | failed | unknown → copying, for sent recipients of this bulk email and organisation.
-    Returns the state each claimed copy came from (``unknown`` needs the Message-ID search)."""
+    """pending | failed | unknown → copying, for accepted recipients (sent, or what came back since)
+    of this bulk email and organisation. Returns the state each claimed copy came from (``unknown``
+    needs the Message-ID search)."""
     ids = list(recipient_ids)
     was: dict[int, SentCopyState] = {}
     for state in CLAIMABLE_COPIES:  # one UPDATE per state, so each claim knows what it came from
@@ -40,7 +41,7 @@ async def claim_copies(
                 Recipient.id.in_(ids),
                 Recipient.bulk_email_id == bulk_email_id,
                 Recipient.organization_id == organization_id,
-                Recipient.state == RecipientState.sent,
+                Recipient.state.in_(ACCEPTED_STATES),
                 Recipient.sent_copy_state == state,
             )
             .values(sent_copy_state=C.copying, updated_at=now)

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bulkmail.shared.models import Recipient, RecipientState
+from bulkmail.shared.models import ACCEPTED_STATES, Recipient
 
 MAX_BARS = 60
 MIN_SLOTS = 20
@@ -47,7 +47,7 @@ def _epoch(column: Any, dialect: str) -> Any:
 
 
 async def sent_series(session: AsyncSession, bulk_email_id: int) -> Series | None:
-    sent = (Recipient.bulk_email_id == bulk_email_id, Recipient.state == RecipientState.sent)
+    sent = (Recipient.bulk_email_id == bulk_email_id, Recipient.state.in_(ACCEPTED_STATES))
     first, last = (
         await session.execute(select(func.min(Recipient.sent_at), func.max(Recipient.sent_at)).where(*sent))
     ).one()
