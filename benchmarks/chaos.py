@@ -74,6 +74,9 @@ MAILER_PREFETCH = Settings().mailer_prefetch
 # the most a single fault can leave `unknown`.
 IN_FLIGHT_BOUND = MAILERS * MAILER_PREFETCH * SMTP_CONNECTIONS * CLAIM_PER_CONNECTION
 DOMAIN = "chaos.example"
+# A copy a killed mailer left "copying" waits for the dispatcher's sweep to call it unknown
+# (SentCopyRetry.stuck, 10 minutes) and then for its retry (a minute or two more).
+COPIES_TIMEOUT_S = 15 * 60
 FAULTS = (
     "none",
     "smtp-down",
@@ -372,7 +375,7 @@ class Run:
                 await self._inject()
                 await self._wait_done(timeout=900)
                 log(f"{self.fault}: done {time.monotonic() - created:.0f} s after create")
-                await self._wait_copies(timeout=600)
+                await self._wait_copies(timeout=COPIES_TIMEOUT_S)
                 log(f"{self.fault}: Sent copies settled {time.monotonic() - created:.0f} s after create")
             finally:
                 watcher.cancel()
