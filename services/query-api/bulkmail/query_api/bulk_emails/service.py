@@ -50,7 +50,7 @@ from bulkmail.shared.providers import limits_for_account
 from bulkmail.shared.rate_limit import SessionFactory, describe_resume, eta
 from bulkmail.shared.render_data import RecipientRef, load_render_contexts, sender_context
 from bulkmail.shared.settings import Settings
-from bulkmail.shared.templating import CompiledTemplate, TemplateRenderError
+from bulkmail.shared.templating import CompiledTemplate, RenderContext, RenderResult, TemplateRenderError
 
 S = BulkEmailStatus
 
@@ -207,14 +207,7 @@ async def _renders_for_someone(
     chosen = chosen[:RENDER_CHECK_RECIPIENTS]
     if not chosen:
         return  # nobody to send to: the ledger will say so, per lead
-    user, organization = await sender_context(session, principal.organization_id, principal.user_id)
-    contexts = await load_render_contexts(
-        session,
-        principal.organization_id,
-        [RecipientRef(c.lead_id, c.contact_id, c.email) for c in chosen],
-        user,
-        organization,
-    )
+    contexts = await _render_contexts(session, principal, chosen)
     first: tuple[Candidate, TemplateRenderError] | None = None
     for candidate, ctx in zip(chosen, contexts, strict=True):
         try:
@@ -508,30 +501,31 @@ async def _samples(
 ) -> list[RenderedSample]:
     if not chosen:
         return []
+    contexts = await _render_contexts(session, principal, chosen)
+    return [
+        _sample(c, render_or_400(audience.compiled_template, ctx, audience.template.name, c.email))
+        for c, ctx in zip(chosen, contexts, strict=True)
+    ]
+
+
+async def _render_contexts(session: AsyncSession, principal: Principal, chosen: list[Candidate]) -> list[RenderContext]:
+    """What each chosen recipient's template sees, with the signed-in user as the sender."""
     user, organization = await sender_context(session, principal.organization_id, principal.user_id)
-    contexts = await load_render_contexts(
-        session,
-        principal.organization_id,
-        [RecipientRef(c.lead_id, c.contact_id, c.email) for c in chosen],
-        user,
-        organization,
+    refs = [RecipientRef(c.lead_id, c.contact_id, c.email) for c in chosen]
+    return await load_render_contexts(session, principal.organization_id, refs, user, organization)
+
+
+def _sample(chosen: Candidate, rendered: RenderResult) -> RenderedSample:
+    return RenderedSample(
+        lead_id=chosen.lead_id,
+        contact_id=chosen.contact_id,
+        email=chosen.email,
+        subject=rendered.subject,
+        body=rendered.html,
+        body_text=rendered.text,
+        empty_tags=rendered.empty_tags,
+        unknown_tags=rendered.unknown_tags,
     )
-    out = []
-    for c, ctx in zip(chosen, contexts, strict=True):
-        rendered = render_or_400(audience.compiled_template, ctx, audience.template.name, c.email)
-        out.append(
-            RenderedSample(
-                lead_id=c.lead_id,
-                contact_id=c.contact_id,
-                email=c.email,
-                subject=rendered.subject,
-                body=rendered.html,
-                body_text=rendered.text,
-                empty_tags=rendered.empty_tags,
-                unknown_tags=rendered.unknown_tags,
-            )
-        )
-    return out
 
 
 async def render_recipient(
@@ -636,19 +630,5 @@ async def _render_for(
     chosen: Candidate,
     template_name: str,
 ) -> RenderedSample:
-    org = principal.organization_id
-    user, organization = await sender_context(session, org, principal.user_id)
-    (render_ctx,) = await load_render_contexts(
-        session, org, [RecipientRef(chosen.lead_id, chosen.contact_id, chosen.email)], user, organization
-    )
-    rendered = render_or_400(compiled_template, render_ctx, template_name, chosen.email)
-    return RenderedSample(
-        lead_id=chosen.lead_id,
-        contact_id=chosen.contact_id,
-        email=chosen.email,
-        subject=rendered.subject,
-        body=rendered.html,
-        body_text=rendered.text,
-        empty_tags=rendered.empty_tags,
-        unknown_tags=rendered.unknown_tags,
-    )
+    (render_ctx,) = await _render_contexts(session, principal, [chosen])
+    return _sample(chosen, render_or_400(compiled_template, render_ctx, template_name, chosen.email))
