@@ -565,7 +565,16 @@ class Run:
         os.kill(int(match.group(1)), signal.SIGKILL)
         await asyncio.sleep(2)
         await run_command("rabbitmq-server", "-detached")
-        await run_command("rabbitmqctl", "await_startup", timeout=180)
+        # -detached returns before the node has even registered: await_startup fails until it has.
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                await run_command("rabbitmqctl", "await_startup", timeout=180)
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(2)
 
     async def _kill_processes(self) -> None:
         victims = ["query-api", "dispatcher", *self.metrics_ports]
