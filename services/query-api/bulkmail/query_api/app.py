@@ -83,6 +83,10 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
         version="0.1.0",
         description="Search leads, preview a template, and send it to every match through your own SMTP server.",
         lifespan=lifespan,
+        # Swagger UI and ReDoc come from a CDN: nothing this app serves may load from another origin
+        # (air-gapped installs, the strict CSP). The schema is at /openapi.json for any viewer.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.secret_box = SecretBox.from_settings(settings)

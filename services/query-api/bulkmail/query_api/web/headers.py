@@ -2,8 +2,9 @@
 
 The Content-Security-Policy allows only this origin: no inline script or style, no CDN, no
 framing by other sites. A response that sets its own policy keeps it (the sandboxed preview of an
-email body, see ``sandboxed_document``). The interactive API docs (/docs, /redoc) load Swagger UI
-and ReDoc from a CDN with inline script, so they get no CSP.
+email body, see ``sandboxed_document``). FastAPI's interactive docs (/docs, /redoc) are turned
+off in ``create_app``: they load Swagger UI and ReDoc from a CDN, which an air-gapped install cannot
+reach and this policy would block; ``/openapi.json`` stays.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ SANDBOXED_DOCUMENT_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; "
     "frame-ancestors 'self'; base-uri 'none'; form-action 'none'; sandbox"
 )
-CSP_EXEMPT_PATHS = ("/docs", "/redoc")
 
 
 def sandboxed_document(html: str) -> HTMLResponse:
@@ -56,15 +56,13 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        with_csp = not str(scope.get("path", "")).startswith(CSP_EXEMPT_PATHS)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in SECURITY_HEADERS.items():
                     headers.setdefault(name, value)
-                if with_csp:
-                    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+                headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
