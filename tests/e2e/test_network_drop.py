@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 from bulkmail.capture import CaptureServer
 from bulkmail.mailer.sender import CLAIM_PER_CONNECTION
 from bulkmail.query_api.app import create_app
+from bulkmail.query_api.deps import PUBLISH_IN_REQUEST_S
 from bulkmail.shared.broker.rabbitmq import RabbitMQBroker
 from bulkmail.shared.db import Database
 from bulkmail.shared.models import BulkEmail, Recipient, RecipientState
@@ -213,6 +214,14 @@ async def test_network_drops_to_the_broker_and_the_database_mid_send_lose_nothin
                     leads = await api.get("/api/v1/lead/", params={"_limit": 1})
                     assert leads.status_code == 503, leads.text
                     assert int(leads.headers["Retry-After"]) > 0
+                else:
+                    # Users keep working: a committed change answers without waiting for the
+                    # broker (its messages go out when the broker is back).
+                    for status in ("paused", "resuming"):
+                        asked = time.monotonic()
+                        changed = await api.put(f"/api/v1/bulk_action/email/{bulk_id}/", json={"status": status})
+                        assert changed.status_code == 200, changed.text
+                        assert time.monotonic() - asked < PUBLISH_IN_REQUEST_S + 2, "the request waited for the broker"
                 await asyncio.sleep(max(0.0, CUT_S - (time.monotonic() - cut_at)))
                 await proxies[dependency].restore()
                 await _wait(lambda d=dependency: mailer_sees(d, 1), 30, f"the mailer to reconnect to the {dependency}")

@@ -90,6 +90,8 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
     )
     app.state.settings = settings
     app.state.secret_box = SecretBox.from_settings(settings)
+    # Publishes a request handed to the background while RabbitMQ was away (deps.py).
+    app.state.pending_publishes = set()
     # Available before startup too, so an app driven without its lifespan (tests) still works.
     if database is not None:
         app.state.database = database

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from pydantic import BaseModel
@@ -13,7 +14,16 @@ from bulkmail.query_api.auth import Principal, api_key_from_header, authenticate
 from bulkmail.query_api.errors import Unauthorized
 from bulkmail.shared.broker import Broker
 from bulkmail.shared.db import Database
+from bulkmail.shared.logging import get_logger
 from bulkmail.shared.settings import Settings
+
+log = get_logger(__name__)
+
+# How long a request waits for its post-commit messages to reach RabbitMQ. Its rows are committed
+# by then, so while the broker is away the request answers anyway and the publish goes on in the
+# background (the broker waits for its connection to come back); the dispatcher's sweep picks up
+# any bulk email whose message never arrived (docs/operations.md, "Outages").
+PUBLISH_IN_REQUEST_S = 2.0
 
 
 def get_database(request: Request) -> Database:
@@ -43,12 +53,41 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         except BaseException:
             await session.rollback()
             raise
-    broker: Broker = request.app.state.broker
-    for queue, message in request.state.outbox:
+    if request.state.outbox:
+        await _publish_after_commit(request, list(request.state.outbox))
+
+
+async def _publish(broker: Broker, outbox: list[tuple[str | None, Any]]) -> None:
+    for queue, message in outbox:
         if queue is None:
             await broker.emit(message.type, message)
         else:
             await broker.send(queue, message)
+
+
+async def _publish_after_commit(request: Request, outbox: list[tuple[str | None, Any]]) -> None:
+    """Publish the committed request's messages; never fail the request for the broker's sake."""
+    publishing = asyncio.ensure_future(_publish(request.app.state.broker, outbox))
+    try:
+        # shield: a request that stops waiting must not cancel a publish half-way.
+        await asyncio.wait_for(asyncio.shield(publishing), PUBLISH_IN_REQUEST_S)
+    except TimeoutError:
+        log.warning("RabbitMQ is unavailable: the request's messages go out when it is back", messages=len(outbox))
+        pending: set[asyncio.Future[None]] = request.app.state.pending_publishes
+        pending.add(publishing)
+        publishing.add_done_callback(lambda done: _published_late(pending, done))
+    except Exception as exc:
+        log.error("could not publish a committed request's messages", error=repr(exc), messages=len(outbox))
+
+
+def _published_late(pending: set[asyncio.Future[None]], done: asyncio.Future[None]) -> None:
+    pending.discard(done)
+    if done.cancelled():
+        log.error("a delayed publish was cancelled at shutdown")
+    elif (exc := done.exception()) is not None:
+        log.error("a delayed publish failed", error=repr(exc))
+    else:
+        log.info("a delayed publish went out")
 
 
 class Outbox:
