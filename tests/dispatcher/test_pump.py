@@ -57,7 +57,7 @@ async def _sent(session: AsyncSession, chunk_ids: list[int]) -> None:
     """The chunks as a mailer leaves them: every recipient sent, the chunk done."""
     for chunk in await session.scalars(select(BulkEmailChunk).where(BulkEmailChunk.id.in_(chunk_ids))):
         scope = ChunkScope.of(chunk)
-        await session.execute(update(_recipients).where(scope.members(_recipients)).values(state=R.sent))
+        await session.execute(update(_recipients).where(scope.members(_recipients)).values(state=R.sent), scope.params)
     await session.execute(
         update(BulkEmailChunk).where(BulkEmailChunk.id.in_(chunk_ids)).values(done_at=datetime.now(UTC))
     )
@@ -168,7 +168,7 @@ async def test_a_chunk_taken_while_paused_is_parked_and_sent_on_resume(
             published += chunk_ids
             for chunk in await session.scalars(select(BulkEmailChunk).where(BulkEmailChunk.id.in_(chunk_ids))):
                 members = ChunkScope.of(chunk).members(_recipients)
-                queued += await session.scalars(select(_recipients.c.id).where(members))
+                queued += await session.scalars(select(_recipients.c.id).where(members), ChunkScope.of(chunk).params)
             await _sent(session, chunk_ids)
     assert published.count(parked_id) == 1  # the parked chunk itself, published again once
     assert sorted(queued) == ids[:2] + ids[4:]  # the parked two and the last two, once each

@@ -215,7 +215,8 @@ class ChunkSender:
             rows = await session.execute(
                 select(recipients.c.id, recipients.c.lead_id, recipients.c.contact_id, recipients.c.email).where(
                     chunk.takeable(recipients)
-                )
+                ),
+                chunk.params,
             )
             refs = {rid: RecipientRef(lead_id, contact_id, email) for rid, lead_id, contact_id, email in rows}
             return await self._render_contexts(session, prepared, refs)

@@ -5,13 +5,18 @@ it without writing a recipient row, and its recipients keep ``chunk_id`` NULL fr
 finish. Ranges never overlap (the pump's cursor only moves forward), so "never tried, in the
 range" names one chunk's recipients. A chunk of retries has no range; the pump writes its id on
 each of its recipients (``chunk_id``). docs/ledger.md, "Chunks".
+
+The conditions take the chunk's values as bound parameters (``ChunkScope.params``), so a
+statement built on them is the same for every chunk of a kind and can be built once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, and_
+from sqlalchemy import ColumnElement, FromClause, and_, bindparam
 
 from bulkmail.shared.models import BulkEmailChunk, RecipientState
 
@@ -34,25 +39,46 @@ class ChunkScope:
     def is_range(self) -> bool:
         return self.first_id is not None and self.last_id is not None
 
+    @property
+    def params(self) -> dict[str, Any]:
+        """The values of the conditions below."""
+        if self.is_range:
+            return {
+                "chunk_bulk_email_id": self.bulk_email_id,
+                "chunk_first_id": self.first_id,
+                "chunk_last_id": self.last_id,
+            }
+        return {"chunk_of_retries": self.chunk_id}
+
     def members(self, table: FromClause) -> ColumnElement[bool]:
         """The rows the chunk carries, whatever their state."""
-        c = table.c
-        if self.is_range:
-            return and_(
-                c.bulk_email_id == self.bulk_email_id,
-                c.id >= self.first_id,
-                c.id <= self.last_id,
-                c.chunk_id.is_(None),
-            )
-        return and_(c.chunk_id == self.chunk_id)
+        return _members(table, self.is_range)
 
     def takeable(self, table: FromClause) -> ColumnElement[bool]:
         """The rows the chunk may still claim: never tried (a range), or retries queued in it."""
-        c = table.c
-        if self.is_range:
-            return and_(self.members(table), c.state == R.pending)
-        return and_(self.members(table), c.state.in_((R.pending, R.deferred)), c.next_attempt_at.is_(None))
+        return _takeable(table, self.is_range)
 
     def in_flight(self, table: FromClause) -> ColumnElement[bool]:
         """The rows this chunk claimed whose outcome is not recorded."""
-        return and_(self.members(table), table.c.state == R.sending)
+        return and_(_members(table, self.is_range), table.c.state == R.sending)
+
+
+@cache
+def _members(table: FromClause, is_range: bool) -> ColumnElement[bool]:
+    c = table.c
+    if is_range:
+        return and_(
+            c.bulk_email_id == bindparam("chunk_bulk_email_id"),
+            c.id >= bindparam("chunk_first_id"),
+            c.id <= bindparam("chunk_last_id"),
+            c.chunk_id.is_(None),
+        )
+    return and_(c.chunk_id == bindparam("chunk_of_retries"))
+
+
+@cache
+def _takeable(table: FromClause, is_range: bool) -> ColumnElement[bool]:
+    c = table.c
+    if is_range:
+        return and_(_members(table, True), c.state == R.pending)
+    return and_(_members(table, False), c.state.in_((R.pending, R.deferred)), c.next_attempt_at.is_(None))

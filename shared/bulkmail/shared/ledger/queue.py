@@ -79,7 +79,8 @@ async def defer(session: AsyncSession, chunk: ChunkScope, until: datetime, reaso
         update(_recipients)
         .where(chunk.takeable(_recipients))
         .values(state=R.deferred, next_attempt_at=until, smtp_reply=reason, updated_at=_now())
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
+        chunk.params,
     )
     return changed(result)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, literal, not_, null, or_, select, text, update
@@ -69,8 +70,11 @@ _suppression = (
 )
 
 
-def _claim_statement(chunk: ChunkScope) -> Any:
-    """The claim of the next ``claim_limit`` takeable recipients of ``chunk`` past ``claim_after``."""
+@cache
+def _claim_statement(of_a_range: bool) -> Any:
+    """The claim of the next ``claim_limit`` takeable recipients of a chunk past ``claim_after``
+    (built once per kind of chunk: the chunk's own values are parameters)."""
+    chunk = ChunkScope(0, 0, 0, 0) if of_a_range else ChunkScope(0, 0)
     checked = (
         select(
             _c.c.id.label("id"),
@@ -145,8 +149,8 @@ async def claim(
     ``after_id`` on; those without consent → skipped (unsubscribed, suppressed, contact_deleted,
     address_changed). A sender passes the previous claim's ``through_id`` as ``after_id``, so a
     claim never walks the rows of its chunk already sent."""
-    statement = _claim_statement(chunk)
-    params = {"claim_after": after_id, "claim_limit": limit, "claim_now": now or _now()}
+    statement = _claim_statement(chunk.is_range)
+    params = {**chunk.params, "claim_after": after_id, "claim_limit": limit, "claim_now": now or _now()}
     result = Claim(through_id=after_id)
     while True:
         rows = (await session.execute(statement, params)).all()
@@ -167,7 +171,8 @@ async def mark_unknown(session: AsyncSession, chunk: ChunkScope) -> int:
         update(_recipients)
         .where(chunk.in_flight(_recipients))
         .values(state=R.unknown, smtp_reply="outcome unknown: the worker sending it stopped", updated_at=_now())
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
+        chunk.params,
     )
     return changed(result)
 
