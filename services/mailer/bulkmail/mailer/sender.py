@@ -173,8 +173,12 @@ class ChunkSender:
         pool = self._pool(prepared)
         batch_size = prepared.max_connections * CLAIM_PER_CONNECTION
         contexts = await self._chunk_contexts(prepared, chunk)
+        # A pool with no connection open yet opens them one at a time: the first batch is then
+        # one connection's worth, so the first messages are recorded (and the progress moves)
+        # without waiting for every connection of the account to open.
+        first_batch = CLAIM_PER_CONNECTION if pool.open_connections == 0 else batch_size
         async with self.database.session() as session:
-            claimed, after = await self._claim(session, chunk, batch_size, 0)
+            claimed, after = await self._claim(session, chunk, first_batch, 0)
         while claimed:
             missing = [c for c in claimed if c.id not in contexts]
             if missing:  # not pending when the chunk started (a retry became due meanwhile)
