@@ -125,8 +125,7 @@ class Send:
             )
             session.add(chunk)
             await session.flush()
-            queued = await ledger.queue_chunk(session, bulk_id, 10**12, chunk.id, 100, datetime.now(UTC) + later)
-            assert queued.size
+            assert await ledger.queue_retries(session, bulk_id, chunk.id, 100, datetime.now(UTC) + later)
 
     async def recipients(self, bulk_id: int) -> dict[str, tuple[str, str | None]]:
         body = (await self.tenant.client.get(f"/api/v1/bulk_action/email/{bulk_id}/recipients/")).json()

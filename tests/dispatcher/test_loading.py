@@ -7,7 +7,16 @@ from sqlalchemy import func, select
 from bulkmail.dispatcher.service import Dispatcher
 from bulkmail.shared.broker.memory import MemoryBroker
 from bulkmail.shared.db import Database
-from bulkmail.shared.models import BulkEmail, BulkEmailLead, BulkEmailStatus, Contact, ContactEmail, Lead, Recipient
+from bulkmail.shared.models import (
+    BulkEmail,
+    BulkEmailChunk,
+    BulkEmailLead,
+    BulkEmailStatus,
+    Contact,
+    ContactEmail,
+    Lead,
+    Recipient,
+)
 from bulkmail.shared.settings import Settings
 from tests.data import add_sender
 
@@ -58,12 +67,7 @@ async def test_a_bulk_email_paused_while_loading_keeps_its_ledger_and_total(
         bulk = await session.get_one(BulkEmail, bulk_id)
         written = await session.scalar(select(func.count()).where(Recipient.bulk_email_id == bulk_id))
         assert (bulk.status, bulk.n_objects, written) == (S.paused, 5, 5)
-        assert (
-            await session.scalar(
-                select(func.count()).where(Recipient.chunk_id.is_not(None), Recipient.bulk_email_id == bulk_id)
-            )
-            == 0
-        )
+        assert await session.scalar(select(func.count()).where(BulkEmailChunk.bulk_email_id == bulk_id)) == 0
 
 
 async def test_a_build_cut_short_while_paused_is_finished_on_resume(
@@ -77,6 +81,6 @@ async def test_a_build_cut_short_while_paused_is_finished_on_resume(
     async with database.session() as session:
         bulk = await session.get_one(BulkEmail, bulk_id)
         queued = await session.scalar(
-            select(func.count()).where(Recipient.chunk_id.is_not(None), Recipient.bulk_email_id == bulk_id)
+            select(func.sum(BulkEmailChunk.size)).where(BulkEmailChunk.bulk_email_id == bulk_id)
         )
         assert (bulk.status, bulk.n_objects, bulk.n_leads_processed, queued) == (S.processing, 5, 5, 5)

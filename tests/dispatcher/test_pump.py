@@ -1,4 +1,5 @@
-"""The pump queues due retries first, then recipients never queued, in order, each exactly once."""
+"""The pump queues due retries first, then recipients never queued, in order, each exactly once:
+never-tried recipients as id ranges (no row written), retries row by row."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from bulkmail.mailer.sender import ChunkSender
 from bulkmail.shared.broker.memory import MemoryBroker
 from bulkmail.shared.contracts import SendChunk
 from bulkmail.shared.db import Database
+from bulkmail.shared.ledger import ChunkScope
+from bulkmail.shared.ledger.rows import table_of
 from bulkmail.shared.models import (
     BulkEmail,
     BulkEmailChunk,
@@ -24,6 +27,7 @@ from tests.data import add_sender
 
 R = RecipientState
 S = BulkEmailStatus
+_recipients = table_of(Recipient)
 
 
 async def _bulk_email(session: AsyncSession, name: str) -> BulkEmail:
@@ -51,7 +55,9 @@ def _pending(bulk: BulkEmail, n: int, domain: str) -> list[Recipient]:
 
 async def _sent(session: AsyncSession, chunk_ids: list[int]) -> None:
     """The chunks as a mailer leaves them: every recipient sent, the chunk done."""
-    await session.execute(update(Recipient).where(Recipient.chunk_id.in_(chunk_ids)).values(state=R.sent))
+    for chunk in await session.scalars(select(BulkEmailChunk).where(BulkEmailChunk.id.in_(chunk_ids))):
+        scope = ChunkScope.of(chunk)
+        await session.execute(update(_recipients).where(scope.members(_recipients)).values(state=R.sent), scope.params)
     await session.execute(
         update(BulkEmailChunk).where(BulkEmailChunk.id.in_(chunk_ids)).values(done_at=datetime.now(UTC))
     )
@@ -66,14 +72,16 @@ async def test_due_retries_go_first_then_unqueued_recipients_in_order(database: 
         session.add(queued)
         await session.flush()
         rows = {
+            # Queued earlier (the cursor is past them): tried, waiting, or in a chunk of retries.
+            "in-a-chunk": dict(state=R.deferred, chunk_id=queued.id),
+            "retry-later": dict(state=R.deferred, next_attempt_at=now + timedelta(hours=1)),
+            "sent": dict(state=R.sent),
+            # Due: it goes first, ahead of the never-tried recipients below.
+            "retry-due": dict(state=R.deferred, next_attempt_at=now - timedelta(seconds=1)),
+            # Never queued: past the cursor.
             "fresh-1": dict(state=R.pending),
-            "in-a-chunk": dict(state=R.pending, chunk_id=queued.id),
-            "retry-later": dict(state=R.deferred, next_attempt_at=now + timedelta(hours=1), chunk_id=queued.id),
-            "sent": dict(state=R.sent, chunk_id=queued.id),
             "fresh-2": dict(state=R.pending),
             "fresh-3": dict(state=R.pending),
-            # Last by id, yet first to go: a due retry does not wait behind the whole send.
-            "retry-due": dict(state=R.deferred, next_attempt_at=now - timedelta(seconds=1), chunk_id=queued.id),
         }
         recipients = {
             name: Recipient(
@@ -88,36 +96,43 @@ async def test_due_retries_go_first_then_unqueued_recipients_in_order(database: 
         }
         session.add_all(recipients.values())
         await session.flush()
-        ids = {recipient.id: name for name, recipient in recipients.items()}
+        bulk.queued_through_id = recipients["retry-due"].id
+        ids = {name: recipient.id for name, recipient in recipients.items()}
         bulk_id, queued_id = bulk.id, queued.id
 
     small = settings.model_copy(update={"chunk_size": 2, "chunks_in_flight": 3})
     async with database.session() as session:
+        before = {r.id: (r.state, r.chunk_id, r.updated_at) for r in await session.scalars(select(Recipient))}
         result = await pump(session, small, bulk_id)
     assert len(result.chunks) == 2  # the open chunk counts as in flight: 3 - 1
 
     async with database.session() as session:
-        chunk_of = {
-            ids[rid]: chunk
-            for rid, chunk in await session.execute(select(Recipient.id, Recipient.chunk_id))
-            if rid in ids
-        }
-    first, second = result.chunks[0].chunk_id, result.chunks[1].chunk_id
-    assert chunk_of["retry-due"] == first and chunk_of["fresh-1"] == first
-    assert chunk_of["fresh-2"] == second and chunk_of["fresh-3"] == second
-    for untouched in ("in-a-chunk", "retry-later", "sent"):
-        assert chunk_of[untouched] == queued_id, untouched
+        first, second = [await session.get_one(BulkEmailChunk, c.chunk_id) for c in result.chunks]
+        after = {r.id: (r.state, r.chunk_id, r.updated_at) for r in await session.scalars(select(Recipient))}
+        bulk = await session.get_one(BulkEmail, bulk_id)
+    # The due retry, queued on its row; then the next two never-tried recipients, as a range.
+    assert (first.first_recipient_id, first.size) == (None, 1)
+    assert after[ids["retry-due"]][1] == first.id
+    assert (second.first_recipient_id, second.last_recipient_id, second.size) == (ids["fresh-1"], ids["fresh-2"], 2)
+    assert bulk.queued_through_id == ids["fresh-2"]
+    # No other row was written: a range is queued without touching its recipients.
+    assert {rid for rid in before if before[rid] != after[rid]} == {ids["retry-due"]}
+    assert after[ids["in-a-chunk"]][1] == queued_id
 
-    async with database.session() as session:  # nothing left to queue: a second pump takes nothing
+    async with database.session() as session:  # the rest: one more range, then nothing
         again = await pump(session, settings.model_copy(update={"chunks_in_flight": 10}), bulk_id)
-    assert again.chunks == []
+        (last,) = [await session.get_one(BulkEmailChunk, c.chunk_id) for c in again.chunks]
+        assert (last.first_recipient_id, last.last_recipient_id) == (ids["fresh-3"], ids["fresh-3"])
+    async with database.session() as session:
+        assert (await pump(session, settings.model_copy(update={"chunks_in_flight": 10}), bulk_id)).chunks == []
 
 
-async def test_recipients_a_paused_chunk_hands_back_are_queued_again_on_resume(
+async def test_a_chunk_taken_while_paused_is_parked_and_sent_on_resume(
     database: Database, settings: Settings, broker: MemoryBroker
 ) -> None:
-    """The pump starts each chunk where the last one stopped; a chunk that ends with recipients
-    untaken (its bulk email was paused) hands them back below that point, and they still go."""
+    """A chunk a mailer takes while its bulk email is paused sends nothing and stays open,
+    unpublished; when the bulk email resumes the pump publishes it again, and every recipient
+    is queued exactly once."""
     async with database.session() as session:
         bulk = await _bulk_email(session, "Pump cursor")
         session.add_all(_pending(bulk, 6, "cursor.example"))
@@ -128,28 +143,35 @@ async def test_recipients_a_paused_chunk_hands_back_are_queued_again_on_resume(
         first = await pump(session, small, bulk_id)
     async with database.session() as session:
         bulk = await session.get_one(BulkEmail, bulk_id)
-        ids = list(await session.scalars(select(Recipient.id).where(Recipient.bulk_email_id == bulk_id)))
-        assert bulk.queued_through_id == sorted(ids)[3]  # two chunks of two taken
+        ids = sorted(await session.scalars(select(Recipient.id).where(Recipient.bulk_email_id == bulk_id)))
+        assert bulk.queued_through_id == ids[3]  # two chunks of two taken
         bulk.status = S.paused
 
-    # A mailer takes the first chunk while the bulk email is paused: it sends nothing and hands
-    # the chunk's two recipients back.
+    parked_id = first.chunks[0].chunk_id
     sender = ChunkSender(settings, database, broker)
-    await sender.handle(SendChunk(bulk_email_id=bulk_id, organization_id=oid, chunk_id=first.chunks[0].chunk_id))
+    await sender.handle(SendChunk(bulk_email_id=bulk_id, organization_id=oid, chunk_id=parked_id))
     async with database.session() as session:
-        assert (await session.get_one(BulkEmail, bulk_id)).queued_through_id < sorted(ids)[0]
+        parked = await session.get_one(BulkEmailChunk, parked_id)
+        assert (parked.published_at, parked.done_at) == (None, None)
+        states = set(await session.scalars(select(Recipient.state).where(Recipient.bulk_email_id == bulk_id)))
+        assert states == {R.pending}  # nothing sent, nothing written
+        assert (await session.get_one(BulkEmail, bulk_id)).queued_through_id == ids[3]
         await session.execute(update(BulkEmail).where(BulkEmail.id == bulk_id).values(status=S.processing))  # resumed
         await _sent(session, [first.chunks[1].chunk_id])  # the second chunk was sent meanwhile
 
+    published: list[int] = []
     queued: list[int] = []
-    for _ in range(5):  # bounded: three chunks are enough for what is left
+    for _ in range(5):  # bounded: two pumps are enough for what is left
         async with database.session() as session:
             result = await pump(session, small, bulk_id)
             chunk_ids = [chunk.chunk_id for chunk in result.chunks]
-            queued += await session.scalars(select(Recipient.id).where(Recipient.chunk_id.in_(chunk_ids)))
+            published += chunk_ids
+            for chunk in await session.scalars(select(BulkEmailChunk).where(BulkEmailChunk.id.in_(chunk_ids))):
+                members = ChunkScope.of(chunk).members(_recipients)
+                queued += await session.scalars(select(_recipients.c.id).where(members), ChunkScope.of(chunk).params)
             await _sent(session, chunk_ids)
-    sent_first = set(sorted(ids)[2:4])
-    assert sorted(queued) == sorted(set(ids) - sent_first)  # the handed-back two and the last two, once each
+    assert published.count(parked_id) == 1  # the parked chunk itself, published again once
+    assert sorted(queued) == ids[:2] + ids[4:]  # the parked two and the last two, once each
     async with database.session() as session:
         assert (await session.get_one(BulkEmail, bulk_id)).status == S.done
 

@@ -648,13 +648,22 @@ class BulkEmailLead(Base):
 
 
 class BulkEmailChunk(Base):
-    """A batch of recipient ids handed to the mailers; the dispatcher keeps few in flight per send."""
+    """A batch of recipients handed to the mailers; the dispatcher keeps few in flight per send.
+
+    A chunk of never-tried recipients is an id range of its bulk email's ledger
+    (``first_recipient_id``..``last_recipient_id``): queueing it writes no recipient row. A chunk
+    of retries has no range; its recipients carry its id in ``Recipient.chunk_id``
+    (docs/ledger.md, "Chunks").
+    """
 
     __tablename__ = "bulk_email_chunks"
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     organization_id: Mapped[int] = _org_fk()
     bulk_email_id: Mapped[int] = mapped_column(Id, ForeignKey("bulk_emails.id", ondelete="CASCADE"))
     size: Mapped[int] = mapped_column(Integer, default=0)
+    first_recipient_id: Mapped[int | None] = mapped_column(Id)
+    last_recipient_id: Mapped[int | None] = mapped_column(Id)
+    # NULL while parked: handed back unsent (its bulk email was paused), published again on resume.
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
@@ -704,7 +713,14 @@ class SentCopyState(enum.StrEnum):
     unknown = "unknown"  # may be stored: the retry searches for the Message-ID first
 
 
-UNQUEUED = "state = 'pending' AND chunk_id IS NULL"
+# Retries waiting for their time (the pump's due query), and recipients in a chunk of retries.
+# Neither condition changes while a fresh recipient is claimed and recorded (next_attempt_at and
+# chunk_id stay NULL), so those two writes can be HOT (docs/ledger.md, "Row writes").
+WAITING = "next_attempt_at IS NOT NULL"
+IN_A_RETRY_CHUNK = "chunk_id IS NOT NULL"
+# Free space left in each page of the ledger when it is written: room for a row's claimed and
+# recorded versions next to it, so that both updates stay on the page (HOT).
+RECIPIENTS_FILLFACTOR = 50
 
 
 class Recipient(Base):
@@ -725,8 +741,9 @@ class Recipient(Base):
     state: Mapped[RecipientState] = mapped_column(
         Enum(RecipientState, native_enum=False, length=20), default=RecipientState.pending
     )
-    # The chunk that carries this recipient to a mailer; NULL while waiting to be queued.
-    chunk_id: Mapped[int | None] = mapped_column(Id, index=True)
+    # The chunk of retries that carries this recipient to a mailer; NULL for a recipient never
+    # tried, whose chunk is the id range it falls in (BulkEmailChunk).
+    chunk_id: Mapped[int | None] = mapped_column(Id)
     skip_reason: Mapped[SkipReason | None] = mapped_column(Enum(SkipReason, native_enum=False, length=40))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -738,18 +755,26 @@ class Recipient(Base):
     sent_copy_uid: Mapped[str] = mapped_column(String(64), default="")
     updated_at: Mapped[datetime] = _now()
 
+    # No index names ``state`` (nor any column a send changes): a claim and an outcome then
+    # write the row without touching an index, as HOT updates (docs/ledger.md, "Row writes").
     __table_args__ = (
         UniqueConstraint("bulk_email_id", "email_normalized"),
-        Index("ix_recipients_bulk_email_id_state", "bulk_email_id", "state"),
-        # Recipients not yet in a chunk, in order: what the dispatcher's pump takes next. Rows
-        # leave it as they are queued, so it stays small however far a big send has got.
+        # A bulk email's ledger in id order: chunks are id ranges of it.
+        Index("ix_recipients_bulk_email_id_id", "bulk_email_id", "id"),
         Index(
-            "ix_recipients_unqueued",
+            "ix_recipients_waiting",
             "bulk_email_id",
-            "id",
-            postgresql_where=sql_text(UNQUEUED),
-            sqlite_where=sql_text(UNQUEUED),
+            "next_attempt_at",
+            postgresql_where=sql_text(WAITING),
+            sqlite_where=sql_text(WAITING),
         ),
+        Index(
+            "ix_recipients_retry_chunk",
+            "chunk_id",
+            postgresql_where=sql_text(IN_A_RETRY_CHUNK),
+            sqlite_where=sql_text(IN_A_RETRY_CHUNK),
+        ),
+        {"postgresql_with": {"fillfactor": RECIPIENTS_FILLFACTOR}},
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.shared import bulk_emails, ledger
@@ -30,11 +30,6 @@ class PumpResult:
 async def pump(session: AsyncSession, settings: Settings, bulk_email_id: int) -> PumpResult:
     """Queue what may be queued now; the caller commits, then publishes the result."""
     result = PumpResult()
-    if session.get_bind().dialect.name == "postgresql":
-        # Plan the pump's queries with their values: a generic plan cannot use the partial
-        # index (its condition names states the query binds) and walked every pending
-        # recipient for each chunk, 30 ms a chunk half-way through 100,000 recipients.
-        await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     bulk = await _lock(session, bulk_email_id)
     if bulk is None:
         return result
@@ -53,10 +48,11 @@ async def pump(session: AsyncSession, settings: Settings, bulk_email_id: int) ->
         )
     )
     # A chunk whose mailer vanished without finishing it is queued again; the ledger makes the
-    # second delivery harmless (only recipients still pending are sent).
+    # second delivery harmless (only recipients still pending are sent). So is a chunk parked
+    # while the bulk email was paused (published_at NULL): it is sending again now.
     stale_before = now - timedelta(seconds=settings.chunk_timeout_s)
     for chunk in open_chunks:
-        if chunk.published_at is not None and chunk.published_at < stale_before:
+        if chunk.published_at is None or chunk.published_at < stale_before:
             chunk.published_at = now
             result.chunks.append(_message(bulk, chunk.id))
 
@@ -86,17 +82,30 @@ async def _lock(session: AsyncSession, bulk_email_id: int) -> BulkEmail | None:
 
 
 async def _claim_chunk(session: AsyncSession, bulk: BulkEmail, size: int, now: datetime) -> int | None:
-    chunk = BulkEmailChunk(organization_id=bulk.organization_id, bulk_email_id=bulk.id, size=0, published_at=now)
+    """A new chunk: due retries first (they are few, and wait behind nothing), else the next id
+    range of never-tried recipients, which writes no recipient row."""
+    if await ledger.retries_due(session, bulk.id, now):
+        retries = BulkEmailChunk(organization_id=bulk.organization_id, bulk_email_id=bulk.id, published_at=now)
+        session.add(retries)
+        await session.flush()
+        retries.size = await ledger.queue_retries(session, bulk.id, retries.id, size, now)
+        if retries.size:
+            return retries.id
+        await session.delete(retries)
+    ahead = await ledger.next_range(session, bulk.id, bulk.queued_through_id, size)
+    if ahead is None:
+        return None
+    chunk = BulkEmailChunk(
+        organization_id=bulk.organization_id,
+        bulk_email_id=bulk.id,
+        size=ahead.size,
+        first_recipient_id=ahead.first_id,
+        last_recipient_id=ahead.last_id,
+        published_at=now,
+    )
     session.add(chunk)
     await session.flush()
-    queued = await ledger.queue_chunk(session, bulk.id, bulk.queued_through_id, chunk.id, size, now)
-    if not queued.size:
-        await session.delete(chunk)
-        return None
-    chunk.size = queued.size
-    # Only never-queued recipients move the cursor: a retry may sit anywhere in the ledger.
-    if queued.last_fresh_id is not None:
-        bulk.queued_through_id = max(bulk.queued_through_id, queued.last_fresh_id)
+    bulk.queued_through_id = ahead.last_id
     return chunk.id
 
 

@@ -51,10 +51,12 @@ from bulkmail.shared.contracts import (
 )
 from bulkmail.shared.db import Database
 from bulkmail.shared.ledger import ActivitySource, Claimed, OutcomeRow
+from bulkmail.shared.ledger.rows import table_of
 from bulkmail.shared.logging import get_logger
 from bulkmail.shared.models import (
     BulkEmail,
     BulkEmailChunk,
+    BulkEmailStatus,
     EmailAccount,
     Recipient,
     RecipientState,
@@ -76,9 +78,6 @@ CONNECTION_WAIT = timedelta(milliseconds=500)
 # Recipients claimed at once per SMTP connection: large enough that the ledger's round trips
 # are shared by many messages, small enough that a crash leaves few in the "unknown" state.
 CLAIM_PER_CONNECTION = 4
-
-
-_TAKEABLE = (R.pending, R.deferred)
 
 
 @dataclass
@@ -137,12 +136,16 @@ class ChunkSender:
             chunk = await session.get(BulkEmailChunk, chunk_id)
             if bulk is None or chunk is None or chunk.done_at is not None:
                 return  # already finished (a redelivery), or deleted
-            lost = await ledger.mark_unknown(session, chunk_id)
+            scope = ledger.ChunkScope.of(chunk)
+            lost = await ledger.mark_unknown(session, scope)
             if lost:
                 log.warning("recipients left in flight by a stopped worker", chunk_id=chunk_id, n=lost)
                 for _ in range(lost):
                     metrics.record_unknown(bulk.email_account_id)
             sending = bulk.status in bulk_emails.SENDING_STATUSES
+            # Paused: the chunk is parked whole and published again on resume (its recipients
+            # are not written). Cancelled or finished: the pump skips what is left.
+            park = bulk.status == BulkEmailStatus.paused
             account = await session.get(EmailAccount, bulk.email_account_id)
             paused_until, pause_reason = None, ""
             if account is not None:
@@ -152,22 +155,30 @@ class ChunkSender:
             prepared = await self._prepare(session, bulk) if sending else None
         if prepared is not None:
             if paused_until is not None and paused_until > _now():
-                await self._defer_rest(chunk_id, paused_until, _paused_text(pause_reason))
+                await self._defer_rest(scope, paused_until, _paused_text(pause_reason))
             else:
-                await self._send_chunk(prepared, chunk_id)
-        await self._finish_chunk(message.bulk_email_id, chunk_id)
-        log.info("chunk finished", bulk_email_id=message.bulk_email_id, chunk_id=chunk_id)
+                await self._send_chunk(prepared, scope)
+        if park:
+            await self._park_chunk(chunk_id)
+            log.info("chunk parked", bulk_email_id=message.bulk_email_id, chunk_id=chunk_id)
+        else:
+            await self._finish_chunk(chunk_id)
+            log.info("chunk finished", bulk_email_id=message.bulk_email_id, chunk_id=chunk_id)
         await self.broker.send(
             DISPATCH_QUEUE,
             DispatchBulkEmail(bulk_email_id=message.bulk_email_id, organization_id=message.organization_id),
         )
 
-    async def _send_chunk(self, prepared: PreparedBulkEmail, chunk_id: int) -> None:
+    async def _send_chunk(self, prepared: PreparedBulkEmail, chunk: ledger.ChunkScope) -> None:
         pool = self._pool(prepared)
         batch_size = prepared.max_connections * CLAIM_PER_CONNECTION
-        contexts = await self._chunk_contexts(prepared, chunk_id)
+        contexts = await self._chunk_contexts(prepared, chunk)
+        # A pool with no connection open yet opens them one at a time: the first batch is then
+        # one connection's worth, so the first messages are recorded (and the progress moves)
+        # without waiting for every connection of the account to open.
+        first_batch = CLAIM_PER_CONNECTION if pool.open_connections == 0 else batch_size
         async with self.database.session() as session:
-            claimed = await self._claim(session, chunk_id, batch_size)
+            claimed, after = await self._claim(session, chunk, first_batch, 0)
         while claimed:
             missing = [c for c in claimed if c.id not in contexts]
             if missing:  # not pending when the chunk started (a retry became due meanwhile)
@@ -176,37 +187,40 @@ class ChunkSender:
             # The next batch is claimed in the same transaction as this one's outcomes (one
             # commit for both), unless the account's limits say this chunk stops here.
             stopping = bool(held) or any(o.verdict.kind == Kind.pause_account for o in outcomes)
-            next_batch = None if stopping else (chunk_id, batch_size)
-            paused, claimed = await self._record(prepared, outcomes, held, next_batch)
+            next_batch = None if stopping else (chunk, batch_size, after)
+            paused, claimed, after = await self._record(prepared, outcomes, held, next_batch)
             await self._emit(prepared, outcomes)
             reasons = await self._announce_pauses()
             await self._queue_sent_copies(prepared, outcomes)
             if paused is not None:
-                await self._defer_rest(chunk_id, paused, _paused_text(reasons[0] if reasons else ""))
+                await self._defer_rest(chunk, paused, _paused_text(reasons[0] if reasons else ""))
                 return
             if held:
                 # The account is at its limit: the rest of the chunk waits too, and the
                 # dispatcher queues it again when the wait is over.
                 wait = min(h.wait for h in held)
-                await self._defer_rest(chunk_id, _now() + wait, "waiting for the account's sending limit")
+                await self._defer_rest(chunk, _now() + wait, "waiting for the account's sending limit")
                 return
 
     @staticmethod
-    async def _claim(session: AsyncSession, chunk_id: int, limit: int) -> list[Claimed]:
-        taken = await ledger.claim(session, chunk_id, limit, _now())
+    async def _claim(
+        session: AsyncSession, chunk: ledger.ChunkScope, limit: int, after: int
+    ) -> tuple[list[Claimed], int]:
+        """The next batch of the chunk past id ``after``; and the id the claim after it starts from."""
+        taken = await ledger.claim(session, chunk, limit, _now(), after_id=after)
         for reason, n in taken.skipped.items():
             metrics.record_skipped(reason, n)
-        return taken.claimed
+        return taken.claimed, taken.through_id
 
-    async def _chunk_contexts(self, prepared: PreparedBulkEmail, chunk_id: int) -> dict[int, RenderContext]:
+    async def _chunk_contexts(self, prepared: PreparedBulkEmail, chunk: ledger.ChunkScope) -> dict[int, RenderContext]:
         """What the templates see, for every recipient the chunk will send: a few queries per chunk."""
+        recipients = table_of(Recipient)
         async with self.database.session() as session:
             rows = await session.execute(
-                select(Recipient.id, Recipient.lead_id, Recipient.contact_id, Recipient.email).where(
-                    Recipient.chunk_id == chunk_id,
-                    Recipient.state.in_(_TAKEABLE),
-                    Recipient.next_attempt_at.is_(None),
-                )
+                select(recipients.c.id, recipients.c.lead_id, recipients.c.contact_id, recipients.c.email).where(
+                    chunk.takeable(recipients)
+                ),
+                chunk.params,
             )
             refs = {rid: RecipientRef(lead_id, contact_id, email) for rid, lead_id, contact_id, email in rows}
             return await self._render_contexts(session, prepared, refs)
@@ -284,10 +298,11 @@ class ChunkSender:
         prepared: PreparedBulkEmail,
         outcomes: list[Outcome],
         held: list[HeldBack],
-        claim_next: tuple[int, int] | None,
-    ) -> tuple[datetime | None, list[Claimed]]:
-        """Commit every outcome of a batch, and claim the next batch of ``claim_next`` (chunk id,
-        how many) unless the account must pause. Returns until when it is paused, and the claim."""
+        claim_next: tuple[ledger.ChunkScope, int, int] | None,
+    ) -> tuple[datetime | None, list[Claimed], int]:
+        """Commit every outcome of a batch, and claim the next batch of ``claim_next`` (chunk, how
+        many, after which id) unless the account must pause. Returns until when it is paused, the
+        claim, and the id the claim after it starts from."""
         now = _now()
         rows: list[OutcomeRow] = []
         pause: datetime | None = None
@@ -352,8 +367,11 @@ class ChunkSender:
                 await self._suppress(session, prepared.organization_id, bounced)
             # Progress is counted from the ledger when asked for, so no batch writes the bulk
             # email's row: every mailer would otherwise queue on that one row lock.
-            claimed = [] if claim_next is None or pause is not None else await self._claim(session, *claim_next)
-        return pause, claimed
+            claimed: list[Claimed] = []
+            after = 0
+            if claim_next is not None and pause is None:
+                claimed, after = await self._claim(session, *claim_next)
+        return pause, claimed, after
 
     async def _suppress(self, session: AsyncSession, organization_id: int, bounced: list[Outcome]) -> None:
         """A hard bounce puts the address on the organisation's suppression list: later sends skip it."""
@@ -430,14 +448,23 @@ class ChunkSender:
             .execution_options(synchronize_session=False)
         )
 
-    async def _defer_rest(self, chunk_id: int, until: datetime, reason: str) -> None:
+    async def _defer_rest(self, chunk: ledger.ChunkScope, until: datetime, reason: str) -> None:
         async with self.database.session() as session:
-            await ledger.defer(session, chunk_id, until, reason)
+            await ledger.defer(session, chunk, until, reason)
 
-    async def _finish_chunk(self, bulk_email_id: int, chunk_id: int) -> None:
+    async def _park_chunk(self, chunk_id: int) -> None:
+        """The bulk email is paused: the chunk stays open, unpublished, and the pump publishes it
+        again when the bulk email resumes. Its recipients are not touched."""
         async with self.database.session() as session:
-            # Recipients not taken (the bulk email was paused or cancelled) wait for the next pump.
-            await ledger.hand_back(session, bulk_email_id, chunk_id)
+            await session.execute(
+                update(BulkEmailChunk)
+                .where(BulkEmailChunk.id == chunk_id, BulkEmailChunk.done_at.is_(None))
+                .values(published_at=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def _finish_chunk(self, chunk_id: int) -> None:
+        async with self.database.session() as session:
             await session.execute(
                 update(BulkEmailChunk)
                 .where(BulkEmailChunk.id == chunk_id, BulkEmailChunk.done_at.is_(None))

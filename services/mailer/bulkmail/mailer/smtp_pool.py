@@ -89,6 +89,10 @@ class SmtpPool:
         # Connections to give back when they are next returned: another mailer waits for one.
         self._shed = 0
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
     async def _connect(self) -> _Connection:
         lease = None
         if self._session_factory is not None and self._account_id is not None:

@@ -5,7 +5,9 @@ late, repeated or racing caller changes nothing instead of moving a row backward
 the allowed moves, who calls which and the crash bound are described in docs/ledger.md.
 
 - ``build``: ``add_recipients`` (the dispatcher writes the ledger from the snapshot).
-- ``queue``: ``queue_chunk``, ``hand_back``, ``defer``, ``cancel_unsent``, ``requeue_failed``.
+- ``chunks``: ``ChunkScope``, which rows a chunk carries (an id range, or retries named by ``chunk_id``).
+- ``queue``: ``next_range`` (a read: chunks of never-tried recipients write no row), ``queue_retries``,
+  ``defer``, ``cancel_unsent``, ``requeue_failed``.
 - ``send``: ``claim`` (with the consent check), ``mark_unknown``, ``record_outcomes``.
 - ``feedback``: ``mark_bounced``, ``mark_complained``, ``mark_replied`` (what comes back after ``sent``).
 - ``sent_copies``: the Sent-copy sub-state (``claim_copies``, ``record_copy``, ``finish_copies``,
@@ -13,14 +15,16 @@ the allowed moves, who calls which and the crash bound are described in docs/led
 """
 
 from bulkmail.shared.ledger.build import add_recipients
+from bulkmail.shared.ledger.chunks import ChunkScope
 from bulkmail.shared.ledger.feedback import mark_bounced, mark_complained, mark_replied
 from bulkmail.shared.ledger.queue import (
-    QueuedChunk,
+    IdRange,
     cancel_unsent,
     defer,
-    hand_back,
-    queue_chunk,
+    next_range,
+    queue_retries,
     requeue_failed,
+    retries_due,
     work_left,
 )
 from bulkmail.shared.ledger.send import (
@@ -45,10 +49,11 @@ from bulkmail.shared.models import RecipientState, SentCopyState, SkipReason
 __all__ = [
     "CLAIMABLE_COPIES",
     "ActivitySource",
+    "ChunkScope",
     "Claim",
     "Claimed",
+    "IdRange",
     "OutcomeRow",
-    "QueuedChunk",
     "RecipientState",
     "SentCopyState",
     "SkipReason",
@@ -60,14 +65,15 @@ __all__ = [
     "copies_published",
     "defer",
     "finish_copies",
-    "hand_back",
     "mark_bounced",
     "mark_complained",
     "mark_replied",
     "mark_unknown",
-    "queue_chunk",
+    "next_range",
+    "queue_retries",
     "record_copy",
     "record_outcomes",
     "requeue_failed",
+    "retries_due",
     "work_left",
 ]

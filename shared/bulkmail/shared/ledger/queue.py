@@ -1,8 +1,9 @@
-"""Moving recipients in and out of chunks: queue, hand back, defer, cancel, queue failed ones again.
+"""Putting recipients into chunks, and taking them out: queue, defer, cancel, queue failed ones again.
 
-A recipient is *queued* when it has a chunk and no ``next_attempt_at``: ``pending`` (never
-sent) or ``deferred`` (a retry that came due). A ``deferred`` row with a ``next_attempt_at``
-waits for that time; the pump queues it again when it is due.
+A chunk of never-tried recipients is an id range of the ledger (``next_range``): queueing it
+writes no recipient row. Retries that are due are queued row by row (``queue_retries``): their
+``chunk_id`` names the chunk and ``next_attempt_at`` goes back to NULL. A ``deferred`` row with
+a ``next_attempt_at`` waits for that time. ``ChunkScope`` says which rows a chunk carries.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, union_all, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bulkmail.shared.ledger.rows import changed
-from bulkmail.shared.models import BulkEmail, Recipient, RecipientState, SkipReason, Suppression
+from bulkmail.shared.ledger.chunks import ChunkScope
+from bulkmail.shared.ledger.rows import changed, table_of
+from bulkmail.shared.models import Recipient, RecipientState, SkipReason, Suppression
 
 R = RecipientState
 
@@ -22,92 +24,63 @@ R = RecipientState
 UNSENT = (R.pending, R.deferred)
 OPEN = (R.pending, R.sending, R.deferred)
 
+_recipients = table_of(Recipient)
+
 
 @dataclass(frozen=True)
-class QueuedChunk:
-    size: int
-    # The greatest id of a never-queued recipient taken, the pump's new cursor; None if only retries.
-    last_fresh_id: int | None
+class IdRange:
+    first_id: int
+    last_id: int
+    size: int  # rows in the range (those skipped when the ledger was written included)
 
 
-async def queue_chunk(
-    session: AsyncSession, bulk_email_id: int, queued_through_id: int, chunk_id: int, size: int, now: datetime
-) -> QueuedChunk:
-    """pending (not in a chunk) | deferred (due) → queued in ``chunk_id``, at most ``size`` of them.
+async def next_range(session: AsyncSession, bulk_email_id: int, queued_through_id: int, size: int) -> IdRange | None:
+    """The next ``size`` recipients after the pump's cursor (``queued_through_id``), as an id range:
+    a chunk of never-tried recipients. A read: the rows are not written.
 
-    The caller holds the bulk email's lock, so no other pump takes the same rows. Retries that are
-    due go first (they are few), then recipients never queued, in id order from the pump's cursor
-    (``queued_through_id``), so neither query walks the recipients already queued.
+    Every row past the cursor is unqueued (the cursor only moves forward, and the ledger's rows
+    are written in id order, a batch at a time, under the bulk email's lock the pump takes too).
     """
-    retries = (
+    ahead = (
         select(Recipient.id)
-        .where(
-            Recipient.bulk_email_id == bulk_email_id, Recipient.state == R.deferred, Recipient.next_attempt_at <= now
-        )
+        .where(Recipient.bulk_email_id == bulk_email_id, Recipient.id > queued_through_id)
         .order_by(Recipient.id)
         .limit(size)
+        .subquery()
     )
-    unqueued = (
-        select(Recipient.id)
-        .where(
-            Recipient.bulk_email_id == bulk_email_id,
-            Recipient.state == R.pending,
-            Recipient.chunk_id.is_(None),
-            Recipient.id > queued_through_id,
-        )
-        .order_by(Recipient.id)
-        .limit(size)
-    )
-    # (Each as a subquery: SQLite allows no ORDER BY/LIMIT on the members of a UNION.)
-    first, then = retries.subquery(), unqueued.subquery()
-    due = union_all(select(first.c.id), select(then.c.id)).subquery()
-    # next_attempt_at NULL marks a deferred recipient as queued, so the next pump does not take it again.
-    taken = (
-        await session.execute(
-            update(Recipient)
-            .where(Recipient.id.in_(select(due.c.id).limit(size).scalar_subquery()), Recipient.state.in_(UNSENT))
-            .values(chunk_id=chunk_id, next_attempt_at=None)
-            .returning(Recipient.id, Recipient.state)
-            .execution_options(synchronize_session=False)
-        )
-    ).all()
-    fresh = [rid for rid, state in taken if state == R.pending]
-    return QueuedChunk(len(taken), max(fresh) if fresh else None)
+    n, first, last = (await session.execute(select(func.count(), func.min(ahead.c.id), func.max(ahead.c.id)))).one()
+    return IdRange(first, last, n) if n else None
 
 
-async def hand_back(session: AsyncSession, bulk_email_id: int, chunk_id: int) -> int:
-    """queued pending → pending (not in a chunk): a chunk ended (paused, cancelled, stopped) with
-    recipients it did not take. The pump's cursor goes back below them so it finds them again.
-    Returns how many were handed back."""
-    first = await session.scalar(
-        select(func.min(Recipient.id)).where(Recipient.chunk_id == chunk_id, Recipient.state == R.pending)
-    )
-    if first is None:
-        return 0
-    # The bulk email's row first, as the pump locks it: the other order could deadlock.
-    await session.execute(
-        update(BulkEmail)
-        .where(BulkEmail.id == bulk_email_id, BulkEmail.queued_through_id >= first)
-        .values(queued_through_id=first - 1)
-        .execution_options(synchronize_session=False)
-    )
+async def retries_due(session: AsyncSession, bulk_email_id: int, now: datetime) -> bool:
+    """Whether a deferred recipient's time has come (a look into the small index of waiting rows)."""
+    due = await session.scalar(select(Recipient.id).where(_due(bulk_email_id, now)).limit(1))
+    return due is not None
+
+
+async def queue_retries(session: AsyncSession, bulk_email_id: int, chunk_id: int, size: int, now: datetime) -> int:
+    """deferred (due) → queued in the chunk of retries ``chunk_id``, at most ``size``, in id order.
+    The caller holds the bulk email's lock, so no other pump takes the same rows. Returns how many."""
+    due = select(Recipient.id).where(_due(bulk_email_id, now)).order_by(Recipient.id).limit(size).scalar_subquery()
+    # next_attempt_at NULL marks the row as queued: the next pump does not take it again.
     result = await session.execute(
         update(Recipient)
-        .where(Recipient.chunk_id == chunk_id, Recipient.state == R.pending)
-        .values(chunk_id=None)
+        .where(Recipient.id.in_(due), Recipient.state == R.deferred)
+        .values(chunk_id=chunk_id, next_attempt_at=None)
         .execution_options(synchronize_session=False)
     )
     return changed(result)
 
 
-async def defer(session: AsyncSession, chunk_id: int, until: datetime, reason: str) -> int:
-    """queued (pending | deferred) → deferred until ``until``: the rest of a chunk waits for the
-    account (paused, or at a limit). The pump queues them again when the time comes."""
+async def defer(session: AsyncSession, chunk: ChunkScope, until: datetime, reason: str) -> int:
+    """queued (pending | deferred, in ``chunk``) → deferred until ``until``: the rest of a chunk waits
+    for the account (paused, or at a limit). The pump queues them again when the time comes."""
     result = await session.execute(
-        update(Recipient)
-        .where(Recipient.chunk_id == chunk_id, Recipient.state.in_(UNSENT), Recipient.next_attempt_at.is_(None))
+        update(_recipients)
+        .where(chunk.takeable(_recipients))
         .values(state=R.deferred, next_attempt_at=until, smtp_reply=reason, updated_at=_now())
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
+        chunk.params,
     )
     return changed(result)
 
@@ -144,12 +117,17 @@ async def requeue_failed(session: AsyncSession, bulk_email_id: int, organization
 
 async def work_left(session: AsyncSession, bulk_email_id: int) -> bool:
     """Whether any recipient may still be sent (or is being sent)."""
-    n = await session.scalar(
-        select(func.count())
-        .select_from(Recipient)
-        .where(Recipient.bulk_email_id == bulk_email_id, Recipient.state.in_(OPEN))
+    found = await session.scalar(
+        select(Recipient.id).where(Recipient.bulk_email_id == bulk_email_id, Recipient.state.in_(OPEN)).limit(1)
     )
-    return bool(n)
+    return found is not None
+
+
+def _due(bulk_email_id: int, now: datetime) -> ColumnElement[bool]:
+    # Through the partial index of waiting rows (next_attempt_at <= now implies NOT NULL).
+    return and_(
+        Recipient.bulk_email_id == bulk_email_id, Recipient.next_attempt_at <= now, Recipient.state == R.deferred
+    )
 
 
 def _now() -> datetime:

@@ -17,11 +17,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, literal, not_, null, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bulkmail.shared.ledger.chunks import ChunkScope
 from bulkmail.shared.ledger.rows import changed, table_of
 from bulkmail.shared.models import (
     Contact,
@@ -66,51 +68,59 @@ _suppression = (
     )
     .scalar_subquery()
 )
-# The next ``claim_limit`` queued recipients of the chunk, in id order, with what consent needs.
-_checked = (
-    select(
-        _c.c.id.label("id"),
-        _contact_exists.label("has_contact"),
-        _address.label("address"),
-        _suppression.label("suppression"),
+
+
+@cache
+def _claim_statement(of_a_range: bool) -> Any:
+    """The claim of the next ``claim_limit`` takeable recipients of a chunk past ``claim_after``
+    (built once per kind of chunk: the chunk's own values are parameters)."""
+    chunk = ChunkScope(0, 0, 0, 0) if of_a_range else ChunkScope(0, 0)
+    checked = (
+        select(
+            _c.c.id.label("id"),
+            _contact_exists.label("has_contact"),
+            _address.label("address"),
+            _suppression.label("suppression"),
+        )
+        .where(chunk.takeable(_c), _c.c.id > bindparam("claim_after"))
+        .order_by(_c.c.id)
+        .limit(bindparam("claim_limit"))
+        .subquery("checked")
     )
-    .where(_c.c.chunk_id == bindparam("claim_chunk"), _c.c.state.in_(_TAKEABLE), _c.c.next_attempt_at.is_(None))
-    .order_by(_c.c.id)
-    .limit(bindparam("claim_limit"))
-    .subquery("checked")
-)
-# Why a recipient may not be sent (the first that applies), or NULL when it may.
-_WHY_NOT = case(
-    (not_(_checked.c.has_contact), literal(SkipReason.contact_deleted.value)),
-    (_checked.c.address.is_(None), literal(SkipReason.address_changed.value)),
-    (
-        or_(_checked.c.address == 2, _checked.c.suppression == SkipReason.unsubscribed.value),
-        literal(SkipReason.unsubscribed.value),
-    ),
-    (_checked.c.suppression.is_not(None), literal(SkipReason.suppressed.value)),
-    else_=null(),
-)
-_MAY_SEND = _WHY_NOT.is_(None)
-# Core, not ORM: this runs for every few dozen messages and the ORM layer doubled its cost.
-_CLAIM = (
-    update(_recipients)
-    .where(_recipients.c.id == _checked.c.id, _recipients.c.state.in_(_TAKEABLE))
-    .values(
-        state=case((_MAY_SEND, literal(R.sending.value)), else_=literal(R.skipped.value)),
-        skip_reason=_WHY_NOT,
-        attempts=_recipients.c.attempts + case((_MAY_SEND, 1), else_=0),
-        updated_at=bindparam("claim_now"),
+    # Why a recipient may not be sent (the first that applies), or NULL when it may.
+    why_not = case(
+        (not_(checked.c.has_contact), literal(SkipReason.contact_deleted.value)),
+        (checked.c.address.is_(None), literal(SkipReason.address_changed.value)),
+        (
+            or_(checked.c.address == 2, checked.c.suppression == SkipReason.unsubscribed.value),
+            literal(SkipReason.unsubscribed.value),
+        ),
+        (checked.c.suppression.is_not(None), literal(SkipReason.suppressed.value)),
+        else_=null(),
     )
-    .returning(
-        _recipients.c.id,
-        _recipients.c.lead_id,
-        _recipients.c.contact_id,
-        _recipients.c.email,
-        _recipients.c.email_normalized,
-        _recipients.c.attempts,
-        _recipients.c.skip_reason,
+    may_send = why_not.is_(None)
+    # Core, not ORM: this runs for every few dozen messages and the ORM layer doubled its cost.
+    # The row's columns that an index names (id, bulk_email_id, email_normalized, chunk_id,
+    # next_attempt_at) are left as they are, so the update is HOT when the page has room.
+    return (
+        update(_recipients)
+        .where(_recipients.c.id == checked.c.id, _recipients.c.state.in_(_TAKEABLE))
+        .values(
+            state=case((may_send, literal(R.sending.value)), else_=literal(R.skipped.value)),
+            skip_reason=why_not,
+            attempts=_recipients.c.attempts + case((may_send, 1), else_=0),
+            updated_at=bindparam("claim_now"),
+        )
+        .returning(
+            _recipients.c.id,
+            _recipients.c.lead_id,
+            _recipients.c.contact_id,
+            _recipients.c.email,
+            _recipients.c.email_normalized,
+            _recipients.c.attempts,
+            _recipients.c.skip_reason,
+        )
     )
-)
 
 
 @dataclass(frozen=True)
@@ -128,31 +138,41 @@ class Claim:
     claimed: list[Claimed] = field(default_factory=list)
     # Recipients found without consent at the claim, by skip reason.
     skipped: Counter[str] = field(default_factory=Counter)
+    # The greatest id this claim moved: the next claim of the chunk starts after it.
+    through_id: int = 0
 
 
-async def claim(session: AsyncSession, chunk_id: int, limit: int, now: datetime | None = None) -> Claim:
-    """queued (pending | deferred, in ``chunk_id``) → sending, at most ``limit``, in id order; those
-    without consent → skipped (unsubscribed, suppressed, contact_deleted, address_changed)."""
-    params = {"claim_chunk": chunk_id, "claim_limit": limit, "claim_now": now or _now()}
-    result = Claim()
+async def claim(
+    session: AsyncSession, chunk: ChunkScope, limit: int, now: datetime | None = None, after_id: int = 0
+) -> Claim:
+    """queued (pending | deferred, in ``chunk``) → sending, at most ``limit``, in id order, from
+    ``after_id`` on; those without consent → skipped (unsubscribed, suppressed, contact_deleted,
+    address_changed). A sender passes the previous claim's ``through_id`` as ``after_id``, so a
+    claim never walks the rows of its chunk already sent."""
+    statement = _claim_statement(chunk.is_range)
+    params = {**chunk.params, "claim_after": after_id, "claim_limit": limit, "claim_now": now or _now()}
+    result = Claim(through_id=after_id)
     while True:
-        rows = (await session.execute(_CLAIM, params)).all()
+        rows = (await session.execute(statement, params)).all()
         skipped = [row.skip_reason for row in rows if row.skip_reason is not None]
         result.skipped.update(str(reason) for reason in skipped)
         result.claimed = sorted((Claimed(*row[:6]) for row in rows if row.skip_reason is None), key=lambda c: c.id)
+        result.through_id = max([result.through_id, *(row.id for row in rows)])
         # A batch all without consent says nothing of the next one: look again.
         if result.claimed or not skipped:
             return result
+        params["claim_after"] = result.through_id
 
 
-async def mark_unknown(session: AsyncSession, chunk_id: int) -> int:
+async def mark_unknown(session: AsyncSession, chunk: ChunkScope) -> int:
     """sending → unknown: the chunk came round again with recipients a stopped worker had in
     flight. Their message may have gone out; they are reported, never resent blindly."""
     result = await session.execute(
-        update(Recipient)
-        .where(Recipient.chunk_id == chunk_id, Recipient.state == R.sending)
+        update(_recipients)
+        .where(chunk.in_flight(_recipients))
         .values(state=R.unknown, smtp_reply="outcome unknown: the worker sending it stopped", updated_at=_now())
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
+        chunk.params,
     )
     return changed(result)
 
