@@ -8,7 +8,8 @@ modulo partition on the lead id. The same code renders for PostgreSQL and SQLite
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,6 +50,8 @@ from bulkmail.query_api.search.values import zone
 from bulkmail.shared.models import BulkEmailLead, CustomField, CustomFieldType, Lead, LeadCustomValue
 
 CUSTOM_PREFIX = "custom."
+# Terms that may compile to one EXISTS on related rows (`title:ceo`, `contact(...)`).
+RELATION_NODES = (ast.Clause, ast.InList, ast.Nested)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,13 @@ class CompiledSearch:
     order_by: tuple[Column, ...]
     limit: int | None
     sorted: bool = False  # the query had a `sort:`
+    # The same filter for statements that read every match (count, snapshot): on PostgreSQL a
+    # negated relation is written as an ordered set (``fields.related_exists``). None: ``where``.
+    where_all: Cond | None = None
+
+    @property
+    def _all(self) -> Cond:
+        return self.where if self.where_all is None else self.where_all
 
     def ids(self) -> Select[Any]:
         """Matching lead ids in the query's order, capped by `limit:`."""
@@ -78,8 +88,8 @@ class CompiledSearch:
     def count(self) -> Select[Any]:
         """The number of matching leads (no ORDER BY: the order does not change a count)."""
         if self.limit is None:
-            return select(func.count()).select_from(Lead).where(self.where)
-        capped = select(Lead.id).where(self.where).limit(self.limit).subquery()
+            return select(func.count()).select_from(Lead).where(self._all)
+        capped = select(Lead.id).where(self._all).limit(self.limit).subquery()
         return select(func.count()).select_from(capped)
 
     def _snapshot_plan(self, max_leads: int | None) -> tuple[tuple[Column, ...], int | None]:
@@ -92,13 +102,13 @@ class CompiledSearch:
     def snapshot_ids(self, max_leads: int | None = None) -> Select[Any]:
         """The lead ids a snapshot would take now, in its order (what the pre-send audit checks)."""
         order, cap = self._snapshot_plan(max_leads)
-        stmt = select(Lead.id).where(self.where).order_by(*order)
+        stmt = select(Lead.id).where(self._all).order_by(*order)
         return stmt.limit(cap) if cap is not None else stmt
 
     def snapshot_insert(self, bulk_email_id: int, max_leads: int | None = None) -> Insert:
         """`INSERT INTO bulk_email_leads SELECT ...`: the snapshot as one statement."""
         order, cap = self._snapshot_plan(max_leads)
-        rows = select(literal(bulk_email_id), Lead.id).where(self.where).order_by(*order)
+        rows = select(literal(bulk_email_id), Lead.id).where(self._all).order_by(*order)
         if cap is not None:
             rows = rows.limit(cap)
         return insert(BulkEmailLead).from_select(["bulk_email_id", "lead_id"], rows)
@@ -108,14 +118,23 @@ def compile_search(query: ast.Query | str, ctx: SearchContext) -> CompiledSearch
     """Compile a query (text or parsed) for one organisation and user; raises ``QueryError``."""
     parsed = parse_query(query) if isinstance(query, str) else query
     env = Env(ctx=ctx, text=parsed.text, tz=zone(ctx.timezone), scopes=SCOPES)
-    conditions: list[Cond] = [Lead.organization_id == ctx.organization_id]
+    where = _where(env, parsed)
+    where_all = None
+    if env.saw_anti_join and ctx.dialect == "postgresql":
+        # Once more, with the negated relations as ordered sets, for the count and the snapshot.
+        where_all = _where(replace(env, terms=0, anti_join_sets=True), parsed)
+    order = _order_by(env, parsed.sort)
+    return CompiledSearch(where, order, parsed.limit, sorted=bool(parsed.sort), where_all=where_all)
+
+
+def _where(env: Env, parsed: ast.Query) -> Cond:
+    conditions: list[Cond] = [Lead.organization_id == env.org]
     if parsed.filter is not None:
         conditions.append(_node(env, parsed.filter, SCOPES["lead"]))
     if parsed.slice is not None:
         part, parts = parsed.slice
         conditions.append(Lead.id % parts == part - 1)
-    order = _order_by(env, parsed.sort)
-    return CompiledSearch(and_(*conditions), order, parsed.limit, sorted=bool(parsed.sort))
+    return and_(*conditions)
 
 
 # --- the filter ------------------------------------------------------------------------------------
@@ -125,9 +144,15 @@ def _node(env: Env, node: ast.Node, scope: Scope) -> Cond:
     if isinstance(node, ast.And):
         return and_(*(_node(env, item, scope) for item in node.items))
     if isinstance(node, ast.Or):
-        return or_(*(_node(env, item, scope) for item in node.items))
+        with _below(env, top_level=False):
+            return or_(*(_node(env, item, scope) for item in node.items))
     if isinstance(node, ast.Not):
-        return not_(_node(env, node.item, scope))
+        # A clause negated directly under the lead's chain of ANDs: its EXISTS, if it is one,
+        # is planned as an anti-join (see Env).
+        anti_join = env.top_level and scope.name == "lead" and isinstance(node.item, RELATION_NODES)
+        env.saw_anti_join |= anti_join
+        with _below(env, top_level=False, as_set=anti_join and env.anti_join_sets):
+            return not_(_node(env, node.item, scope))
     if isinstance(node, ast.Everything):
         return true()
     _count_term(env, node.offset)
@@ -140,6 +165,17 @@ def _node(env: Env, node: ast.Node, scope: Scope) -> Cond:
     if isinstance(node, ast.Nested):
         return _nested(env, node, scope)
     return _smart_view(env, node, scope)
+
+
+@contextmanager
+def _below(env: Env, *, top_level: bool, as_set: bool = False) -> Iterator[None]:
+    """Compile a sub-tree with these flags, then restore the enclosing ones."""
+    saved = env.top_level, env.as_set
+    env.top_level, env.as_set = top_level, as_set
+    try:
+        yield
+    finally:
+        env.top_level, env.as_set = saved
 
 
 def _count_term(env: Env, offset: int) -> None:
@@ -233,8 +269,10 @@ def _nested(env: Env, node: ast.Nested, scope: Scope) -> Cond:
             )
         raise unknown_name(env, "object", name, node.offset, allowed, "unknown_object")
     child = SCOPES[scope.nested[name]]
-    cond = _node(env, node.body, child) if node.body is not None else true()
-    return related_exists(env, child.name, LINKS[(scope.name, child.name)], cond)
+    as_set = env.as_set
+    with _below(env, top_level=False):
+        cond = _node(env, node.body, child) if node.body is not None else true()
+    return related_exists(env, child.name, LINKS[(scope.name, child.name)], cond, as_set=as_set)
 
 
 def _smart_view(env: Env, node: ast.Node, scope: Scope) -> Cond:
