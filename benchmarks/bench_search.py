@@ -61,23 +61,38 @@ SNAPSHOT_SIZE = 100_000
 PAGE = 101  # a page of 100 and one more to learn has_more
 SECTIONS = ("filter", "send", "corpus")
 
-BASELINE_FILTER = """
-    FROM leads l
-    WHERE l.organization_id = :org AND l.status_id = :status AND l.num_email_addresses > 0
-      AND NOT EXISTS (SELECT 1 FROM email_activities ea WHERE ea.lead_id = l.id AND ea.template_id = :template)
-"""
-BASELINE_COUNT = text("SELECT count(*)" + BASELINE_FILTER)
-BASELINE_PAGE = text("SELECT l.id" + BASELINE_FILTER + " ORDER BY l.created_at DESC, l.id DESC LIMIT :n")
+# The best hand-written SQL found for this filter on this schema, the yardstick of the compiled
+# statements. A page probes the emails of each lead it walks (correlated NOT EXISTS); a count or
+# snapshot reads every match, and is fastest as a merge of two index walks in lead-id order,
+# which PostgreSQL 15 only plans when the emailed leads are an ordered sub-select of their own
+# (docs/search.md).
+_LEADS = "FROM leads l WHERE l.organization_id = :org AND l.status_id = :status AND l.num_email_addresses > 0"
+PROBE_FILTER = (
+    _LEADS + " AND NOT EXISTS (SELECT 1 FROM email_activities ea"
+    " WHERE ea.organization_id = :org AND ea.lead_id = l.id AND ea.template_id = :template)"
+)
+SET_FILTER = (
+    _LEADS + " AND NOT EXISTS (SELECT 1 FROM (SELECT ea.lead_id FROM email_activities ea"
+    " WHERE ea.organization_id = :org AND ea.template_id = :template ORDER BY ea.lead_id OFFSET 0) AS sent"
+    " WHERE sent.lead_id = l.id)"
+)
+BASELINE_COUNT = text("SELECT count(*) " + SET_FILTER)
+BASELINE_PAGE = text("SELECT l.id " + PROBE_FILTER + " ORDER BY l.created_at DESC, l.id DESC LIMIT :n")
 BASELINE_SNAPSHOT = text(
-    "INSERT INTO bulk_email_leads (bulk_email_id, lead_id) SELECT :bulk, l.id"
-    + BASELINE_FILTER
+    "INSERT INTO bulk_email_leads (bulk_email_id, lead_id) SELECT :bulk, l.id " + SET_FILTER + " ORDER BY l.id LIMIT :n"
+)
+# The obvious way to write it: the same NOT EXISTS as a page's (PostgreSQL hashes the emails).
+PLAIN_COUNT = text("SELECT count(*) " + PROBE_FILTER)
+PLAIN_SNAPSHOT = text(
+    "INSERT INTO bulk_email_leads (bulk_email_id, lead_id) SELECT :bulk, l.id "
+    + PROBE_FILTER
     + " ORDER BY l.id LIMIT :n"
 )
 
-SENDABLE_FILTER = BASELINE_FILTER.replace("l.num_email_addresses > 0", "l.has_sendable_email")
-SENDABLE_COUNT = text("SELECT count(*)" + SENDABLE_FILTER)
+SENDABLE_FILTER = SET_FILTER.replace("l.num_email_addresses > 0", "l.has_sendable_email")
+SENDABLE_COUNT = text("SELECT count(*) " + SENDABLE_FILTER)
 SENDABLE_SNAPSHOT = text(
-    "INSERT INTO bulk_email_leads (bulk_email_id, lead_id) SELECT :bulk, l.id"
+    "INSERT INTO bulk_email_leads (bulk_email_id, lead_id) SELECT :bulk, l.id "
     + SENDABLE_FILTER
     + " ORDER BY l.id LIMIT :n"
 )
@@ -233,38 +248,29 @@ async def _bench(database: Database, runs: int) -> tuple[list[str], list[str]]:
             m, b = statistics.median(mine), statistics.median(base)
             lines.append(f"{name:<34}{m:>12.1f}{b:>13.1f}{m / b:>8.2f}")
 
-        # The schema's other way to ask "who would get this": the lead's primary address, not
-        # unsubscribed (a different, narrower filter than has:email_addresses), hand-written.
-        sendable: dict[str, Any] = {
-            "count": (SENDABLE_COUNT, params),
-            f"snapshot INSERT of {SNAPSHOT_SIZE:,} ids": (
-                SENDABLE_SNAPSHOT,
-                {**params, "bulk": bulk_id, "n": SNAPSHOT_SIZE},
-            ),
-        }
+        # Two other yardsticks, hand-written: the obvious NOT EXISTS, and the schema's other way to
+        # ask "who would get this" (the lead's primary address, not unsubscribed: a different,
+        # narrower filter than has:email_addresses).
+        snapshot_name = f"snapshot INSERT of {SNAPSHOT_SIZE:,} ids"
+        snapshot_params = {**params, "bulk": bulk_id, "n": SNAPSHOT_SIZE}
         sendable_matching = (await conn.execute(SENDABLE_COUNT, params)).scalar_one()
         await conn.rollback()
-        lines += ["", f"hand-written with has_sendable_email instead (matching {sendable_matching:,}):"]
-        for name, (stmt, values) in sendable.items():
-            timings = []
-            for i in range(runs + 1):
-                elapsed = await _timed(lambda stmt=stmt, values=values: conn.execute(stmt, values))
-                await conn.rollback()
-                if i:
-                    timings.append(elapsed)
-            lines.append(f"{name:<34}{statistics.median(timings):>12.1f}")
-        # What the foreign key bulk_email_leads -> bulk_emails costs the snapshot (one check per row):
-        # the baseline with the triggers off (superuser only; rolled back like the others).
-        timings = []
-        for i in range(runs + 1):
-            await conn.execute(text("SET LOCAL session_replication_role = replica"))
-            elapsed = await _timed(
-                lambda: conn.execute(BASELINE_SNAPSHOT, {**params, "bulk": bulk_id, "n": SNAPSHOT_SIZE})
-            )
-            await conn.rollback()
-            if i:
-                timings.append(elapsed)
-        lines.append(f"{'baseline snapshot, no FK checks':<34}{statistics.median(timings):>12.1f}")
+        others: list[tuple[str, dict[str, Any]]] = [
+            ("hand-written as a plain NOT EXISTS (hashes the emails):", {
+                "count": (PLAIN_COUNT, params), snapshot_name: (PLAIN_SNAPSHOT, snapshot_params)}),
+            (f"hand-written with has_sendable_email instead (matching {sendable_matching:,}):", {
+                "count": (SENDABLE_COUNT, params), snapshot_name: (SENDABLE_SNAPSHOT, snapshot_params)}),
+        ]  # fmt: skip
+        for title, statements in others:
+            lines += ["", title]
+            for name, (stmt, values) in statements.items():
+                timings = []
+                for i in range(runs + 1):
+                    elapsed = await _timed(lambda stmt=stmt, values=values: conn.execute(stmt, values))
+                    await conn.rollback()
+                    if i:
+                        timings.append(elapsed)
+                lines.append(f"{name:<34}{statistics.median(timings):>12.1f}")
 
         plans = []
         for name, stmt in (("count", count_stmt), ("first page", page_stmt), ("snapshot", snapshot_stmt)):

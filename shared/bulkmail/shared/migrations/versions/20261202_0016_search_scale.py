@@ -13,10 +13,14 @@ Create Date: 2026-12-02 03:00:00
 - ``ix_leads_search_id`` (organization_id, id): an organisation's leads in id order from the
   index alone. A count that excludes related rows (``not emailed_template:"Intro"``) merges
   them with the related rows' lead ids, read in order too (docs/search.md), instead of
-  hashing hundreds of thousands of ids. Nothing the send path changes is in it: its lead
-  updates stay HOT.
+  hashing hundreds of thousands of ids.
+- ``ix_leads_search_addresses`` (organization_id, num_addresses): ``addresses > 1`` reads the
+  5% of leads that match instead of every lead; with an order no index has
+  (``sort:activities``, kept out of every index: see below) the first page still sorts all the
+  matches, but reads 39,000 pages of leads instead of 88,000.
 
-PostgreSQL builds the index CONCURRENTLY, outside the migration's transaction.
+Nothing the send path changes (``num_emails``, ``last_emailed_at``) is in either index: its lead
+updates stay HOT. PostgreSQL builds the indexes CONCURRENTLY, outside the migration's transaction.
 """
 
 from collections.abc import Sequence
@@ -30,7 +34,11 @@ depends_on: str | Sequence[str] | None = None
 
 SNAPSHOT_FK = "fk_bulk_email_leads_bulk_email_id_bulk_emails"
 TRIGGER = "bulk_emails_delete_snapshot"
-LEADS_BY_ID = "ix_leads_search_id"
+# (name, columns) on leads, on both backends.
+LEAD_INDEXES = [
+    ("ix_leads_search_id", "organization_id, id"),
+    ("ix_leads_search_addresses", "organization_id, num_addresses"),
+]
 
 POSTGRESQL_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION {TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -56,13 +64,15 @@ def upgrade() -> None:
         with op.batch_alter_table("bulk_email_leads") as batch:
             batch.drop_constraint(SNAPSHOT_FK, type_="foreignkey")
         op.execute(SQLITE_TRIGGER)
-        op.create_index(LEADS_BY_ID, "leads", ["organization_id", "id"])
+        for name, columns in LEAD_INDEXES:
+            op.execute(f"CREATE INDEX {name} ON leads ({columns})")
         return
     op.execute(f"ALTER TABLE bulk_email_leads DROP CONSTRAINT IF EXISTS {SNAPSHOT_FK}")
     op.execute(POSTGRESQL_FUNCTION)
     op.execute(POSTGRESQL_TRIGGER)
     with op.get_context().autocommit_block():
-        op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {LEADS_BY_ID} ON leads (organization_id, id)")
+        for name, columns in LEAD_INDEXES:
+            op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON leads ({columns})")
         op.execute("ANALYZE leads")
 
 
@@ -70,11 +80,13 @@ def downgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
     if postgres:
         with op.get_context().autocommit_block():
-            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {LEADS_BY_ID}")
+            for name, _columns in reversed(LEAD_INDEXES):
+                op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
         op.execute(f"DROP TRIGGER IF EXISTS {TRIGGER} ON bulk_emails")
         op.execute(f"DROP FUNCTION IF EXISTS {TRIGGER}()")
     else:
-        op.drop_index(LEADS_BY_ID, table_name="leads")
+        for name, _columns in reversed(LEAD_INDEXES):
+            op.execute(f"DROP INDEX IF EXISTS {name}")
         op.execute(f"DROP TRIGGER IF EXISTS {TRIGGER}")
     # Snapshot rows of bulk emails that no longer exist would fail the key: none can exist (the
     # trigger), but a database restored from parts might have some.
