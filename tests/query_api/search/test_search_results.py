@@ -209,6 +209,17 @@ async def test_sort_and_limit_order_the_leads(database, dataset, backend, query,
     assert await _run(database, dataset, backend, query) == expected.split()
 
 
+@pytest.mark.parametrize(("query", "expected"), SORTS)
+async def test_a_page_read_from_the_matches_first_is_the_same_page(database, dataset, backend, query, expected):
+    # What page_ids reads for a query estimated to match few leads (paging.py).
+    compiled = compile_search(query, dataset.context("sqlite" if backend == "sqlite" else "postgresql"))
+    async with database.session() as session:
+        walked = (await session.scalars(compiled.page(1, 3))).all()
+        collected = (await session.scalars(compiled.page_of_matches(1, 3))).all()
+    assert [dataset.label_of(i) for i in collected] == [dataset.label_of(i) for i in walked]
+    assert [dataset.label_of(i) for i in collected] == expected.split()[1:4]
+
+
 @pytest.mark.parametrize("parts", [1, 2, 3, 5])
 async def test_slices_cover_every_lead_exactly_once(database, dataset, backend, parts):
     seen: list[str] = []

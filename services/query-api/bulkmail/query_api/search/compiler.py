@@ -85,6 +85,19 @@ class CompiledSearch:
             limit = max(0, min(limit, self.limit - skip))
         return select(Lead.id).where(self.where).order_by(*self.order_by).offset(skip).limit(limit)
 
+    def page_of_matches(self, skip: int, limit: int) -> Select[Any]:
+        """The same page, read by collecting every match first and ordering those (few) leads.
+
+        For a query that matches few leads: walking the leads in order and checking each one
+        (what ``page`` lets PostgreSQL do) reads thousands of leads per match found.
+        """
+        if self.limit is not None:
+            limit = max(0, min(limit, self.limit - skip))
+        # OFFSET 0: the matches are a sub-select of their own, found first, not a check per lead.
+        matches = select(Lead.id).where(self._all).offset(0).subquery()
+        ordered = select(Lead.id).where(Lead.id.in_(select(matches.c.id))).order_by(*self.order_by)
+        return ordered.offset(skip).limit(limit)
+
     def count(self) -> Select[Any]:
         """The number of matching leads (no ORDER BY: the order does not change a count)."""
         if self.limit is None:

@@ -1,7 +1,15 @@
 """A page of a search's lead ids, read the way a first page should be read.
 
 A page is a LIMIT over an ordered walk (newest leads first) that checks each lead until enough
-match. PostgreSQL may plan it in parallel, and then every worker walks and checks on its own
+match. That is right when matches are common, and ruinous when they are rare: `phone:415`
+matches 0.4% of a million leads, and the walk checked 25,000 leads' phones for its first 101
+(150-460 ms), where collecting the 4,200 matches and ordering them takes a few ms. PostgreSQL
+makes that choice from its estimate and chose the walk even when the estimate was right (its
+cost model takes a check per lead as nearly free). So the planner's estimate is read first
+(planning only, as for the count), and a query estimated at no more than
+``MATCHES_FIRST_MAX_ESTIMATE`` leads has its page read from its matches.
+
+PostgreSQL may plan a walk in parallel, and then every worker walks and checks on its own
 until the leader has its rows: measured at 1,000,000 leads, two workers checked three times the
 leads a single process did and answered later (`phone:415`: 47,000 checks and 1.1 s against
 26,000 and 0.9 s; `location:"san francisco"`: 280 ms against 150 ms). So a page is read
@@ -15,6 +23,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.search.compiler import CompiledSearch
+from bulkmail.query_api.search.counting import estimate_matches
+
+# At most this many estimated matches: collect them, then order (sorting 20,000 ids is ~10 ms).
+MATCHES_FIRST_MAX_ESTIMATE = 20_000
 
 _SERIAL = text(
     "SELECT current_setting('max_parallel_workers_per_gather')"
@@ -27,11 +39,13 @@ async def page_ids(session: AsyncSession, compiled: CompiledSearch, skip: int, l
     """Lead ids ``skip`` to ``skip + limit`` in the query's order (ask one more to learn has_more)."""
     if session.get_bind().dialect.name != "postgresql":
         return list((await session.scalars(compiled.page(skip, limit))).all())
+    few = await estimate_matches(session, compiled) <= MATCHES_FIRST_MAX_ESTIMATE
+    statement = compiled.page_of_matches(skip, limit) if few else compiled.page(skip, limit)
     previous = await session.scalar(_SERIAL)
-    ids = list((await session.scalars(compiled.page(skip, limit))).all())
+    ids = list((await session.scalars(statement)).all())
     # (Not in a finally: after an error the transaction is aborted, and the setting with it.)
     await session.execute(_RESTORE, {"value": previous})
     return ids
 
 
-__all__ = ["page_ids"]
+__all__ = ["MATCHES_FIRST_MAX_ESTIMATE", "page_ids"]
