@@ -330,7 +330,24 @@ async def _send_path(database: Database, runs: int) -> list[str]:
             await measure(
                 "email_activities INSERT, without it", "DROP INDEX ix_email_activities_search_sent", SEND_INSERT
             )
+        # What keeps the send path's lead updates HOT: no index of leads names what they change.
+        touching = list(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'leads'::regclass"
+                        " AND pg_get_indexdef(indexrelid) ~ '(num_emails|last_emailed_at)' ORDER BY 1"
+                    )
+                )
+            ).scalars()
+        )
+        n_indexes = (
+            await conn.execute(text("SELECT count(*) FROM pg_index WHERE indrelid = 'leads'::regclass"))
+        ).scalar_one()
+        await conn.rollback()
     lines = [
+        f"indexes of leads: {n_indexes}; of them naming num_emails or last_emailed_at (the columns a send"
+        f" updates): {', '.join(touching) or 'none'}",
         f"--- the send path at 1M leads: {SEND_LEADS:,} leads emailed in one statement, median of {runs}",
         f"{'statement':<58}{'ms':>9}{'HOT updates':>14}",
     ]
