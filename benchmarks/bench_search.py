@@ -346,9 +346,9 @@ async def _send_path(database: Database, runs: int) -> list[str]:
         ).scalar_one()
         await conn.rollback()
     lines = [
+        f"--- the send path at 1M leads: {SEND_LEADS:,} leads emailed in one statement, median of {runs}",
         f"indexes of leads: {n_indexes}; of them naming num_emails or last_emailed_at (the columns a send"
         f" updates): {', '.join(touching) or 'none'}",
-        f"--- the send path at 1M leads: {SEND_LEADS:,} leads emailed in one statement, median of {runs}",
         f"{'statement':<58}{'ms':>9}{'HOT updates':>14}",
     ]
     for name, timings in figures.items():
