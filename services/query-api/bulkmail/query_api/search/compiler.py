@@ -325,6 +325,7 @@ def _smart_view(env: Env, node: ast.Node, scope: Scope) -> Cond:
         ) from None
     finally:
         env.terms = max(env.terms, inner_env.terms)
+        env.saw_anti_join |= inner_env.saw_anti_join
     # A Smart View's own sort/limit/slice shape its listing; as a filter only its leads count.
     return cond
 
