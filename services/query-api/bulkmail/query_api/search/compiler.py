@@ -65,6 +65,8 @@ class CompiledSearch:
     # The same filter for statements that read every match (count, snapshot): on PostgreSQL a
     # negated relation is written as an ordered set (``fields.related_exists``). None: ``where``.
     where_all: Cond | None = None
+    # The filter checks related rows (contacts, emails...) of each lead: see ``page_of_matches``.
+    reads_related: bool = False
 
     @property
     def _all(self) -> Cond:
@@ -88,8 +90,9 @@ class CompiledSearch:
     def page_of_matches(self, skip: int, limit: int) -> Select[Any]:
         """The same page, read by collecting every match first and ordering those (few) leads.
 
-        For a query that matches few leads: walking the leads in order and checking each one
-        (what ``page`` lets PostgreSQL do) reads thousands of leads per match found.
+        For a query that matches few leads and checks related rows: walking the leads in order
+        and checking each one's rows (what ``page`` lets PostgreSQL do) reads thousands of leads'
+        rows per match found.
         """
         if self.limit is not None:
             limit = max(0, min(limit, self.limit - skip))
@@ -137,7 +140,9 @@ def compile_search(query: ast.Query | str, ctx: SearchContext) -> CompiledSearch
         # Once more, with the negated relations as ordered sets, for the count and the snapshot.
         where_all = _where(replace(env, terms=0, anti_join_sets=True), parsed)
     order = _order_by(env, parsed.sort)
-    return CompiledSearch(where, order, parsed.limit, sorted=bool(parsed.sort), where_all=where_all)
+    return CompiledSearch(
+        where, order, parsed.limit, sorted=bool(parsed.sort), where_all=where_all, reads_related=env.reads_related
+    )
 
 
 def _where(env: Env, parsed: ast.Query) -> Cond:
@@ -326,6 +331,7 @@ def _smart_view(env: Env, node: ast.Node, scope: Scope) -> Cond:
     finally:
         env.terms = max(env.terms, inner_env.terms)
         env.saw_anti_join |= inner_env.saw_anti_join
+        env.reads_related |= inner_env.reads_related
     # A Smart View's own sort/limit/slice shape its listing; as a filter only its leads count.
     return cond
 
@@ -359,6 +365,7 @@ class CustomFieldHandler(Handler):
         return and_(LeadCustomValue.organization_id == env.org, LeadCustomValue.lead_id == Lead.id, field_cond)
 
     def _exists(self, env: Env, cond: Cond) -> Cond:
+        env.reads_related = True
         return exists().where(self.of_lead(env), cond)
 
     def compile(self, env: Env, name: str, op: str, value: ast.Value) -> Cond:

@@ -61,6 +61,8 @@ class Env:
     top_level: bool = True
     as_set: bool = False
     saw_anti_join: bool = False
+    # The filter checks related rows (an EXISTS per lead): what makes walking the leads costly.
+    reads_related: bool = False
 
     @property
     def org(self) -> int:
@@ -553,6 +555,7 @@ def related_exists(env: Env, child: str, link: Link, cond: Cond, *, as_set: bool
     use this form: it checks a few leads one by one, and the set would be read whole for them.
     """
     model = env.scopes[child].model
+    env.reads_related = True
     # The tenant wall holds inside every sub-query too, not only on the outer leads.
     tenant = model.organization_id == env.org
     if not (as_set and isinstance(link, LeadLink)):
