@@ -21,7 +21,9 @@ that follows may well use them).
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from typing import Any
+
+from sqlalchemy import Select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.search.compiler import CompiledSearch
@@ -37,15 +39,21 @@ _SERIAL = text(
 _RESTORE = text("SELECT set_config('max_parallel_workers_per_gather', :value, true)")
 
 
+async def page_statement(session: AsyncSession, compiled: CompiledSearch, skip: int, limit: int) -> Select[Any]:
+    """The statement ``page_ids`` reads: a walk, or the matches first (PostgreSQL, few related matches)."""
+    if session.get_bind().dialect.name != "postgresql" or not compiled.reads_related:
+        return compiled.page(skip, limit)
+    # Uncapped: `sort:created limit:10` still has a million leads to collect before ordering.
+    if await estimate_matches(session, compiled, capped=False) <= MATCHES_FIRST_MAX_ESTIMATE:
+        return compiled.page_of_matches(skip, limit)
+    return compiled.page(skip, limit)
+
+
 async def page_ids(session: AsyncSession, compiled: CompiledSearch, skip: int, limit: int) -> list[int]:
     """Lead ids ``skip`` to ``skip + limit`` in the query's order (ask one more to learn has_more)."""
+    statement = await page_statement(session, compiled, skip, limit)
     if session.get_bind().dialect.name != "postgresql":
-        return list((await session.scalars(compiled.page(skip, limit))).all())
-    # Uncapped: `sort:created limit:10` still has a million leads to collect before ordering.
-    few = (
-        compiled.reads_related and await estimate_matches(session, compiled, capped=False) <= MATCHES_FIRST_MAX_ESTIMATE
-    )
-    statement = compiled.page_of_matches(skip, limit) if few else compiled.page(skip, limit)
+        return list((await session.scalars(statement)).all())
     previous = await session.scalar(_SERIAL)
     ids = list((await session.scalars(statement)).all())
     # (Not in a finally: after an error the transaction is aborted, and the setting with it.)
@@ -53,4 +61,4 @@ async def page_ids(session: AsyncSession, compiled: CompiledSearch, skip: int, l
     return ids
 
 
-__all__ = ["MATCHES_FIRST_MAX_ESTIMATE", "page_ids"]
+__all__ = ["MATCHES_FIRST_MAX_ESTIMATE", "page_ids", "page_statement"]
