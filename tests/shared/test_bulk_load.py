@@ -156,11 +156,18 @@ async def test_deferred_indexes_are_rebuilt_exactly_after_a_load(pg_settings):
     from bulkmail.shared.bulk_load import COLUMNS, deferred_indexes
 
     indexes = text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('leads', 'contact_emails')")
+    # Statistics targets of index columns (migration 0011_search sets them on the name index).
+    targets = text(
+        "SELECT attrelid::regclass::text, attnum, attstattarget FROM pg_attribute"
+        " WHERE attrelid IN (SELECT indexname::regclass FROM pg_indexes WHERE tablename = 'leads')"
+        " AND attstattarget > 0"
+    )
     database = Database(pg_settings)
     try:
         org = await _org(database)
         async with database.engine.connect() as conn:
             before = set((await conn.execute(indexes)).all())
+            targets_before = set((await conn.execute(targets)).all())
             async with deferred_indexes(conn, COLUMNS):
                 during = {name for name, _ in (await conn.execute(indexes)).all()}
                 loader = LeadLoader(conn, org)
@@ -168,9 +175,12 @@ async def test_deferred_indexes_are_rebuilt_exactly_after_a_load(pg_settings):
                     await loader.add_lead(_lead(i))
                 await loader.flush()
             after = set((await conn.execute(indexes)).all())
+            targets_after = set((await conn.execute(targets)).all())
             await conn.rollback()
     finally:
         await database.dispose()
     assert "ix_leads_search_text_trgm" in {name for name, _ in before}
     assert during == {"pk_leads", "pk_contact_emails"}  # constraints stay
     assert after == before
+    assert ("ix_leads_name_trgm", 1, 1000) in targets_before
+    assert targets_after == targets_before

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from conftest import Dataset
 from sqlalchemy import and_, text
 
-from bulkmail.query_api.search import compile_search, counting
+from bulkmail.query_api.search import compile_search, counting, paging
 from bulkmail.query_api.search.compiler import CompiledSearch
 from bulkmail.query_api.search.counting import count_matches
 from bulkmail.query_api.search.paging import page_ids
@@ -92,3 +94,35 @@ async def test_a_large_estimate_answers_without_counting(database: Database, dat
         counted = await count_matches(session, compiled)
     assert estimate >= 1
     assert (counted.value, counted.approximate) == (estimate, True)
+
+
+@POSTGRES_ONLY
+@pytest.mark.parametrize("few", [True, False])
+async def test_a_page_of_few_related_matches_is_read_from_the_matches(
+    database: Database, dataset: Dataset, monkeypatch, few: bool
+):
+    # This small dataset's estimates are all "few": the threshold decides which way is read.
+    monkeypatch.setattr(paging, "MATCHES_FIRST_MAX_ESTIMATE", 10**9 if few else -1)
+    compiled = compile_search("phone:415 or title:ceo", dataset.context("postgresql"))
+    assert compiled.reads_related
+    read: list[str] = []
+    real_matches_first = CompiledSearch.page_of_matches
+
+    def spy(self: CompiledSearch, skip: int, limit: int) -> Any:
+        read.append("matches first")
+        return real_matches_first(self, skip, limit)
+
+    monkeypatch.setattr(CompiledSearch, "page_of_matches", spy)
+    async with database.session() as session:
+        ids = await page_ids(session, compiled, 0, 10)
+    assert read == (["matches first"] if few else [])
+    assert sorted(dataset.label_of(i) for i in ids) == ["acme", "umbrella"]
+
+
+def test_only_a_filter_on_related_rows_counts_as_reading_them(dataset: Dataset):
+    ctx = dataset.context("postgresql")
+    # A slice is estimated at 0.5% of the leads whatever it holds: walking it stays cheap.
+    assert not compile_search("sort:created slice:3/10", ctx).reads_related
+    assert not compile_search("status:potential calls > 0", ctx).reads_related
+    for query in ("phone:415", "not emailed_template:intro", '"custom.Lead Source":web', 'in:"Hot And Called" title:x'):
+        assert compile_search(query, ctx).reads_related, query

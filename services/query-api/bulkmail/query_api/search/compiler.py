@@ -8,7 +8,8 @@ modulo partition on the lead id. The same code renders for PostgreSQL and SQLite
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,6 +50,8 @@ from bulkmail.query_api.search.values import zone
 from bulkmail.shared.models import BulkEmailLead, CustomField, CustomFieldType, Lead, LeadCustomValue
 
 CUSTOM_PREFIX = "custom."
+# Terms that may compile to one EXISTS on related rows (`title:ceo`, `contact(...)`).
+RELATION_NODES = (ast.Clause, ast.InList, ast.Nested)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,15 @@ class CompiledSearch:
     order_by: tuple[Column, ...]
     limit: int | None
     sorted: bool = False  # the query had a `sort:`
+    # The same filter for statements that read every match (count, snapshot): on PostgreSQL a
+    # negated relation is written as an ordered set (``fields.related_exists``). None: ``where``.
+    where_all: Cond | None = None
+    # The filter checks related rows (contacts, emails...) of each lead: see ``page_of_matches``.
+    reads_related: bool = False
+
+    @property
+    def _all(self) -> Cond:
+        return self.where if self.where_all is None else self.where_all
 
     def ids(self) -> Select[Any]:
         """Matching lead ids in the query's order, capped by `limit:`."""
@@ -75,11 +87,25 @@ class CompiledSearch:
             limit = max(0, min(limit, self.limit - skip))
         return select(Lead.id).where(self.where).order_by(*self.order_by).offset(skip).limit(limit)
 
+    def page_of_matches(self, skip: int, limit: int) -> Select[Any]:
+        """The same page, read by collecting every match first and ordering those (few) leads.
+
+        For a query that matches few leads and checks related rows: walking the leads in order
+        and checking each one's rows (what ``page`` lets PostgreSQL do) reads thousands of leads'
+        rows per match found.
+        """
+        if self.limit is not None:
+            limit = max(0, min(limit, self.limit - skip))
+        # OFFSET 0: the matches are a sub-select of their own, found first, not a check per lead.
+        matches = select(Lead.id).where(self._all).offset(0).subquery()
+        ordered = select(Lead.id).where(Lead.id.in_(select(matches.c.id))).order_by(*self.order_by)
+        return ordered.offset(skip).limit(limit)
+
     def count(self) -> Select[Any]:
         """The number of matching leads (no ORDER BY: the order does not change a count)."""
         if self.limit is None:
-            return select(func.count()).select_from(Lead).where(self.where)
-        capped = select(Lead.id).where(self.where).limit(self.limit).subquery()
+            return select(func.count()).select_from(Lead).where(self._all)
+        capped = select(Lead.id).where(self._all).limit(self.limit).subquery()
         return select(func.count()).select_from(capped)
 
     def _snapshot_plan(self, max_leads: int | None) -> tuple[tuple[Column, ...], int | None]:
@@ -92,13 +118,13 @@ class CompiledSearch:
     def snapshot_ids(self, max_leads: int | None = None) -> Select[Any]:
         """The lead ids a snapshot would take now, in its order (what the pre-send audit checks)."""
         order, cap = self._snapshot_plan(max_leads)
-        stmt = select(Lead.id).where(self.where).order_by(*order)
+        stmt = select(Lead.id).where(self._all).order_by(*order)
         return stmt.limit(cap) if cap is not None else stmt
 
     def snapshot_insert(self, bulk_email_id: int, max_leads: int | None = None) -> Insert:
         """`INSERT INTO bulk_email_leads SELECT ...`: the snapshot as one statement."""
         order, cap = self._snapshot_plan(max_leads)
-        rows = select(literal(bulk_email_id), Lead.id).where(self.where).order_by(*order)
+        rows = select(literal(bulk_email_id), Lead.id).where(self._all).order_by(*order)
         if cap is not None:
             rows = rows.limit(cap)
         return insert(BulkEmailLead).from_select(["bulk_email_id", "lead_id"], rows)
@@ -108,14 +134,25 @@ def compile_search(query: ast.Query | str, ctx: SearchContext) -> CompiledSearch
     """Compile a query (text or parsed) for one organisation and user; raises ``QueryError``."""
     parsed = parse_query(query) if isinstance(query, str) else query
     env = Env(ctx=ctx, text=parsed.text, tz=zone(ctx.timezone), scopes=SCOPES)
-    conditions: list[Cond] = [Lead.organization_id == ctx.organization_id]
+    where = _where(env, parsed)
+    where_all = None
+    if env.saw_anti_join and ctx.dialect == "postgresql":
+        # Once more, with the negated relations as ordered sets, for the count and the snapshot.
+        where_all = _where(replace(env, terms=0, anti_join_sets=True), parsed)
+    order = _order_by(env, parsed.sort)
+    return CompiledSearch(
+        where, order, parsed.limit, sorted=bool(parsed.sort), where_all=where_all, reads_related=env.reads_related
+    )
+
+
+def _where(env: Env, parsed: ast.Query) -> Cond:
+    conditions: list[Cond] = [Lead.organization_id == env.org]
     if parsed.filter is not None:
         conditions.append(_node(env, parsed.filter, SCOPES["lead"]))
     if parsed.slice is not None:
         part, parts = parsed.slice
         conditions.append(Lead.id % parts == part - 1)
-    order = _order_by(env, parsed.sort)
-    return CompiledSearch(and_(*conditions), order, parsed.limit, sorted=bool(parsed.sort))
+    return and_(*conditions)
 
 
 # --- the filter ------------------------------------------------------------------------------------
@@ -125,9 +162,15 @@ def _node(env: Env, node: ast.Node, scope: Scope) -> Cond:
     if isinstance(node, ast.And):
         return and_(*(_node(env, item, scope) for item in node.items))
     if isinstance(node, ast.Or):
-        return or_(*(_node(env, item, scope) for item in node.items))
+        with _below(env, top_level=False):
+            return or_(*(_node(env, item, scope) for item in node.items))
     if isinstance(node, ast.Not):
-        return not_(_node(env, node.item, scope))
+        # A clause negated directly under the lead's chain of ANDs: its EXISTS, if it is one,
+        # is planned as an anti-join (see Env).
+        anti_join = env.top_level and scope.name == "lead" and isinstance(node.item, RELATION_NODES)
+        env.saw_anti_join |= anti_join
+        with _below(env, top_level=False, as_set=anti_join and env.anti_join_sets):
+            return not_(_node(env, node.item, scope))
     if isinstance(node, ast.Everything):
         return true()
     _count_term(env, node.offset)
@@ -140,6 +183,17 @@ def _node(env: Env, node: ast.Node, scope: Scope) -> Cond:
     if isinstance(node, ast.Nested):
         return _nested(env, node, scope)
     return _smart_view(env, node, scope)
+
+
+@contextmanager
+def _below(env: Env, *, top_level: bool, as_set: bool = False) -> Iterator[None]:
+    """Compile a sub-tree with these flags, then restore the enclosing ones."""
+    saved = env.top_level, env.as_set
+    env.top_level, env.as_set = top_level, as_set
+    try:
+        yield
+    finally:
+        env.top_level, env.as_set = saved
 
 
 def _count_term(env: Env, offset: int) -> None:
@@ -233,8 +287,10 @@ def _nested(env: Env, node: ast.Nested, scope: Scope) -> Cond:
             )
         raise unknown_name(env, "object", name, node.offset, allowed, "unknown_object")
     child = SCOPES[scope.nested[name]]
-    cond = _node(env, node.body, child) if node.body is not None else true()
-    return related_exists(env, child.name, LINKS[(scope.name, child.name)], cond)
+    as_set = env.as_set
+    with _below(env, top_level=False):
+        cond = _node(env, node.body, child) if node.body is not None else true()
+    return related_exists(env, child.name, LINKS[(scope.name, child.name)], cond, as_set=as_set)
 
 
 def _smart_view(env: Env, node: ast.Node, scope: Scope) -> Cond:
@@ -274,6 +330,8 @@ def _smart_view(env: Env, node: ast.Node, scope: Scope) -> Cond:
         ) from None
     finally:
         env.terms = max(env.terms, inner_env.terms)
+        env.saw_anti_join |= inner_env.saw_anti_join
+        env.reads_related |= inner_env.reads_related
     # A Smart View's own sort/limit/slice shape its listing; as a filter only its leads count.
     return cond
 
@@ -307,6 +365,7 @@ class CustomFieldHandler(Handler):
         return and_(LeadCustomValue.organization_id == env.org, LeadCustomValue.lead_id == Lead.id, field_cond)
 
     def _exists(self, env: Env, cond: Cond) -> Cond:
+        env.reads_related = True
         return exists().where(self.of_lead(env), cond)
 
     def compile(self, env: Env, name: str, op: str, value: ast.Value) -> Cond:

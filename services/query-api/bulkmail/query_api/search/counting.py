@@ -84,13 +84,14 @@ async def count_matches(
     return MatchCount(estimate, approximate=True)
 
 
-async def estimate_matches(session: AsyncSession, compiled: CompiledSearch) -> int:
-    """The planner's estimate of the matching rows (no rows are read), capped by ``limit:``."""
+async def estimate_matches(session: AsyncSession, compiled: CompiledSearch, *, capped: bool = True) -> int:
+    """The planner's estimate of the matching rows (no rows are read), capped by ``limit:``
+    unless ``capped`` is false."""
     plan = await session.scalar(_Explain(compiled.filtered()))
     if isinstance(plan, str):  # asyncpg hands json back as text
         plan = json.loads(plan)
     rows = int(plan[0]["Plan"]["Plan Rows"]) if plan else 0
-    if compiled.limit is not None:
+    if capped and compiled.limit is not None:
         rows = min(rows, compiled.limit)
     return rows
 

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from bulkmail.query_api.search import ast, values
 from bulkmail.query_api.search.context import SearchContext
 from bulkmail.query_api.search.errors import QueryError
-from bulkmail.shared.models import EmailTemplate, LeadStatus, User
+from bulkmail.shared.models import EmailTemplate, Lead, LeadStatus, User
 
 Cond = ColumnElement[bool]
 Column = SQLColumnExpression[Any]
@@ -51,6 +51,18 @@ class Env:
     scopes: Mapping[str, Scope] = field(default_factory=dict)
     views: tuple[str, ...] = ()  # Smart Views being expanded, outermost first
     terms: int = 0
+    # How a negated lead-level relation is written (see ``related_exists``): ``anti_join_sets``
+    # asks for the ordered-set form in this compilation (counts and snapshots on PostgreSQL);
+    # ``top_level`` is true while the compiler is in the chain of ANDs under the lead's WHERE,
+    # where PostgreSQL turns a NOT EXISTS into an anti-join; ``as_set`` is true while compiling
+    # the clause that is the operand of such a NOT; ``saw_anti_join`` records that the query
+    # has one.
+    anti_join_sets: bool = False
+    top_level: bool = True
+    as_set: bool = False
+    saw_anti_join: bool = False
+    # The filter checks related rows (an EXISTS per lead): what makes walking the leads costly.
+    reads_related: bool = False
 
     @property
     def org(self) -> int:
@@ -111,6 +123,17 @@ class Scope:
 
 # Links from a parent scope's row to a child scope's rows: (parent, child) → condition.
 Link = Callable[[], Cond]
+
+
+@dataclass(frozen=True)
+class LeadLink:
+    """The link from a lead to its related rows by their ``lead_id``: ``child.lead_id = leads.id``."""
+
+    lead_id: Callable[[], Column]
+
+    def __call__(self) -> Cond:
+        linked: Cond = self.lead_id() == Lead.id
+        return linked
 
 
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
@@ -508,17 +531,39 @@ class RelatedField(Handler):
 
     def compile(self, env: Env, name: str, op: str, value: ast.Value) -> Cond:
         inner = env.scopes[self.child].fields[self.field_name]
-        return related_exists(env, self.child, self.link, inner.compile(env, name, op, value))
+        cond = inner.compile(env, name, op, value)
+        return related_exists(env, self.child, self.link, cond, as_set=env.as_set)
 
     def compile_any(self, env: Env, name: str, items: Sequence[ast.Value]) -> Cond:
         inner = env.scopes[self.child].fields[self.field_name]
-        return related_exists(env, self.child, self.link, inner.compile_any(env, name, items))
+        cond = inner.compile_any(env, name, items)
+        return related_exists(env, self.child, self.link, cond, as_set=env.as_set)
 
 
-def related_exists(env: Env, child: str, link: Link, cond: Cond) -> Cond:
+def related_exists(env: Env, child: str, link: Link, cond: Cond, *, as_set: bool = False) -> Cond:
+    """Some related row satisfies ``cond``: a correlated EXISTS, or (``as_set``: the operand of a
+    top-level NOT in a count or snapshot) an EXISTS over the related rows' lead ids as an
+    ordered set.
+
+    Why the second form: PostgreSQL 15 plans ``NOT EXISTS`` as an anti-join, and on the inner
+    side of an anti-join it does not see that an index on (organization_id, template_id,
+    lead_id) hands lead ids out in order once the first two are fixed. So it hashes the related
+    rows: 330,000 emails of a template for the bulk-email filter at 1,000,000 leads, 166 ms for
+    its count (timed side by side with the form below, at load 3). Written as an uncorrelated
+    sub-select ordered by lead id (``OFFSET 0`` keeps it a sub-select of its own, planned with
+    the constants as constants), the same index is read in order and a merge anti-join walks it
+    beside the leads' index: 52 ms. A first page must not use this form: it checks a few leads
+    one by one, and the set would be read whole for them.
+    """
     model = env.scopes[child].model
+    env.reads_related = True
     # The tenant wall holds inside every sub-query too, not only on the outer leads.
-    return exists().where(model.organization_id == env.org, link(), cond)
+    tenant = model.organization_id == env.org
+    if not (as_set and isinstance(link, LeadLink)):
+        return exists().where(tenant, link(), cond)
+    key = link.lead_id()
+    lead_ids = select(key.label("lead_id")).where(tenant, cond).order_by(key).offset(0).subquery()
+    return exists().where(lead_ids.c.lead_id == Lead.id)
 
 
 @dataclass(frozen=True)

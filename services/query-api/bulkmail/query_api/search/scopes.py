@@ -24,6 +24,8 @@ from bulkmail.query_api.search.fields import (
     Env,
     Field,
     LatestDateField,
+    LeadLink,
+    Link,
     NumberField,
     PhoneField,
     RelatedField,
@@ -103,19 +105,19 @@ def _dict(**fields: Field) -> dict[str, Field]:
 
 # --- links: (parent, child) → the condition tying the child rows to the parent row --------------
 
-LEAD_CONTACT = lambda: Contact.lead_id == Lead.id  # noqa: E731
-LEAD_EMAIL_ADDRESS = lambda: ContactEmail.lead_id == Lead.id  # noqa: E731
-LEAD_PHONE = lambda: ContactPhone.lead_id == Lead.id  # noqa: E731
-LEAD_ADDRESS = lambda: Address.lead_id == Lead.id  # noqa: E731
-LEAD_ACTIVITY = lambda: EmailActivity.lead_id == Lead.id  # noqa: E731
-LEAD_CALL = lambda: Call.lead_id == Lead.id  # noqa: E731
-LEAD_TASK = lambda: Task.lead_id == Lead.id  # noqa: E731
-LEAD_OPPORTUNITY = lambda: Opportunity.lead_id == Lead.id  # noqa: E731
+LEAD_CONTACT = LeadLink(lambda: Contact.lead_id)
+LEAD_EMAIL_ADDRESS = LeadLink(lambda: ContactEmail.lead_id)
+LEAD_PHONE = LeadLink(lambda: ContactPhone.lead_id)
+LEAD_ADDRESS = LeadLink(lambda: Address.lead_id)
+LEAD_ACTIVITY = LeadLink(lambda: EmailActivity.lead_id)
+LEAD_CALL = LeadLink(lambda: Call.lead_id)
+LEAD_TASK = LeadLink(lambda: Task.lead_id)
+LEAD_OPPORTUNITY = LeadLink(lambda: Opportunity.lead_id)
 CONTACT_EMAIL_ADDRESS = lambda: ContactEmail.contact_id == Contact.id  # noqa: E731
 CONTACT_PHONE = lambda: ContactPhone.contact_id == Contact.id  # noqa: E731
 ACTIVITY_CONTACT = lambda: Contact.id == EmailActivity.contact_id  # noqa: E731
 
-LINKS = {
+LINKS: dict[tuple[str, str], Link] = {
     ("lead", "contact"): LEAD_CONTACT,
     ("lead", "email"): LEAD_ACTIVITY,
     ("lead", "call"): LEAD_CALL,

@@ -1,8 +1,9 @@
 """The leads page's search: one page of results, the count, and a refused query's position.
 
-The same compiled search as ``GET /api/v1/lead/?query=``; what is added here is only what a page
-needs: a sort picked from a menu, pages of 50, and a count that is exact when it is cheap (a
-capped count of up to ``EXACT_COUNT_UP_TO`` leads) and marked approximate above, as Close shows it.
+The same compiled search as ``GET /api/v1/lead/?query=``, read the same way (``page_ids``,
+``count_matches``: exact when that is quick, else the planner's estimate marked approximate, as
+Close shows it); what is added here is only what a page needs: a sort picked from a menu and
+pages of 50.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.auth import Principal
 from bulkmail.query_api.leads import repository
 from bulkmail.query_api.search import QueryError, compile_search, load_search_context
+from bulkmail.query_api.search.counting import count_matches
+from bulkmail.query_api.search.paging import page_ids
 from bulkmail.shared.models import EmailTemplate, Lead, LeadStatus, SavedSearch
 
 PAGE_SIZE = 50
-EXACT_COUNT_UP_TO = 10_000
 
 # (value of the menu, label): the value is a `sort:` key of the language.
 SORT_CHOICES: tuple[tuple[str, str], ...] = (
@@ -85,16 +87,12 @@ async def search_leads(session: AsyncSession, principal: Principal, query: str, 
         result.error = exc.to_dict() | {"offset": exc.offset, "line_text": exc.snippet.split("\n")[0]}
         return result
     skip = (page - 1) * PAGE_SIZE
-    ids = list(await session.scalars(compiled.page(skip, PAGE_SIZE + 1)))
+    ids = await page_ids(session, compiled, skip, PAGE_SIZE + 1)
     result.has_more = len(ids) > PAGE_SIZE
     leads = await repository.load_leads(session, principal.organization_id, ids[:PAGE_SIZE])
     result.rows = [_row(lead) for lead in leads]
-    capped = select(func.count()).select_from(compiled.ids().limit(EXACT_COUNT_UP_TO + 1).subquery())
-    n = int(await session.scalar(capped) or 0)
-    if n <= EXACT_COUNT_UP_TO:
-        result.count, result.exact = n, True
-    else:
-        result.count, result.exact = int(await session.scalar(compiled.count()) or 0), False
+    counted = await count_matches(session, compiled)
+    result.count, result.exact = counted.value, not counted.approximate
     return result
 
 
