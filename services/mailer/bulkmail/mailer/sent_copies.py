@@ -8,12 +8,18 @@ failed, unknown and lost copies again with backoff.
 ``sent_copy_state`` moves through ``bulkmail.shared.ledger`` (docs/ledger.md): claimed
 ``copying`` before the APPEND, then ``appended`` | ``skipped`` | ``failed`` | ``unknown`` (may be
 stored: the retry searches for the Message-ID first).
+
+A batch goes over one IMAP login (``SentCopySession``). Its claim is a lease this worker renews
+while it copies (``ledger.COPY_LEASE``): a worker that is killed stops renewing, and the
+dispatcher's sweep hands its copies on about a minute and a half later instead of ten.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,10 +28,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.mailer.build import Addressee, MessageNotBuilt, build_message, message_id_of
 from bulkmail.mailer.prepared import PreparedBulkEmail, prepare
-from bulkmail.mailer.sent_copy import AppendOutcome, CopyState, ImapSettings, append_sent_copy
+from bulkmail.mailer.sent_copy import AppendOutcome, CopyState, ImapSettings, SentCopySession
 from bulkmail.shared import ledger, metrics
 from bulkmail.shared.contracts import SentCopy
 from bulkmail.shared.db import Database
+from bulkmail.shared.ledger import COPY_LEASE_RENEW, COPY_LEASE_START
 from bulkmail.shared.logging import get_logger
 from bulkmail.shared.models import BulkEmail, EmailAccount, Recipient, SentCopyState
 from bulkmail.shared.providers import should_append_sent_copy
@@ -59,6 +66,7 @@ class _Job:
     imap: ImapSettings
     prepared: PreparedBulkEmail
     copies: list[_Copy]
+    claimed_at: float = field(default_factory=time.monotonic)  # the lease's start (monotonic clock)
 
 
 async def copy_to_sent(
@@ -68,9 +76,20 @@ async def copy_to_sent(
     job = await _claim(settings, database, message)
     if job is None:
         return
+    # One login for the batch; every copy stays claimed "copying" until its own outcome is recorded.
+    async with SentCopySession(job.imap, folder_cache) as imap, _Lease(database, job) as lease:
+        await _copy_all(settings, database, job, imap, lease)
+
+
+async def _copy_all(settings: Settings, database: Database, job: _Job, imap: SentCopySession, lease: _Lease) -> None:
     decided_with_capabilities = False
     for i, copy in enumerate(job.copies):
-        outcome = await _append(settings, job, copy, folder_cache)
+        if not lease.held():
+            # Cut off from the database: the sweep may soon hand these copies to another worker,
+            # which must not find an APPEND of ours still on its way. They stay "copying".
+            log.warning("Sent copies stopped: lease not renewed", account_id=job.account_id, left=len(job.copies) - i)
+            return
+        outcome = await _append(settings, job, copy, imap)
         await _record(database, job, copy, SentCopyState(outcome.state.value), outcome.sent_copy_uid, outcome.folder)
         rest = job.copies[i + 1 :]
         if outcome.capabilities and not decided_with_capabilities:
@@ -89,8 +108,43 @@ async def copy_to_sent(
             return
 
 
+class _Lease:
+    """Renews a batch's claim while this worker copies it (``ledger.renew_copies``)."""
+
+    def __init__(self, database: Database, job: _Job) -> None:
+        self.database = database
+        self.ids = [c.id for c in job.copies]
+        self.renewed_at = job.claimed_at
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _Lease:
+        self._task = asyncio.get_running_loop().create_task(self._renew_forever())
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def held(self) -> bool:
+        return time.monotonic() - self.renewed_at < COPY_LEASE_START.total_seconds()
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(COPY_LEASE_RENEW.total_seconds())
+            started = time.monotonic()  # before the row's timestamp is taken: never later than it
+            try:
+                async with self.database.session() as session:
+                    await ledger.renew_copies(session, self.ids, _now())
+            except Exception as exc:  # the database is away: held() says when to stop appending
+                log.warning("Sent copies' lease not renewed", error=str(exc))
+                continue
+            self.renewed_at = started
+
+
 async def _claim(settings: Settings, database: Database, message: SentCopy) -> _Job | None:
     """Claim the copies still to do (committed before any APPEND) and gather what rebuilds them."""
+    claimed_at = time.monotonic()
     now = _now()
     async with database.session() as session:
         bulk = await session.get(BulkEmail, message.bulk_email_id)
@@ -145,10 +199,10 @@ async def _claim(settings: Settings, database: Database, message: SentCopy) -> _
             for r, ctx in zip(recipients, contexts, strict=True)
         ]
         imap = ImapSettings.from_account(account, password)
-        return _Job(account.id, account, bulk.n_leads, imap, prepared, copies)
+        return _Job(account.id, account, bulk.n_leads, imap, prepared, copies, claimed_at)
 
 
-async def _append(settings: Settings, job: _Job, copy: _Copy, folder_cache: MutableMapping[str, str]) -> AppendOutcome:
+async def _append(settings: Settings, job: _Job, copy: _Copy, imap: SentCopySession) -> AppendOutcome:
     """Rebuild the message with the builder that sent it (same inputs, same bytes), then APPEND it."""
     p = job.prepared
     message_id = message_id_of(p, copy.id)
@@ -163,9 +217,7 @@ async def _append(settings: Settings, job: _Job, copy: _Copy, folder_cache: Muta
         return AppendOutcome(CopyState.failed, None, detail=f"message could not be rebuilt: {exc}")
     if copy.was in (FAILED, UNKNOWN):
         metrics.record_imap_copy(job.account_id, "retried")
-    return await append_sent_copy(
-        job.imap, data, message_id, copy.sent_at, folder_cache, check_existing=copy.was == UNKNOWN
-    )
+    return await imap.append(data, message_id, copy.sent_at, check_existing=copy.was == UNKNOWN)
 
 
 async def _record(
