@@ -593,6 +593,20 @@ class Run:
             await asyncio.sleep(2)
         self.result.notes.append(f"Sent copies not all appended within {timeout} s")
 
+    def _rates(self) -> list[str]:
+        """Sending and copying speed over the run, from the progress samples (both include the fault)."""
+        lines = []
+        for column, what in ((1, "sent"), (2, "Sent copies")):
+            moving = [p for p in self.progress if p[column] > 0]
+            if len(moving) < 2:
+                continue
+            top = max(p[column] for p in moving)
+            done_at = next(p[0] for p in moving if p[column] == top)
+            span = done_at - moving[0][0]
+            if span > 0:
+                lines.append(f"{what}: {top:,} in {span:.0f} s from the first, {top / span:.0f}/s")
+        return lines
+
     async def _check(self) -> None:
         r = self.result
         status = await self._query("SELECT status FROM bulk_emails WHERE id = $1")
@@ -614,6 +628,7 @@ class Run:
         r.copies_missing = len(wanted - set(copies))
         r.copies_doubled = sum(1 for mid, n in copies.items() if n > 1)
         r.seen_down = ", ".join(sorted(self.down_seen)) or "-"
+        r.notes.extend(self._rates())
         if r.states["unknown"]:
             r.notes.append(f"{len(unknown & set(received))} of the unknown arrived")
 
