@@ -45,6 +45,7 @@ log = get_logger(__name__)
 
 C = SentCopyState
 SKIPPED, FAILED, UNKNOWN = C.skipped, C.failed, C.unknown
+RECORD_EVERY = 20  # copies' outcomes per commit
 
 
 @dataclass(frozen=True)
@@ -77,11 +78,17 @@ async def copy_to_sent(
     if job is None:
         return
     # One login for the batch; every copy stays claimed "copying" until its own outcome is recorded.
+    records = _Records(database, job)
     async with SentCopySession(job.imap, folder_cache) as imap, _Lease(database, job) as lease:
-        await _copy_all(settings, database, job, imap, lease)
+        try:
+            await _copy_all(settings, database, job, imap, lease, records)
+        finally:
+            await records.flush()
 
 
-async def _copy_all(settings: Settings, database: Database, job: _Job, imap: SentCopySession, lease: _Lease) -> None:
+async def _copy_all(
+    settings: Settings, database: Database, job: _Job, imap: SentCopySession, lease: _Lease, records: _Records
+) -> None:
     decided_with_capabilities = False
     for i, copy in enumerate(job.copies):
         if not lease.held():
@@ -90,7 +97,7 @@ async def _copy_all(settings: Settings, database: Database, job: _Job, imap: Sen
             log.warning("Sent copies stopped: lease not renewed", account_id=job.account_id, left=len(job.copies) - i)
             return
         outcome = await _append(settings, job, copy, imap)
-        await _record(database, job, copy, SentCopyState(outcome.state.value), outcome.sent_copy_uid, outcome.folder)
+        await records.add(copy, SentCopyState(outcome.state.value), outcome.sent_copy_uid, outcome.folder)
         rest = job.copies[i + 1 :]
         if outcome.capabilities and not decided_with_capabilities:
             # Only a logged-in session tells a Gmail mailbox behind a custom host name (X-GM-EXT-1).
@@ -98,12 +105,14 @@ async def _copy_all(settings: Settings, database: Database, job: _Job, imap: Sen
             decision = should_append_sent_copy(job.account, job.n_leads, set(outcome.capabilities))
             if not decision.append:
                 log.info("Sent copies stopped", account_id=job.account_id, reason=decision.reason)
+                await records.flush()
                 await _finish_rest(database, job, rest, lambda _c: SKIPPED)
                 return
         if outcome.state is not CopyState.appended and (outcome.state is CopyState.unknown or not outcome.capabilities):
             # Unreachable, refusing the login or dying mid-command: the next message would fare no
             # better, so an outage costs one timeout per batch, not one per message. The sweep retries.
             log.warning("Sent copy failed", account_id=job.account_id, detail=outcome.detail, left=len(rest))
+            await records.flush()
             await _finish_rest(database, job, rest, lambda c: UNKNOWN if c.was == UNKNOWN else FAILED)
             return
 
@@ -220,23 +229,47 @@ async def _append(settings: Settings, job: _Job, copy: _Copy, imap: SentCopySess
     return await imap.append(data, message_id, copy.sent_at, check_existing=copy.was == UNKNOWN)
 
 
-async def _record(
-    database: Database, job: _Job, copy: _Copy, state: SentCopyState, uid: str, folder: str | None
-) -> None:
-    # One commit per message: a worker that stops mid-batch leaves at most one copy "copying".
-    async with database.session() as session:
-        await ledger.record_copy(session, copy.id, state, uid)
-        account = job.account
-        if folder and not account.sent_folder and folder != account.sent_folder_discovered:
-            # Stored so other workers (and restarts) skip the discovery; the folder cache is per process.
-            await session.execute(
-                update(EmailAccount)
-                .where(EmailAccount.id == job.account_id)
-                .values(sent_folder_discovered=folder)
-                .execution_options(synchronize_session=False)
-            )
+class _Records:
+    """Outcomes committed RECORD_EVERY copies at a time (one commit each, not one per copy).
+
+    A copy appended but not yet recorded when its worker dies stays ``copying``: when its lease
+    runs out it becomes ``unknown``, and the retry finds it by its Message-ID instead of appending
+    it again. So a batch's commits can be few without a copy ever being stored twice.
+    """
+
+    def __init__(self, database: Database, job: _Job) -> None:
+        self.database = database
+        self.job = job
+        self.rows: list[tuple[int, SentCopyState, str]] = []
+        self.folder: str | None = None
+
+    async def add(self, copy: _Copy, state: SentCopyState, uid: str, folder: str | None) -> None:
+        self.rows.append((copy.id, state, uid))
+        self.folder = folder or self.folder
+        if len(self.rows) >= RECORD_EVERY:
+            await self.flush()
+
+    async def flush(self) -> None:
+        rows, self.rows = self.rows, []
+        if not rows:
+            return
+        account = self.job.account
+        async with self.database.session() as session:
+            for recipient_id, state, uid in rows:
+                await ledger.record_copy(session, recipient_id, state, uid)
+            folder = self.folder
+            if folder and not account.sent_folder and folder != account.sent_folder_discovered:
+                # Stored so other workers (and restarts) skip the discovery; the folder cache is per process.
+                await session.execute(
+                    update(EmailAccount)
+                    .where(EmailAccount.id == self.job.account_id)
+                    .values(sent_folder_discovered=folder)
+                    .execution_options(synchronize_session=False)
+                )
+        if folder:
             account.sent_folder_discovered = folder
-    _count(job.account_id, state)
+        for _, state, _ in rows:
+            _count(self.job.account_id, state)
 
 
 async def _finish_rest(database: Database, job: _Job, rest: list[_Copy], state_of: Any) -> None:
