@@ -68,9 +68,12 @@ MAILER_PREFETCH = Settings().mailer_prefetch
 # the most a single fault can leave `unknown`.
 IN_FLIGHT_BOUND = MAILERS * MAILER_PREFETCH * SMTP_CONNECTIONS * CLAIM_PER_CONNECTION
 DOMAIN = "chaos.example"
-# A copy a killed mailer left "copying" waits for the dispatcher's sweep to call it unknown
-# (SentCopyRetry.stuck, 10 minutes) and then for its retry (a minute or two more).
+# Copies whose SentCopy message a killed mailer never published wait for the sweep's "lost"
+# (SentCopyRetry.lost, 10 minutes); a killed copier's claims for their lease (90 s).
 COPIES_TIMEOUT_S = 15 * 60
+# Three attempts in a row that cannot reach the SMTP server pause the account for 15 minutes
+# (docs/ledger.md, "Accounts that cannot send"): smtp-down's sending resumes only after that.
+RECOVERY_TIMEOUT_S = 20 * 60
 FAULTS = (
     "none",
     "smtp-down",
@@ -480,7 +483,7 @@ class Run:
                 raise RuntimeError(f"not {fraction:.0%} sent within {timeout} s")
             await asyncio.sleep(0.2)
 
-    async def _recovered_after(self, moment: float, column: int = 1, timeout: float = 600) -> float:
+    async def _recovered_after(self, moment: float, column: int = 1, timeout: float = RECOVERY_TIMEOUT_S) -> float:
         """Seconds from ``moment`` until the progress column (1 sent, 2 copies) grew past its value then."""
         deadline = time.monotonic() + timeout
         base = None

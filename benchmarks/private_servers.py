@@ -179,7 +179,14 @@ class PrivateRabbitMQ:
                 os.kill(self.pid(), signal.SIGKILL)
             except (OSError, ValueError):
                 pass
-        # Our own epmd (its port is ours alone); it exits once no node is registered with it.
+        # Our own epmd (its port is ours alone). It refuses -kill while the halting node is still
+        # registered, which lasts a moment after "rabbitmqctl stop" returns: ask again.
         epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
-        with contextlib.suppress(RuntimeError, TimeoutError):
-            await _run(epmd, "-port", str(self.epmd_port), "-kill", env=self.env, timeout=10)
+        for _ in range(40):
+            try:
+                if "name " not in await _run(epmd, "-port", str(self.epmd_port), "-names", env=self.env, timeout=10):
+                    await _run(epmd, "-port", str(self.epmd_port), "-kill", env=self.env, timeout=10)
+                    return
+            except (RuntimeError, TimeoutError):
+                return  # no epmd answers on that port: nothing left to stop
+            await asyncio.sleep(0.5)
