@@ -376,7 +376,7 @@ class Run:
         try:
             created = time.monotonic()
             await self._inject()
-            await self._wait_done(timeout=900)
+            await self._wait_done(timeout=RECOVERY_TIMEOUT_S + 600)
             log(f"{self.fault}: done {time.monotonic() - created:.0f} s after create")
             await self._wait_copies(timeout=COPIES_TIMEOUT_S)
             log(f"{self.fault}: Sent copies settled {time.monotonic() - created:.0f} s after create")

@@ -12,7 +12,6 @@ stops, restarts or kills names that cluster's directory or that node, never the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import glob
 import os
 import shutil
