@@ -76,6 +76,10 @@ bench-message: install ## message building: EmailMessage vs compat32 vs our skel
 bench-send: install ## 100,000 recipients create→done into Postfix smtp-sink, beside a plain aiosmtplib baseline
 	$(BIN)/python benchmarks/bench_send.py
 
+.PHONY: bench-sent-copies
+bench-sent-copies: install ## Sent copies/s into Dovecot: an IMAP session per copy vs one per batch of 40
+	$(BIN)/python benchmarks/bench_sent_copies.py
+
 .PHONY: k8s-validate
 k8s-validate: install ## render every kustomize overlay and validate it offline
 	$(BIN)/python scripts/k8s_validate.py

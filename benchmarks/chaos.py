@@ -15,10 +15,9 @@ strikes; nothing is restarted by hand except a process killed on purpose. After 
     make chaos                                   # every fault, 20,000 recipients each
     make chaos FAULT=smtp-down RECIPIENTS=2000   # one fault, a smaller send (development)
 
-It prints a table and writes it to benchmarks/chaos.txt. RabbitMQ and PostgreSQL on this
-machine are shared: the broker is stopped with ``rabbitmqctl stop_app``/``start_app`` (not the
-whole node), the node kill (``rabbitmq-kill``) runs last, and every run restarts the shared
-servers at most once.
+It prints a table and writes it to benchmarks/chaos.txt. Each run starts a PostgreSQL cluster
+and a RabbitMQ node of its own (``private_servers``) and tears them down at the end: the
+machine's shared servers on 5432 and 5672 are never stopped, restarted or killed.
 """
 
 from __future__ import annotations
@@ -30,12 +29,10 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,11 +43,11 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.private_servers import PrivatePostgres, PrivateRabbitMQ  # noqa: E402
 from bulkmail.mailer.sender import CLAIM_PER_CONNECTION  # noqa: E402
 from bulkmail.shared.db import Database  # noqa: E402
 from bulkmail.shared.migrate import upgrade_async  # noqa: E402
 from bulkmail.shared.settings import Settings  # noqa: E402
-from tests.broker_cleanup import drop_namespace  # noqa: E402
 from tests.data import add_audience  # noqa: E402
 from tests.e2e.processes import Service, service_env  # noqa: E402
 from tests.mail_servers import (  # noqa: E402
@@ -63,9 +60,6 @@ from tests.mail_servers import (  # noqa: E402
     stop_process,
 )
 
-PG_ADMIN = os.environ.get("BULKMAIL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-AMQP_URL = os.environ.get("BULKMAIL_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-PG_CLUSTER = os.environ.get("BULKMAIL_CHAOS_PG_CLUSTER", "15 main").split()
 KEY = "u3Vq0fK9xU1M2a6bq8d6u0xk7zH2r3s4t5v6w7x8y9A="
 MAILERS = 2
 SMTP_CONNECTIONS = 10
@@ -74,9 +68,12 @@ MAILER_PREFETCH = Settings().mailer_prefetch
 # the most a single fault can leave `unknown`.
 IN_FLIGHT_BOUND = MAILERS * MAILER_PREFETCH * SMTP_CONNECTIONS * CLAIM_PER_CONNECTION
 DOMAIN = "chaos.example"
-# A copy a killed mailer left "copying" waits for the dispatcher's sweep to call it unknown
-# (SentCopyRetry.stuck, 10 minutes) and then for its retry (a minute or two more).
+# Copies whose SentCopy message a killed mailer never published wait for the sweep's "lost"
+# (SentCopyRetry.lost, 10 minutes); a killed copier's claims for their lease (90 s).
 COPIES_TIMEOUT_S = 15 * 60
+# Three attempts in a row that cannot reach the SMTP server pause the account for 15 minutes
+# (docs/ledger.md, "Accounts that cannot send"): smtp-down's sending resumes only after that.
+RECOVERY_TIMEOUT_S = 20 * 60
 FAULTS = (
     "none",
     "smtp-down",
@@ -101,15 +98,6 @@ DESCRIPTIONS = {
 
 def log(message: str) -> None:
     print(f"{dt.datetime.now().strftime('%H:%M:%S')} {message}", flush=True)
-
-
-async def run_command(*argv: str, timeout: float = 120) -> str:
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    text = out.decode(errors="replace")
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited with {proc.returncode}: {text[-2000:]}")
-    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,65 +317,73 @@ class Run:
 
     async def execute(self) -> Result:
         started = time.monotonic()
-        dbname = f"bulkmail_chaos_{uuid.uuid4().hex[:6]}"
-        admin = await asyncpg.connect(PG_ADMIN)
-        await admin.execute(f'CREATE DATABASE "{dbname}"')
+        self.postgres = PrivatePostgres(self.workdir / "postgres")
+        self.rabbitmq = PrivateRabbitMQ(self.workdir / "rabbitmq")
+        self.sink = Sink(self.workdir / "sink")
+        self.dovecot_dir = server_dir("chaos-dovecot")
+        self.proxy: StallingProxy | None = None
+        try:
+            await self._start_servers()
+            await self._run()
+        except Exception as exc:
+            self.result.notes.append(f"run failed: {exc!r}")
+            log(f"{self.fault}: run failed: {exc!r}")
+        finally:
+            self.result.elapsed_s = time.monotonic() - started
+            await self._teardown()
+        return self.result
+
+    async def _start_servers(self) -> None:
+        await asyncio.gather(self.postgres.start(), self.rabbitmq.start())
+        admin = await asyncpg.connect(self.postgres.admin_url)
+        await admin.execute('CREATE DATABASE "bulkmail"')
         await admin.close()
-        self.dsn = PG_ADMIN.rsplit("/", 1)[0] + f"/{dbname}"
+        self.dsn = self.postgres.admin_url.rsplit("/", 1)[0] + "/bulkmail"
         self.settings = Settings(
             database_url=self.dsn.replace("postgresql://", "postgresql+asyncpg://"),
-            amqp_url=AMQP_URL,
-            broker_namespace=f"chaos-{uuid.uuid4().hex[:6]}",
+            amqp_url=self.rabbitmq.url,
+            broker_namespace="chaos",
             secret_key=KEY,
             data_dir=self.workdir,
             public_url="https://bulkmail.example.test",
             sweep_interval_s=1.0,
             chunk_timeout_s=120.0,
         )
-        self.sink = Sink(self.workdir / "sink")
-        self.dovecot_dir = server_dir("chaos-dovecot")
-        self.proxy: StallingProxy | None = None
+
+    async def _run(self) -> None:
+        await upgrade_async(self.settings)
+        database = Database(self.settings)
         try:
-            await upgrade_async(self.settings)
-            database = Database(self.settings)
-            try:
-                _, api_key = await add_audience(database, self.recipients, domain=DOMAIN)
-            finally:
-                await database.dispose()
-            self.sink.start()
-            dovecot = start_dovecot(self.dovecot_dir)
-            self.dovecot_port = dovecot.port
-            self.dovecot_proc = dovecot.proc
-            smtp_port = self.sink.port
-            if self.fault == "smtp-stall":
-                self.proxy = StallingProxy(self.sink.port)
-                await self.proxy.start()
-                smtp_port = self.proxy.port
-            names = ["query-api", "dispatcher", *self.metrics_ports]
-            for name in names:
-                self.start_service(name)
-            await self.wait_started(names)
-            self.bulk_id = await self._create_send(api_key, smtp_port)
-            log(f"{self.fault}: bulk email {self.bulk_id} created, {self.recipients:,} recipients")
-            watcher = asyncio.create_task(self._watch())
-            try:
-                created = time.monotonic()
-                await self._inject()
-                await self._wait_done(timeout=900)
-                log(f"{self.fault}: done {time.monotonic() - created:.0f} s after create")
-                await self._wait_copies(timeout=COPIES_TIMEOUT_S)
-                log(f"{self.fault}: Sent copies settled {time.monotonic() - created:.0f} s after create")
-            finally:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
-            await self._check()
-        except Exception as exc:
-            self.result.notes.append(f"run failed: {exc!r}")
-            log(f"{self.fault}: run failed: {exc!r}")
+            _, api_key = await add_audience(database, self.recipients, domain=DOMAIN)
         finally:
-            self.result.elapsed_s = time.monotonic() - started
-            await self._teardown(dbname)
-        return self.result
+            await database.dispose()
+        self.sink.start()
+        dovecot = start_dovecot(self.dovecot_dir)
+        self.dovecot_port = dovecot.port
+        self.dovecot_proc = dovecot.proc
+        smtp_port = self.sink.port
+        if self.fault == "smtp-stall":
+            self.proxy = StallingProxy(self.sink.port)
+            await self.proxy.start()
+            smtp_port = self.proxy.port
+        names = ["query-api", "dispatcher", *self.metrics_ports]
+        for name in names:
+            self.start_service(name)
+        await self.wait_started(names)
+        self.bulk_id = await self._create_send(api_key, smtp_port)
+        log(f"{self.fault}: bulk email {self.bulk_id} created, {self.recipients:,} recipients")
+        watcher = asyncio.create_task(self._watch())
+        try:
+            created = time.monotonic()
+            await self._inject()
+            await self._wait_done(timeout=RECOVERY_TIMEOUT_S + 600)
+            log(f"{self.fault}: done {time.monotonic() - created:.0f} s after create")
+            await self._wait_copies(timeout=COPIES_TIMEOUT_S)
+            log(f"{self.fault}: Sent copies settled {time.monotonic() - created:.0f} s after create")
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        await self._check()
 
     async def _create_send(self, api_key: str, smtp_port: int) -> int:
         async with httpx.AsyncClient(
@@ -434,8 +430,7 @@ class Run:
     # -- watching ----------------------------------------------------------------------------
 
     async def _query(self, sql: str, patience: float = 120) -> list[asyncpg.Record]:
-        """One query on a fresh connection, tried again while PostgreSQL restarts or has every
-        connection slot taken (the server is shared with other test runs)."""
+        """One query on a fresh connection, tried again while PostgreSQL restarts."""
         deadline = time.monotonic() + patience
         while True:
             try:
@@ -488,7 +483,7 @@ class Run:
                 raise RuntimeError(f"not {fraction:.0%} sent within {timeout} s")
             await asyncio.sleep(0.2)
 
-    async def _recovered_after(self, moment: float, column: int = 1, timeout: float = 600) -> float:
+    async def _recovered_after(self, moment: float, column: int = 1, timeout: float = RECOVERY_TIMEOUT_S) -> float:
         """Seconds from ``moment`` until the progress column (1 sent, 2 copies) grew past its value then."""
         deadline = time.monotonic() + timeout
         base = None
@@ -531,13 +526,13 @@ class Run:
         log(f"{fault}: striking at {self._now_sent():,} sent")
         column = 1
         if fault == "rabbitmq-stop":
-            await run_command("rabbitmqctl", "stop_app")
+            await self.rabbitmq.stop_app()
             await asyncio.sleep(20)
-            await run_command("rabbitmqctl", "start_app")
+            await self.rabbitmq.start_app()
         elif fault == "rabbitmq-kill":
-            await self._kill_rabbitmq()
+            await self.rabbitmq.kill_and_restart()
         elif fault == "postgres-restart":
-            await run_command("pg_ctlcluster", *PG_CLUSTER, "restart", "-m", "immediate")
+            await self.postgres.restart_immediate()
         elif fault == "smtp-down":
             self.sink.stop()
             await asyncio.sleep(60)
@@ -556,25 +551,6 @@ class Run:
         restored = time.monotonic()
         log(f"{fault}: restored at {self._now_sent():,} sent")
         self.result.recover_s = await self._recovered_after(restored, column)
-
-    async def _kill_rabbitmq(self) -> None:
-        status = await run_command("rabbitmqctl", "status")
-        match = re.search(r"OS PID: (\d+)", status)
-        if not match:
-            raise RuntimeError("could not find RabbitMQ's OS PID in rabbitmqctl status")
-        os.kill(int(match.group(1)), signal.SIGKILL)
-        await asyncio.sleep(2)
-        await run_command("rabbitmq-server", "-detached")
-        # -detached returns before the node has even registered: await_startup fails until it has.
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                await run_command("rabbitmqctl", "await_startup", timeout=180)
-                return
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(2)
 
     async def _kill_processes(self) -> None:
         victims = ["query-api", "dispatcher", *self.metrics_ports]
@@ -620,6 +596,20 @@ class Run:
             await asyncio.sleep(2)
         self.result.notes.append(f"Sent copies not all appended within {timeout} s")
 
+    def _rates(self) -> list[str]:
+        """Sending and copying speed over the run, from the progress samples (both include the fault)."""
+        lines = []
+        for column, what in ((1, "sent"), (2, "Sent copies")):
+            moving = [p for p in self.progress if p[column] > 0]
+            if len(moving) < 2:
+                continue
+            top = max(p[column] for p in moving)
+            done_at = next(p[0] for p in moving if p[column] == top)
+            span = done_at - moving[0][0]
+            if span > 0:
+                lines.append(f"{what}: {top:,} in {span:.0f} s from the first, {top / span:.0f}/s")
+        return lines
+
     async def _check(self) -> None:
         r = self.result
         status = await self._query("SELECT status FROM bulk_emails WHERE id = $1")
@@ -641,10 +631,11 @@ class Run:
         r.copies_missing = len(wanted - set(copies))
         r.copies_doubled = sum(1 for mid, n in copies.items() if n > 1)
         r.seen_down = ", ".join(sorted(self.down_seen)) or "-"
+        r.notes.extend(self._rates())
         if r.states["unknown"]:
             r.notes.append(f"{len(unknown & set(received))} of the unknown arrived")
 
-    async def _teardown(self, dbname: str) -> None:
+    async def _teardown(self) -> None:
         for service in self.services.values():
             if service.proc and service.proc.poll() is None:
                 try:
@@ -658,24 +649,11 @@ class Run:
             stop_process(self.dovecot_proc)
         shutil.rmtree(self.dovecot_dir, ignore_errors=True)
         shutil.rmtree(self.sink.dump_dir, ignore_errors=True)
-        try:
-            await drop_namespace(AMQP_URL, self.settings.broker_namespace)
-        except Exception as exc:
-            self.result.notes.append(f"broker cleanup failed: {exc!r}")
-        admin = await _connect_admin()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        await admin.close()
-
-
-async def _connect_admin(timeout: float = 120) -> asyncpg.Connection:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await asyncpg.connect(PG_ADMIN, timeout=5)
-        except (OSError, asyncpg.PostgresError):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(1)
+        for server in (self.rabbitmq, self.postgres):
+            try:
+                await server.stop()
+            except Exception as exc:
+                self.result.notes.append(f"stopping {type(server).__name__} failed: {exc!r}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -471,6 +471,7 @@ class CuttingProxy:
         self.target_port = target_port
         self.port = 0
         self.cuts = 0
+        self.connections = 0
         self._marker: bytes | None = None
         self._before_server = True
         self._stall = False
@@ -493,6 +494,7 @@ class CuttingProxy:
             await self._server.wait_closed()
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.connections += 1
         server_r, server_w = await asyncio.open_connection(HOST, self.target_port)
         swallow = asyncio.Event()
         closed = asyncio.Event()

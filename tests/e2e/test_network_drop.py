@@ -8,7 +8,8 @@ themselves, show the outage in their metrics (and the API in ``/readyz``, with 5
 state, nothing received twice and nothing lost.
 
 PostgreSQL and RabbitMQ are shared by every test run on the machine, so the real servers are
-never restarted here; ``make chaos`` (benchmarks/chaos.py) restarts them for real.
+never restarted here; ``make chaos`` (benchmarks/chaos.py) restarts and kills a cluster and a node
+of its own for real.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +22,12 @@ from sqlalchemy import select, update
 from bulkmail.capture import CaptureServer
 from bulkmail.dispatcher.service import SentCopyRetry
 from bulkmail.dispatcher.worker import DispatcherWorker
+from bulkmail.mailer import sent_copies
 from bulkmail.mailer.sent_copies import copy_to_sent
+from bulkmail.mailer.sent_copy import ImapSettings
 from bulkmail.mailer.worker import MailerWorker
 from bulkmail.query_api.app import create_app
-from bulkmail.shared import metrics
+from bulkmail.shared import ledger, metrics
 from bulkmail.shared.broker.memory import MemoryBroker
 from bulkmail.shared.contracts import SentCopy
 from bulkmail.shared.db import Database
@@ -310,3 +312,122 @@ async def _org_of(database: Database, bulk_id: int) -> int:
         org = await session.scalar(select(Recipient.organization_id).where(Recipient.bulk_email_id == bulk_id).limit(1))
         assert org is not None
         return int(org)
+
+
+# ---------------------------------------------------------------------------------------------
+# The claim's lease: a killed worker's copies are handed on after COPY_LEASE, a live one's never
+
+
+async def _states_and_touch(database: Database, bulk_id: int) -> list[tuple[str, datetime]]:
+    async with database.session() as session:
+        rows = await session.execute(
+            select(Recipient.sent_copy_state, Recipient.updated_at)
+            .where(Recipient.bulk_email_id == bulk_id)
+            .order_by(Recipient.id)
+        )
+        return [(str(s), u) for s, u in rows]
+
+
+async def test_copies_a_killed_worker_left_copying_are_handed_on_once_its_lease_ran_out(
+    settings, database, make_tenant, dovecot
+) -> None:
+    async with running(settings, database, make_tenant) as flow:
+        # The real lease, not the fast test policy: only the claim's age decides.
+        flow.dispatcher.dispatcher.sent_copy_retry = replace(FAST_RETRY, stuck=ledger.COPY_LEASE)
+        bulk_id, _ = await flow.send(**imap_of(dovecot))
+        rows = await flow.wait_copies(bulk_id, "appended")
+        ids = await _recipient_ids(database, bulk_id)
+        now = datetime.now(UTC)
+        # Two copies claimed by a worker that was killed (its last renewal just past the lease),
+        # one by a worker still alive (renewed a moment ago): copying, and stored or not.
+        async with database.session() as session:
+            await session.execute(
+                update(Recipient)
+                .where(Recipient.id.in_(ids[:2]))
+                .values(sent_copy_state="copying", updated_at=now - ledger.COPY_LEASE - timedelta(seconds=1))
+            )
+            await session.execute(
+                update(Recipient).where(Recipient.id == ids[2]).values(sent_copy_state="copying", updated_at=now)
+            )
+        deadline = time.monotonic() + 20
+        while [s for _, s, _ in await flow.copies(bulk_id)][:2] != ["appended", "appended"]:
+            assert time.monotonic() < deadline, await flow.copies(bulk_id)
+            await asyncio.sleep(0.05)
+        after = await flow.copies(bulk_id)
+        assert after[:2] == rows[:2]  # found by their Message-ID: the same uids, nothing appended again
+        assert after[2][1] == "copying"  # a live worker's lease is never taken
+        for message_id, _, _ in rows:
+            assert dovecot.count_with_header("alice", "Sent", message_id.encode()) == 1
+
+
+async def test_the_lease_is_renewed_while_an_append_hangs(
+    settings, database, make_tenant, dovecot, cutting_proxy, monkeypatch
+) -> None:
+    monkeypatch.setattr(sent_copies, "COPY_LEASE_RENEW", timedelta(seconds=0.2))
+    short = ImapSettings.from_account
+
+    def quick(account: Any, password: str, **overrides: Any) -> ImapSettings:
+        return short(account, password, **{"command_timeout": 3.0, "total_timeout": 3.0, **overrides})
+
+    monkeypatch.setattr(sent_copies.ImapSettings, "from_account", quick)
+    async with running(settings, database, make_tenant) as flow:
+        proxy = await cutting_proxy(dovecot.port)
+        bulk_id, _ = await flow.send(**imap_of(dovecot, port=proxy.port), sent_copy_mode="never")
+        proxy.stall_when_client_sends(b"APPEND")  # the first APPEND gets no answer, ever
+        async with database.session() as session:
+            await session.execute(
+                update(Recipient).where(Recipient.bulk_email_id == bulk_id).values(sent_copy_state="pending")
+            )
+            await session.execute(
+                update(EmailAccount)
+                .where(EmailAccount.email == f"sally@{flow.domain}.example")
+                .values(sent_copy_mode="always")
+            )
+        ids = await _recipient_ids(database, bulk_id)
+        message = SentCopy(organization_id=await _org_of(database, bulk_id), bulk_email_id=bulk_id, recipient_ids=ids)
+        copying = asyncio.create_task(copy_to_sent(flow.settings, database, message, {}))
+        await asyncio.sleep(0.5)
+        first = await _states_and_touch(database, bulk_id)
+        await asyncio.sleep(1.0)
+        later = await _states_and_touch(database, bulk_id)
+        assert [s for s, _ in first] == [s for s, _ in later] == ["copying"] * 3
+        assert all(b > a for (_, a), (_, b) in zip(first, later, strict=True))  # renewed meanwhile
+        await copying  # the hung APPEND times out: unknown; the rest of the batch, never tried, failed
+        assert [s for s, _ in await _states_and_touch(database, bulk_id)] == ["unknown", "failed", "failed"]
+
+
+async def test_a_worker_that_cannot_renew_its_lease_starts_no_more_appends(
+    settings, database, make_tenant, dovecot, monkeypatch
+) -> None:
+    monkeypatch.setattr(sent_copies, "COPY_LEASE_RENEW", timedelta(seconds=0.1))
+    monkeypatch.setattr(sent_copies, "COPY_LEASE_START", timedelta(seconds=0.5))
+
+    async def database_away(*_args: Any) -> int:
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(ledger, "renew_copies", database_away)
+    real_append = sent_copies._append
+
+    async def slow_append(*args: Any) -> Any:
+        await asyncio.sleep(0.7)  # longer than COPY_LEASE_START without a renewal
+        return await real_append(*args)
+
+    monkeypatch.setattr(sent_copies, "_append", slow_append)
+    async with running(settings, database, make_tenant) as flow:
+        bulk_id, _ = await flow.send(**imap_of(dovecot), sent_copy_mode="never")
+        async with database.session() as session:
+            await session.execute(
+                update(Recipient).where(Recipient.bulk_email_id == bulk_id).values(sent_copy_state="pending")
+            )
+            await session.execute(
+                update(EmailAccount)
+                .where(EmailAccount.email == f"sally@{flow.domain}.example")
+                .values(sent_copy_mode="always")
+            )
+        ids = await _recipient_ids(database, bulk_id)
+        message = SentCopy(organization_id=await _org_of(database, bulk_id), bulk_email_id=bulk_id, recipient_ids=ids)
+        await copy_to_sent(flow.settings, database, message, {})
+        rows = await flow.copies(bulk_id)
+        # The first APPEND started inside the lease; none after it: the rest wait for the sweep.
+        assert [s for _, s, _ in rows] == ["appended", "copying", "copying"]
+        assert [dovecot.count_with_header("alice", "Sent", m.encode()) for m, _, _ in rows] == [1, 0, 0]

@@ -12,7 +12,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from typing import TYPE_CHECKING
 
-from bulkmail.mailer.sent_copy import AppendOutcome, CopyState, ImapSettings, append_sent_copy
+from bulkmail.mailer.sent_copy import AppendOutcome, CopyState, ImapSettings, SentCopySession, append_sent_copy
 from bulkmail.mailer.sent_folder import (
     Discovery,
     decode_mutf7,
@@ -200,6 +200,37 @@ async def test_dropped_before_the_server_got_it_is_appended_on_retry(
     assert retry.state is CopyState.appended, retry.detail
     assert not retry.found_existing
     assert copies(dovecot, "Sent", message_id) == 1
+
+
+async def test_one_login_for_many_copies(dovecot: Dovecot, cutting_proxy: ProxyFactory) -> None:
+    proxy = await cutting_proxy(dovecot.port)
+    settings = settings_for(dovecot, port=proxy.port)
+    messages = [make_message() for _ in range(20)]
+    async with SentCopySession(settings, {}) as session:
+        outcomes = [await session.append(raw, message_id, SENT_AT) for raw, message_id in messages]
+    assert [o.state for o in outcomes] == [CopyState.appended] * 20, [o.detail for o in outcomes]
+    assert len({o.uid for o in outcomes}) == 20
+    assert all("IMAP4REV1" in o.capabilities for o in outcomes)
+    assert proxy.connections == 1
+    assert all(copies(dovecot, "Sent", message_id) == 1 for _, message_id in messages)
+
+
+async def test_a_copy_cut_mid_append_ends_the_session_and_the_next_copy_logs_in_again(
+    dovecot: Dovecot, cutting_proxy: ProxyFactory
+) -> None:
+    (raw_a, id_a), (raw_b, id_b), (raw_c, id_c) = make_message(), make_message(), make_message()
+    proxy = await cutting_proxy(dovecot.port)
+    proxy.cut_when_client_sends(id_b.encode(), before_server=False)  # B stored, its OK never heard
+    settings = settings_for(dovecot, port=proxy.port)
+    async with SentCopySession(settings, {}) as session:
+        a = await session.append(raw_a, id_a, SENT_AT)
+        b = await session.append(raw_b, id_b, SENT_AT)
+        c = await session.append(raw_c, id_c, SENT_AT)
+        b_again = await session.append(raw_b, id_b, SENT_AT, check_existing=True)
+    assert (a.state, b.state, c.state) == (CopyState.appended, CopyState.unknown, CopyState.appended), b.detail
+    assert proxy.connections == 2
+    assert b_again.state is CopyState.appended and b_again.found_existing
+    assert [copies(dovecot, "Sent", m) for m in (id_a, id_b, id_c)] == [1, 1, 1]
 
 
 def test_settings_from_an_email_account() -> None:

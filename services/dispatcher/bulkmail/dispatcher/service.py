@@ -44,7 +44,7 @@ class SentCopyRetry:
     every: float = 30.0  # seconds between looks: the query is not free on a big ledger
     first: timedelta = timedelta(minutes=1)  # failed / unknown
     lost: timedelta = timedelta(minutes=10)  # still pending: its message was lost (or queued behind many)
-    stuck: timedelta = timedelta(minutes=10)  # "copying" in a worker that stopped: becomes unknown
+    stuck: timedelta = ledger.COPY_LEASE  # "copying" whose lease ran out (its worker stopped): becomes unknown
     give_up: timedelta = timedelta(hours=24)
     batch: int = 50  # recipients per SentCopy message
     limit: int = 2000  # rows looked at per sweep
@@ -186,13 +186,19 @@ class Dispatcher:
                 r.id for r in rows if r.sent_copy_state == SentCopyState.copying and now - r.updated_at >= policy.stuck
             ]
             due = [r for r in rows if r.sent_copy_state in retryable and _copy_due(r, now, policy)]
-            # The worker copying these stopped: the copy may or may not be stored.
+            # The worker copying these stopped: the copy may or may not be stored. They are
+            # published at once (no attempt of theirs failed; only a worker died), as unknown,
+            # so their retry searches for the Message-ID before appending.
             await ledger.copies_lost(session, stuck, now)
             # Touched, so the next sweep waits for the backoff instead of publishing again.
             await ledger.copies_published(session, [r.id for r in due], now)
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for r in due:
             groups[(r.organization_id, r.bulk_email_id)].append(r.id)
+        stuck_ids = set(stuck)
+        for r in rows:
+            if r.id in stuck_ids:
+                groups[(r.organization_id, r.bulk_email_id)].append(r.id)
         for (org_id, bulk_id), ids in groups.items():
             for i in range(0, len(ids), policy.batch):
                 message = SentCopy(

@@ -10,8 +10,8 @@ the allowed moves, who calls which and the crash bound are described in docs/led
   ``defer``, ``cancel_unsent``, ``requeue_failed``.
 - ``send``: ``claim`` (with the consent check), ``mark_unknown``, ``record_outcomes``.
 - ``feedback``: ``mark_bounced``, ``mark_complained``, ``mark_replied`` (what comes back after ``sent``).
-- ``sent_copies``: the Sent-copy sub-state (``claim_copies``, ``record_copy``, ``finish_copies``,
-  ``copies_lost``, ``copies_published``).
+- ``sent_copies``: the Sent-copy sub-state (``claim_copies``, ``renew_copies``, ``record_copy``,
+  ``finish_copies``, ``copies_lost``, ``copies_published``) and the claim's lease (``COPY_LEASE``).
 """
 
 from bulkmail.shared.ledger.build import add_recipients
@@ -38,16 +38,23 @@ from bulkmail.shared.ledger.send import (
 )
 from bulkmail.shared.ledger.sent_copies import (
     CLAIMABLE_COPIES,
+    COPY_LEASE,
+    COPY_LEASE_RENEW,
+    COPY_LEASE_START,
     claim_copies,
     copies_lost,
     copies_published,
     finish_copies,
     record_copy,
+    renew_copies,
 )
 from bulkmail.shared.models import RecipientState, SentCopyState, SkipReason
 
 __all__ = [
     "CLAIMABLE_COPIES",
+    "COPY_LEASE",
+    "COPY_LEASE_RENEW",
+    "COPY_LEASE_START",
     "ActivitySource",
     "ChunkScope",
     "Claim",
@@ -73,6 +80,7 @@ __all__ = [
     "queue_retries",
     "record_copy",
     "record_outcomes",
+    "renew_copies",
     "requeue_failed",
     "retries_due",
     "work_left",

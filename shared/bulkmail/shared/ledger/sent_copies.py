@@ -3,14 +3,21 @@
 ``pending`` (or ``skipped``) is set with the ``sent`` outcome. A copy is claimed ``copying``
 (committed before the APPEND, so two deliveries never copy the same message), then ends
 ``appended`` | ``skipped`` | ``failed`` (nothing stored) | ``unknown`` (may be stored). The
-dispatcher's sweep turns a copy left ``copying`` by a stopped worker into ``unknown``, and
-publishes ``pending``, ``failed`` and ``unknown`` ones again (``copies_published`` notes when).
+dispatcher's sweep publishes ``pending``, ``failed`` and ``unknown`` ones again
+(``copies_published`` notes when).
+
+The claim is a lease: ``updated_at`` is when the worker last said it is alive. It renews its
+claimed copies every ``COPY_LEASE_RENEW``, and starts an APPEND only while its last renewal is
+younger than ``COPY_LEASE_START``; an APPEND takes at most the IMAP ``total_timeout`` (60 s). A copy
+whose lease is older than ``COPY_LEASE`` therefore belongs to a worker that stopped (killed, or
+cut off from the database): the sweep makes it ``unknown``, and its retry searches the Sent folder
+for the Message-ID before appending, so a copy the dead worker did store is not stored twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +31,12 @@ C = SentCopyState
 CLAIMABLE_COPIES = (C.pending, C.failed, C.unknown)
 # Where a claimed copy may end.
 _ENDS = (C.appended, C.skipped, C.failed, C.unknown)
+
+# The claim's lease (see above): renewed every 10 s; no APPEND starts on a renewal older than
+# 20 s; 20 s + an APPEND's 60 s budget stays inside the 90 s after which the sweep takes it back.
+COPY_LEASE = timedelta(seconds=90)
+COPY_LEASE_RENEW = timedelta(seconds=10)
+COPY_LEASE_START = timedelta(seconds=20)
 
 
 async def claim_copies(
@@ -50,6 +63,19 @@ async def claim_copies(
         )
         was.update((rid, state) for rid in rows.scalars())
     return was
+
+
+async def renew_copies(session: AsyncSession, recipient_ids: list[int], now: datetime) -> int:
+    """The worker copying these is alive: their lease starts again now (copies still ``copying`` only)."""
+    if not recipient_ids:
+        return 0
+    result = await session.execute(
+        update(Recipient)
+        .where(Recipient.id.in_(recipient_ids), Recipient.sent_copy_state == C.copying)
+        .values(updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return changed(result)
 
 
 async def record_copy(session: AsyncSession, recipient_id: int, state: SentCopyState, uid: str = "") -> bool:
@@ -79,7 +105,8 @@ async def finish_copies(session: AsyncSession, recipient_ids: list[int], state: 
 
 
 async def copies_lost(session: AsyncSession, recipient_ids: list[int], now: datetime) -> int:
-    """copying → unknown: the worker copying them stopped; the copy may or may not be stored."""
+    """copying → unknown: their lease ran out, the worker copying them stopped; the copy may or
+    may not be stored."""
     return await finish_copies(session, recipient_ids, C.unknown, now)
 
 
