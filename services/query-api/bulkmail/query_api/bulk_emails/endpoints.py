@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
-from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from bulkmail.query_api.bulk_emails import service
@@ -18,13 +17,11 @@ from bulkmail.query_api.bulk_emails.schemas import (
     PreviewOut,
     RecipientList,
     RecipientOut,
-    RenderedSample,
     RetryIn,
 )
 from bulkmail.query_api.deps import AuthDep, DatabaseDep, OutboxDep, SessionDep, SettingsDep
-from bulkmail.query_api.errors import BadRequest
 from bulkmail.query_api.ownership import get_owned
-from bulkmail.query_api.pagination import IdFilter, PageDep, fetch_page
+from bulkmail.query_api.pagination import PageDep, fetch_page
 from bulkmail.shared.models import BulkEmail, RecipientState
 
 router = APIRouter(prefix="/bulk_action/email", tags=["bulk_email"])
@@ -126,32 +123,3 @@ async def list_recipients(
         ],
         has_more=has_more,
     )
-
-
-template_router = APIRouter(prefix="/email_template", tags=["email_template"])
-
-
-@template_router.get("/{template_id}/render/", response_model=RenderedSample)
-async def render_template(
-    template_id: int,
-    session: SessionDep,
-    principal: AuthDep,
-    settings: SettingsDep,
-    query: Annotated[str | None, Query(min_length=1, max_length=10_000)] = None,
-    entry: Annotated[int, Query(ge=0, le=99)] = 0,
-    mode: Annotated[Literal["lead", "contact"], Query()] = "lead",
-    lead_id: IdFilter = None,
-    contact_id: IdFilter = None,
-) -> RenderedSample | JSONResponse:
-    """Close's template preview, in its two forms: for ``lead_id`` (and ``contact_id``), or for the
-    ``entry``-th lead (or contact) with an email address among a search's results. Past the last
-    one the answer is ``{}``, as Close's."""
-    if (lead_id is None) == (query is None):
-        raise BadRequest(
-            "Give either lead_id (and optionally contact_id) or query (with entry and mode).",
-            **{"field-errors": {"query": "give lead_id or query"}},
-        )
-    if lead_id is not None:
-        return await service.render_for_lead(session, settings, principal, template_id, lead_id, contact_id)
-    rendered = await service.render_entry(session, settings, principal, template_id, query or "", entry, mode)
-    return rendered if rendered is not None else JSONResponse({})

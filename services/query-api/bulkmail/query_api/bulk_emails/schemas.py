@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from bulkmail.query_api.email_templates.schemas import RenderedSample
 from bulkmail.shared.contracts import BulkEmailCounts
 from bulkmail.shared.models import ContactPreference
 
@@ -131,17 +132,6 @@ class RecipientOut(BaseModel):
 class RecipientList(BaseModel):
     data: list[RecipientOut]
     has_more: bool
-
-
-class RenderedSample(BaseModel):
-    lead_id: int
-    contact_id: int | None
-    email: str
-    subject: str
-    body: str
-    body_text: str
-    empty_tags: list[str]
-    unknown_tags: list[str]
 
 
 class PreviewOut(BaseModel):
