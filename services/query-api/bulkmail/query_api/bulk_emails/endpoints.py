@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
-from sqlalchemy import select
 
 from bulkmail.query_api.bulk_emails import service
 from bulkmail.query_api.bulk_emails.schemas import (
@@ -16,12 +15,12 @@ from bulkmail.query_api.bulk_emails.schemas import (
     PreviewIn,
     PreviewOut,
     RecipientList,
-    RecipientOut,
     RetryIn,
+    recipient_out,
 )
 from bulkmail.query_api.deps import AuthDep, DatabaseDep, OutboxDep, SessionDep, SettingsDep
 from bulkmail.query_api.ownership import get_owned
-from bulkmail.query_api.pagination import PageDep, fetch_page
+from bulkmail.query_api.pagination import PageDep
 from bulkmail.shared.models import BulkEmail, RecipientState
 
 router = APIRouter(prefix="/bulk_action/email", tags=["bulk_email"])
@@ -57,10 +56,7 @@ async def create_bulk_email(
 async def list_bulk_emails(
     session: SessionDep, principal: AuthDep, page: PageDep, template_id: Annotated[int | None, Query()] = None
 ) -> BulkEmailList:
-    stmt = select(BulkEmail).where(BulkEmail.organization_id == principal.organization_id).order_by(BulkEmail.id.desc())
-    if template_id is not None:  # Close's filter
-        stmt = stmt.where(BulkEmail.template_id == template_id)
-    rows, has_more = await fetch_page(session, stmt, page)
+    rows, has_more = await service.list_page(session, principal.organization_id, template_id, page)
     return BulkEmailList(data=[await service.to_out(session, b) for b in rows], has_more=has_more)
 
 
@@ -103,23 +99,5 @@ async def list_recipients(
 ) -> RecipientList:
     """The per-recipient delivery report."""
     bulk = await get_owned(session, BulkEmail, bulk_email_id, principal.organization_id, what="bulk email")
-    rows, has_more = await fetch_page(session, service.recipients_of(bulk.id, state), page)
-    return RecipientList(
-        data=[
-            RecipientOut(
-                id=r.id,
-                lead_id=r.lead_id,
-                contact_id=r.contact_id,
-                email=r.email,
-                state=r.state.value,
-                skip_reason=r.skip_reason,
-                attempts=r.attempts,
-                next_attempt_at=r.next_attempt_at,
-                message_id=r.message_id,
-                smtp_reply=r.smtp_reply,
-                sent_at=r.sent_at,
-            )
-            for r in rows
-        ],
-        has_more=has_more,
-    )
+    rows, has_more = await service.recipients_page(session, bulk.id, state, page)
+    return RecipientList(data=[recipient_out(r) for r in rows], has_more=has_more)

@@ -8,13 +8,13 @@ import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
-from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.auth import Principal
+from bulkmail.query_api.bulk_emails import repository
 from bulkmail.query_api.bulk_emails.schemas import (
     BulkEmailIn,
     BulkEmailOut,
@@ -28,6 +28,7 @@ from bulkmail.query_api.email_templates.rendering import compile_or_400, render_
 from bulkmail.query_api.email_templates.schemas import RenderedSample
 from bulkmail.query_api.errors import APIError, BadRequest, Conflict
 from bulkmail.query_api.ownership import get_owned
+from bulkmail.query_api.pagination import Page, fetch_page
 from bulkmail.query_api.search import CompiledSearch, compile_search, load_search_context
 from bulkmail.query_api.search.structured import directives, structured_query_text
 from bulkmail.shared import bulk_emails, feedback, ledger, metrics
@@ -100,12 +101,7 @@ async def _account(session: AsyncSession, organization_id: int, payload: BulkEma
     if payload.email_account_id is not None:
         return await get_owned(session, EmailAccount, payload.email_account_id, organization_id, what="email account")
     address = parseaddr(payload.sender or "")[1].strip().lower()
-    account = await session.scalar(
-        select(EmailAccount)
-        .where(EmailAccount.organization_id == organization_id, func.lower(EmailAccount.email) == address)
-        .order_by(EmailAccount.id)
-        .limit(1)
-    )
+    account = await repository.account_sending_as(session, organization_id, address)
     if account is None:
         raise BadRequest(
             f"No email account sends as {payload.sender!r}; add it with POST /api/v1/email_account/.",
@@ -128,7 +124,7 @@ async def create(
     """The bulk email and whether it is new (a retried request returns the first one)."""
     fingerprint = request_fingerprint(payload)
     if idempotency_key:
-        existing = await _by_idempotency_key(session, principal.organization_id, idempotency_key)
+        existing = await repository.by_idempotency_key(session, principal.organization_id, idempotency_key)
         if existing is not None:
             return _same_request(existing, fingerprint), False
     audience = await resolve_audience(session, settings, principal, payload)
@@ -163,7 +159,7 @@ async def create(
             await session.flush()
     except IntegrityError:
         # The same key raced in from a concurrent retry: that one wins.
-        existing = await _by_idempotency_key(session, principal.organization_id, idempotency_key or "")
+        existing = await repository.by_idempotency_key(session, principal.organization_id, idempotency_key or "")
         if existing is None:
             raise
         return _same_request(existing, fingerprint), False
@@ -254,16 +250,17 @@ async def retry_and_queue(session: AsyncSession, bulk: BulkEmail, include_unknow
     return n
 
 
-def recipients_of(bulk_email_id: int, state: RecipientState | None = None) -> Select[Any]:
-    """The per-recipient delivery report, in ledger order, optionally of one state."""
-    stmt = select(Recipient).where(Recipient.bulk_email_id == bulk_email_id).order_by(Recipient.id)
-    return stmt.where(Recipient.state == state) if state is not None else stmt
+async def list_page(
+    session: AsyncSession, organization_id: int, template_id: int | None, page: Page
+) -> tuple[list[BulkEmail], bool]:
+    return await fetch_page(session, repository.bulk_emails_of(organization_id, template_id), page)
 
 
-async def _by_idempotency_key(session: AsyncSession, organization_id: int, key: str) -> BulkEmail | None:
-    return await session.scalar(
-        select(BulkEmail).where(BulkEmail.organization_id == organization_id, BulkEmail.idempotency_key == key)
-    )
+async def recipients_page(
+    session: AsyncSession, bulk_email_id: int, state: RecipientState | None, page: Page
+) -> tuple[list[Recipient], bool]:
+    """A page of the per-recipient delivery report, in ledger order, optionally of one state."""
+    return await fetch_page(session, repository.recipients_of(bulk_email_id, state), page)
 
 
 async def to_out(
@@ -358,9 +355,7 @@ async def _change_status(session: AsyncSession, bulk: BulkEmail, to: str) -> Bul
                 f"Bulk email {bulk.id} was paused more than 7 days ago and cannot be resumed; create a new one."
             )
         # A bulk paused before its recipients were loaded goes back to loading; the dispatcher knows.
-        loaded = await session.scalar(
-            select(func.count()).select_from(Recipient).where(Recipient.bulk_email_id == bulk.id)
-        )
+        loaded = await repository.has_recipients(session, bulk.id)
         target = S.resuming if loaded else S.created
         await bulk_emails.transition(session, bulk.id, [S.paused], target, paused_at=None)
         return S.resuming

@@ -8,7 +8,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.search import CompiledSearch
-from bulkmail.shared.models import BulkEmail, EmailTemplate, Lead, SavedSearch
+from bulkmail.shared.models import BulkEmail, EmailTemplate, Lead
 
 
 def templates_of(organization_id: int) -> Select[Any]:
@@ -22,14 +22,6 @@ async def bulk_emails_using(session: AsyncSession, template_id: int, *, limit: i
             select(BulkEmail.id).where(BulkEmail.template_id == template_id).order_by(BulkEmail.id).limit(limit)
         )
     )
-
-
-async def smart_view_queries(session: AsyncSession, organization_id: int) -> dict[str, str]:
-    """Every Smart View of the organisation, name → query."""
-    rows = await session.execute(
-        select(SavedSearch.name, SavedSearch.query).where(SavedSearch.organization_id == organization_id)
-    )
-    return {name: query for name, query in rows}
 
 
 def leads_with_email(compiled: CompiledSearch) -> Select[Any]:

@@ -17,6 +17,7 @@ from bulkmail.query_api.email_templates.schemas import EmailTemplateIn, EmailTem
 from bulkmail.query_api.errors import BadRequest, Conflict
 from bulkmail.query_api.ownership import ensure_name_free, get_owned
 from bulkmail.query_api.pagination import Page, fetch_page
+from bulkmail.query_api.saved_searches.repository import smart_view_queries
 from bulkmail.query_api.saved_searches.usage import views_using
 from bulkmail.query_api.search import compile_search, load_search_context
 from bulkmail.shared.audience import Candidate, choose_candidates, load_batch
@@ -72,7 +73,7 @@ async def delete(session: AsyncSession, principal: Principal, row: EmailTemplate
     Smart View (``emailed_template:``) uses it."""
     org = principal.organization_id
     sent_with = await repository.bulk_emails_using(session, row.id, limit=10)
-    views = await repository.smart_view_queries(session, org)
+    views = await smart_view_queries(session, org)
     users = await views_using(session, org, principal.user_id, views, template=row.name)
     if sent_with or users:
         uses = [f"bulk email {i}" for i in sent_with] + [f"Smart View {name!r}" for name in users]

@@ -25,6 +25,7 @@ from bulkmail.query_api.bulk_emails.schemas import BulkEmailOut
 from bulkmail.query_api.deps import DatabaseDep, OutboxDep, SessionDep
 from bulkmail.query_api.errors import APIError
 from bulkmail.query_api.ownership import get_owned
+from bulkmail.query_api.pagination import Page
 from bulkmail.query_api.web.charts import sent_chart
 from bulkmail.query_api.web.page_errors import page_not_found
 from bulkmail.query_api.web.rendering import render, templates
@@ -122,17 +123,18 @@ async def _recipients(
     session: AsyncSession, bulk_id: int, state: str, page: int
 ) -> tuple[list[Recipient], bool, dict[str, str | None]]:
     chosen = RecipientState(state) if state in STATES else None
-    stmt = service.recipients_of(bulk_id, chosen).offset((page - 1) * RECIPIENT_PAGE).limit(RECIPIENT_PAGE + 1)
-    rows = list(await session.scalars(stmt))
+    rows, has_more = await service.recipients_page(
+        session, bulk_id, chosen, Page(limit=RECIPIENT_PAGE, skip=(page - 1) * RECIPIENT_PAGE)
+    )
 
     def link(p: int) -> str:
         return f"/bulk-emails/{bulk_id}?" + urlencode({k: v for k, v in {"state": state, "page": p}.items() if v})
 
     pages = {
         "previous": link(page - 1) if page > 1 else None,
-        "next": link(page + 1) if len(rows) > RECIPIENT_PAGE else None,
+        "next": link(page + 1) if has_more else None,
     }
-    return rows[:RECIPIENT_PAGE], len(rows) > RECIPIENT_PAGE, pages
+    return rows, has_more, pages
 
 
 def _context(
