@@ -679,6 +679,8 @@ class RecipientState(enum.StrEnum):
 
 # Accepted by the server: sent, whatever came back afterwards. These have a message (and a Sent copy).
 ACCEPTED_STATES = (RecipientState.sent, RecipientState.bounced, RecipientState.complained, RecipientState.replied)
+# Not accepted, or not known to be: what the failures list, the failures CSV and the done email show.
+FAILED_STATES = (RecipientState.failed, RecipientState.unknown)
 
 
 class SkipReason(enum.StrEnum):

@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from bulkmail.shared import metrics
 from bulkmail.shared.broker import Broker, Delivery, Handler, create_broker
@@ -126,8 +128,8 @@ class Worker(abc.ABC):
         """Process what is queued, then stop and return (raises BurstTimeout if it never ends)."""
         await run_to_idle(self, quiet_s=quiet_s, timeout_s=timeout_s)
 
-    def spawn(self, coro: object, name: str) -> None:
-        self._tasks.append(asyncio.create_task(coro, name=name))  # type: ignore[arg-type]
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
 
     @property
     def stopping(self) -> bool:

@@ -30,17 +30,23 @@ from bulkmail.query_api.web.charts import sent_chart
 from bulkmail.query_api.web.page_errors import page_not_found
 from bulkmail.query_api.web.rendering import render, templates
 from bulkmail.query_api.web.session import CurrentUser, WebUserDep, csrf_token
+from bulkmail.shared import bulk_emails
 from bulkmail.shared.db import Database
-from bulkmail.shared.models import BulkEmail, BulkEmailStatus, EmailAccount, EmailTemplate, Recipient, RecipientState
+from bulkmail.shared.models import (
+    FAILED_STATES,
+    BulkEmail,
+    BulkEmailStatus,
+    EmailAccount,
+    EmailTemplate,
+    Recipient,
+    RecipientState,
+)
 
 router = APIRouter()
 
 S = BulkEmailStatus
 LIST_PAGE = 50
 RECIPIENT_PAGE = 50
-FINISHED = (S.done, S.cancelled, S.error)
-CAN_PAUSE = (S.created, S.loading, S.processing, S.resuming)
-CAN_RETRY = (S.done, S.processing, S.paused)
 STATUS_BADGES = {
     S.done: "badge-success",
     S.error: "badge-danger",
@@ -66,7 +72,7 @@ class Progress:
 
     @property
     def finished(self) -> bool:
-        return self.bulk.status in {s.value for s in FINISHED}
+        return self.bulk.status in {s.value for s in bulk_emails.FINAL_STATUSES}
 
     @property
     def total(self) -> int:
@@ -88,13 +94,13 @@ class Progress:
     def controls(self) -> list[str]:
         status = S(self.bulk.status)
         out = []
-        if status in CAN_PAUSE:
+        if status in bulk_emails.UNFINISHED_STATUSES:
             out.append("pause")
         if status == S.paused:
             out.append("resume")
-        if status in CAN_PAUSE or status == S.paused:
+        if status in bulk_emails.ACTIVE_STATUSES:
             out.append("cancel")
-        if status in CAN_RETRY and self.bulk.counts.failed + self.bulk.counts.unknown > 0:
+        if status in bulk_emails.RETRYABLE_STATUSES and self.bulk.counts.failed + self.bulk.counts.unknown > 0:
             out.append("retry")
         return out
 
@@ -306,7 +312,7 @@ async def failures_csv(request: Request, session: SessionDep, user: WebUserDep, 
                 )
                 .where(
                     Recipient.bulk_email_id == bulk.id,
-                    Recipient.state.in_([RecipientState.failed, RecipientState.unknown]),
+                    Recipient.state.in_(FAILED_STATES),
                     Recipient.id > after,
                 )
                 .order_by(Recipient.id)
