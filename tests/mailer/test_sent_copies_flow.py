@@ -195,11 +195,17 @@ async def test_every_sent_message_lands_once_in_sent_as_sent(settings, database,
         assert await flow.copies(bulk_id) == rows  # same uids: the earlier copies were found
 
         # Copies left "copying" by a worker that stopped: the sweep makes them unknown, then retries.
+        # Sent just now: a retry's backoff grows with the time since the send, which this test
+        # (about the states, not the spacing) should not depend on.
         async with database.session() as session:
             await session.execute(
                 update(Recipient)
                 .where(Recipient.bulk_email_id == bulk_id)
-                .values(sent_copy_state="copying", updated_at=datetime.now(UTC) - timedelta(hours=1))
+                .values(
+                    sent_copy_state="copying",
+                    sent_at=datetime.now(UTC),
+                    updated_at=datetime.now(UTC) - timedelta(hours=1),
+                )
             )
         assert await flow.wait_copies(bulk_id, "appended") == rows
         for message_id, _, _ in rows:
