@@ -130,7 +130,10 @@ async def test_a_closed_port_pauses_the_account_and_gives_the_quota_back(outage:
         slots = await session.scalar(
             select(func.count()).select_from(SendSlot).where(SendSlot.email_account_id == account.id)
         )
-    assert slots == 0
+        organisation_slots = await session.scalar(
+            select(func.count()).select_from(SendSlot).where(SendSlot.organization_id == account.organization_id)
+        )
+    assert slots == 0 and organisation_slots == 0
 
 
 async def test_a_server_without_auth_pauses_the_account(outage: Outage) -> None:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from bulkmail.shared.db import Database
-from bulkmail.shared.models import EmailAccount, Organization
+from bulkmail.shared.models import EmailAccount, Organization, SmtpConnectionLease
 from bulkmail.shared.providers import AccountLimits
 from bulkmail.shared.rate_limit import (
     WAITING_TTL,
@@ -23,7 +23,6 @@ from bulkmail.shared.rate_limit import (
     eta,
     fair_share,
     release_connection,
-    release_send_slot,
     renew_connection,
     reserve_send_slot,
     schedule_after,
@@ -101,13 +100,32 @@ async def test_rolling_day_limit_resumes_when_the_oldest_send_is_a_day_old(datab
     assert await eta(database.sessionmaker, account, limits, 3, T0 + timedelta(hours=5)) == T0 + timedelta(days=2)
 
 
-async def test_a_released_reservation_gives_its_slot_back(database: Database) -> None:
-    account = await new_account(database)
-    limits = AccountLimits(per_minute=1)
-    first = await reserve_send_slot(database.sessionmaker, account, limits, T0)
-    assert not (await reserve_send_slot(database.sessionmaker, account, limits, T0)).ok
-    await release_send_slot(database.sessionmaker, first)
-    assert (await reserve_send_slot(database.sessionmaker, account, limits, T0)).ok
+async def test_slots_and_leases_belong_to_the_accounts_organisation(database: Database) -> None:
+    """Each organisation's rows say whose they are, though the callers name only the account."""
+    accounts = [await new_account(database) for _ in range(2)]
+    for account in accounts:
+        assert (await reserve_send_slot(database.sessionmaker, account, AccountLimits(per_minute=1), T0)).ok
+        assert await acquire_connection(database.sessionmaker, account, 1, "host:1:0", now=T0)
+        assert await acquire_connection(database.sessionmaker, account, 1, "host:2:0", now=T0) is None  # waiting mark
+    async with database.session() as session:
+        owners = dict((await session.execute(select(EmailAccount.id, EmailAccount.organization_id))).all())
+        slots = (
+            await session.execute(
+                select(SendSlot.email_account_id, SendSlot.organization_id).where(
+                    SendSlot.email_account_id.in_(accounts)
+                )
+            )
+        ).all()
+        leases = (
+            await session.execute(
+                select(SmtpConnectionLease.email_account_id, SmtpConnectionLease.organization_id).where(
+                    SmtpConnectionLease.email_account_id.in_(accounts)
+                )
+            )
+        ).all()
+    assert len({owners[a] for a in accounts}) == 2
+    assert sorted(tuple(r) for r in slots) == sorted((a, owners[a]) for a in accounts)
+    assert sorted(tuple(r) for r in leases) == sorted((a, owners[a]) for a in accounts for _ in range(2))
 
 
 def test_resume_time_in_the_users_words() -> None:

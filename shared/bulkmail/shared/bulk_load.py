@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Table, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from bulkmail.shared.counters import build_search_text, normalize_email
 from bulkmail.shared.models import (
@@ -184,9 +185,9 @@ def _python_defaults(table: Table, columns: Sequence[str]) -> tuple[tuple[str, .
         if column.name in columns or column.server_default is not None or column.nullable:
             continue
         default = column.default
-        if default is not None and getattr(default, "is_scalar", False):
+        if isinstance(default, ScalarElementColumnDefault):
             names.append(column.name)
-            values.append(default.arg)  # type: ignore[attr-defined]
+            values.append(default.arg)
     return tuple(names), tuple(values)
 
 

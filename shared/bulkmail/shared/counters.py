@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import false, func, not_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from bulkmail.shared.models import (
     Address,
@@ -92,22 +93,22 @@ async def refresh_lead_counters(session: AsyncSession, lead_ids: Sequence[int]) 
         return
     ids = list(lead_ids)
 
-    def count(model: type) -> object:
-        lead_id: Any = model.lead_id  # type: ignore[attr-defined]
-        return select(func.count()).select_from(model).where(lead_id == Lead.id).scalar_subquery()
+    def count(lead_id: InstrumentedAttribute[Any]) -> object:
+        """The rows of ``lead_id``'s table on each lead."""
+        return select(func.count()).select_from(lead_id.class_).where(lead_id == Lead.id).scalar_subquery()
 
     await session.execute(
         update(Lead)
         .where(Lead.id.in_(ids))
         .values(
-            num_contacts=count(Contact),
-            num_addresses=count(Address),
-            num_email_addresses=count(ContactEmail),
-            num_phone_numbers=count(ContactPhone),
-            num_emails=count(EmailActivity),
-            num_calls=count(Call),
-            num_opportunities=count(Opportunity),
-            num_tasks=count(Task),
+            num_contacts=count(Contact.lead_id),
+            num_addresses=count(Address.lead_id),
+            num_email_addresses=count(ContactEmail.lead_id),
+            num_phone_numbers=count(ContactPhone.lead_id),
+            num_emails=count(EmailActivity.lead_id),
+            num_calls=count(Call.lead_id),
+            num_opportunities=count(Opportunity.lead_id),
+            num_tasks=count(Task.lead_id),
             last_emailed_at=select(func.max(EmailActivity.date_sent))
             .where(EmailActivity.lead_id == Lead.id, EmailActivity.direction == "outgoing")
             .scalar_subquery(),

@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, any_, bindparam, event
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import InstrumentedAttribute
 
 from bulkmail.shared.settings import Settings
 
@@ -121,10 +122,10 @@ class Database:
         await self.engine.dispose()
 
 
-def among(column: Any, values: Sequence[Any], postgresql: bool) -> ColumnElement[bool]:
+def among(column: InstrumentedAttribute[Any], values: Sequence[Any], postgresql: bool) -> ColumnElement[bool]:
     """``column IN values``; on PostgreSQL ``= ANY(array)``: one parameter instead of hundreds,
     so a batch is neither rendered, prepared nor planned as a list of that many items (and the
     statement is the same whatever the batch's size)."""
     if not postgresql:
-        return column.in_(values)  # type: ignore[no-any-return]
-    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))  # type: ignore[no-any-return]
+        return column.in_(values)
+    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))

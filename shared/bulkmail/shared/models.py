@@ -496,6 +496,7 @@ class SendSlot(Base):
 
     __tablename__ = "send_slots"
     id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = _org_fk()  # the account's: queries go by account (migration 0017)
     email_account_id: Mapped[int] = mapped_column(Id, ForeignKey("email_accounts.id", ondelete="CASCADE"))
     reserved_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
@@ -509,6 +510,7 @@ class SmtpConnectionLease(Base):
     email_account_id: Mapped[int] = mapped_column(
         Id, ForeignKey("email_accounts.id", ondelete="CASCADE"), primary_key=True
     )
+    organization_id: Mapped[int] = _org_fk()  # the account's
     slot: Mapped[int] = mapped_column(Integer, primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
@@ -690,6 +692,8 @@ class RecipientState(enum.StrEnum):
 
 # Accepted by the server: sent, whatever came back afterwards. These have a message (and a Sent copy).
 ACCEPTED_STATES = (RecipientState.sent, RecipientState.bounced, RecipientState.complained, RecipientState.replied)
+# Not accepted, or not known to be: what the failures list, the failures CSV and the done email show.
+FAILED_STATES = (RecipientState.failed, RecipientState.unknown)
 
 
 class SkipReason(enum.StrEnum):

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bulkmail.shared.models import SendSlot, SmtpConnectionLease
+from bulkmail.shared.models import EmailAccount, SendSlot, SmtpConnectionLease
 from bulkmail.shared.providers import AccountLimits
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "fair_share",
     "holder_process",
     "release_connection",
-    "release_send_slot",
     "renew_connection",
     "reserve_send_slot",
     "schedule_after",
@@ -72,6 +71,12 @@ async def _lock_account(session: AsyncSession, account_id: int) -> None:
         )
 
 
+def _organization_of(account_id: int) -> Any:
+    """The account's organisation, read by the INSERT itself: the callers know only the account,
+    and the statement stays one round trip."""
+    return select(EmailAccount.organization_id).where(EmailAccount.id == account_id).scalar_subquery()
+
+
 def _now(now: datetime | None) -> datetime:
     if now is None:
         return datetime.now(UTC)
@@ -102,7 +107,7 @@ async def reserve_send_slot(
 
     A reservation counts even if the send then fails: providers count attempts too. The mailer
     reserves with a connection in hand, just before the transaction, so a server that cannot
-    be reached uses no quota; :func:`release_send_slot` gives back a slot that went unused.
+    be reached uses no quota and no reservation ever needs giving back.
     """
     if limits.unlimited:
         return Reservation(True, timedelta(0))
@@ -114,7 +119,9 @@ async def reserve_send_slot(
         # than check-then-insert, and on SQLite the insert is what takes the write lock.
         slot_id = (
             await session.execute(
-                insert(SendSlot).values(email_account_id=account_id, reserved_at=now).returning(SendSlot.id)
+                insert(SendSlot)
+                .values(email_account_id=account_id, organization_id=_organization_of(account_id), reserved_at=now)
+                .returning(SendSlot.id)
             )
         ).scalar_one()
         wait = await _wait_for_slot(session, account_id, slot_id, limits, now)
@@ -167,15 +174,8 @@ def _aware(value: Any) -> datetime | None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
-
-
-async def release_send_slot(session_factory: SessionFactory, reservation: Reservation) -> None:
-    """Give back a reservation whose message never reached the server."""
-    if reservation.slot_id is None:
-        return
-    async with session_factory() as session, session.begin():
-        await session.execute(delete(SendSlot).where(SendSlot.id == reservation.slot_id))
+    moment: datetime = value
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 async def _history(session_factory: SessionFactory, account_id: int, since: datetime) -> list[datetime]:
@@ -327,13 +327,21 @@ async def acquire_connection(
         if free is None:
             await session.execute(
                 insert(SmtpConnectionLease).values(
-                    email_account_id=account_id, slot=waiting, holder=holder, expires_at=now + WAITING_TTL
+                    email_account_id=account_id,
+                    organization_id=_organization_of(account_id),
+                    slot=waiting,
+                    holder=holder,
+                    expires_at=now + WAITING_TTL,
                 )
             )
             return None
         await session.execute(
             insert(SmtpConnectionLease).values(
-                email_account_id=account_id, slot=free, holder=holder, expires_at=now + ttl
+                email_account_id=account_id,
+                organization_id=_organization_of(account_id),
+                slot=free,
+                holder=holder,
+                expires_at=now + ttl,
             )
         )
     return ConnectionLease(account_id, free, holder, now + ttl)

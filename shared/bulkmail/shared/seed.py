@@ -152,10 +152,15 @@ async def _ensure_organization(session: AsyncSession, organization_id: int | Non
         await session.flush()
         organization_id = organization.id
 
-    async def get_or_create(model: type, key: str, value: str, **extra: object) -> int:
+    async def get_or_create(
+        model: type[User] | type[LeadStatus] | type[CustomField] | type[EmailTemplate],
+        key: str,
+        value: str,
+        **extra: object,
+    ) -> int:
         found = await session.scalar(
-            select(model.id).where(  # type: ignore[attr-defined]
-                model.organization_id == organization_id,  # type: ignore[attr-defined]
+            select(model.id).where(
+                model.organization_id == organization_id,
                 getattr(model, key) == value,
             )
         )

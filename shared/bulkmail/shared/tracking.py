@@ -63,7 +63,8 @@ def read_token(key: bytes, text: str) -> Token | None:
     parts = payload.decode("utf-8", "replace").split("\x1f")
     if len(parts) != 5 or parts[0] not in ("o", "c") or not parts[1].isdigit() or not parts[2].isdigit():
         return None
-    return Token(parts[0], int(parts[1]), int(parts[2]), parts[3], parts[4])  # type: ignore[arg-type]
+    kind: Literal["o", "c"] = "o" if parts[0] == "o" else "c"
+    return Token(kind, int(parts[1]), int(parts[2]), parts[3], parts[4])
 
 
 def rewrite_links(html: str, make_url: Callable[[str], str | None]) -> tuple[str, list[str]]:

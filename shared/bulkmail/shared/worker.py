@@ -11,7 +11,7 @@ Both states are in the metrics (``bulkmail_dependency_up``, ``bulkmail_reconnect
 
 Burst mode (``run_burst``, ``run_to_idle``, ``bulkmail <service> --burst``) processes what is
 queued, and what that work queues in turn, then returns: for tests, one-off runs and jobs,
-instead of polling with deadlines.
+instead of polling with deadlines. ``wait_idle`` is the same wait for workers already running.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from bulkmail.shared import metrics
 from bulkmail.shared.broker import Broker, Delivery, Handler, create_broker
@@ -126,8 +128,8 @@ class Worker(abc.ABC):
         """Process what is queued, then stop and return (raises BurstTimeout if it never ends)."""
         await run_to_idle(self, quiet_s=quiet_s, timeout_s=timeout_s)
 
-    def spawn(self, coro: object, name: str) -> None:
-        self._tasks.append(asyncio.create_task(coro, name=name))  # type: ignore[arg-type]
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
 
     @property
     def stopping(self) -> bool:
@@ -285,20 +287,26 @@ async def run_to_idle(*workers: Worker, quiet_s: float = BURST_QUIET_S, timeout_
     for worker in workers:
         await worker.open()
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        quiet_since: float | None = None
-        while True:
-            now = loop.time()
-            if all([await worker.idle() for worker in workers]):
-                quiet_since = now if quiet_since is None else quiet_since
-                if now - quiet_since >= quiet_s:
-                    return
-            else:
-                quiet_since = None
-            if now >= deadline:
-                raise BurstTimeout(f"still busy after {timeout_s:.0f} s: " + ", ".join(w.service for w in workers))
-            await asyncio.sleep(BURST_POLL_S)
+        await wait_idle(*workers, quiet_s=quiet_s, timeout_s=timeout_s)
     finally:
         for worker in workers:
             await worker.close()
+
+
+async def wait_idle(*workers: Worker, quiet_s: float = BURST_QUIET_S, timeout_s: float = BURST_TIMEOUT_S) -> None:
+    """Return once the (open) workers have all been idle together for ``quiet_s``: what was queued,
+    and what that work queued in turn, is done. Raises BurstTimeout after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    quiet_since: float | None = None
+    while True:
+        now = loop.time()
+        if all([await worker.idle() for worker in workers]):
+            quiet_since = now if quiet_since is None else quiet_since
+            if now - quiet_since >= quiet_s:
+                return
+        else:
+            quiet_since = None
+        if now >= deadline:
+            raise BurstTimeout(f"still busy after {timeout_s:.0f} s: " + ", ".join(w.service for w in workers))
+        await asyncio.sleep(BURST_POLL_S)

@@ -17,11 +17,11 @@ from bulkmail.shared import bulk_emails
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
 from bulkmail.shared.models import (
+    FAILED_STATES,
     BulkEmail,
     EmailAccount,
     EmailTemplate,
     Recipient,
-    RecipientState,
     User,
 )
 from bulkmail.shared.settings import Settings
@@ -49,7 +49,7 @@ async def send_done_email(settings: Settings, database: Database, bulk_email_id:
                 select(Recipient.email, Recipient.state, Recipient.smtp_reply)
                 .where(
                     Recipient.bulk_email_id == bulk.id,
-                    Recipient.state.in_([RecipientState.failed, RecipientState.unknown]),
+                    Recipient.state.in_(FAILED_STATES),
                 )
                 .order_by(Recipient.id)
                 .limit(MAX_LISTED_FAILURES)

@@ -27,6 +27,7 @@ import aioimaplib
 from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.mailer.incoming import (
     HEADER_FIELDS,
@@ -299,8 +300,8 @@ class AccountFollower:
             assert state is not None
             return state
 
-    async def _position(self, session: object, uid: int) -> None:
-        await session.execute(  # type: ignore[attr-defined]
+    async def _position(self, session: AsyncSession, uid: int) -> None:
+        await session.execute(
             update(InboxSync)
             .where(InboxSync.email_account_id == self.account_id)
             .values(uidvalidity=self.uidvalidity, last_uid=uid, synced_at=datetime.now(UTC), last_error="")
@@ -331,13 +332,13 @@ class AccountFollower:
             await self.session.call(asyncio.wait_for(idle, self.imap_settings.command_timeout))
 
 
-async def ensure_rows(session: object, accounts: list[tuple[int, int]]) -> None:
+async def ensure_rows(session: AsyncSession, accounts: list[tuple[int, int]]) -> None:
     """An ``inbox_syncs`` row for each (account id, organisation id) that has none."""
     if not accounts:
         return
-    dialect = session.get_bind().dialect.name  # type: ignore[attr-defined]
+    dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    await session.execute(  # type: ignore[attr-defined]
+    await session.execute(
         insert(InboxSync)
         .values([{"email_account_id": a, "organization_id": o, "last_uid": 0} for a, o in accounts])
         .on_conflict_do_nothing(index_elements=["email_account_id"])
@@ -415,8 +416,8 @@ class InboxSyncRunner:
             self._followers[account_id] = asyncio.create_task(self._follow(account_id), name=f"inbox-{account_id}")
         return taken
 
-    async def _lease(self, session: object, account_id: int, now: datetime) -> bool:
-        result = await session.execute(  # type: ignore[attr-defined]
+    async def _lease(self, session: AsyncSession, account_id: int, now: datetime) -> bool:
+        result = await session.execute(
             update(InboxSync)
             .where(
                 InboxSync.email_account_id == account_id,
@@ -429,7 +430,7 @@ class InboxSyncRunner:
             .values(leased_by=self.worker_id, lease_until=now + self.lease)
             .execution_options(synchronize_session=False)
         )
-        return bool(result.rowcount)
+        return bool(result.rowcount)  # type: ignore[attr-defined]  # SQLAlchemy types execute() as Result, not CursorResult
 
     async def _renew(self, account_id: int) -> bool:
         async with self.database.session() as session:

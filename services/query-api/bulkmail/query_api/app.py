@@ -11,7 +11,6 @@ from fastapi.routing import APIRoute
 
 from bulkmail.query_api.activities.endpoints import router as activities_router
 from bulkmail.query_api.bulk_emails.endpoints import router as bulk_emails_router
-from bulkmail.query_api.bulk_emails.endpoints import template_router as template_preview_router
 from bulkmail.query_api.contacts.endpoints import router as contacts_router
 from bulkmail.query_api.correlation import CorrelationIdMiddleware
 from bulkmail.query_api.email_accounts.endpoints import router as email_accounts_router
@@ -51,7 +50,6 @@ API_ROUTERS: list[APIRouter] = [
     webhooks_router,
     activities_router,
     bulk_emails_router,
-    template_preview_router,
 ]
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.deps import OutboxDep, SessionDep, SettingsDep
 from bulkmail.query_api.errors import NotFound
@@ -28,14 +29,14 @@ _OPENABLE = (RecipientState.sent, RecipientState.replied, RecipientState.complai
 
 
 async def _find(
-    session: object, settings: Settings, token_text: str, kind: str
+    session: AsyncSession, settings: Settings, token_text: str, kind: str
 ) -> tuple[tracking.Token, Match, datetime | None]:
     token = tracking.read_token(tracking.key_for(settings), token_text)
     if token is None or token.kind != kind:
         raise NotFound("No such link.")
     enabled = BulkEmail.track_opens if kind == "o" else BulkEmail.track_clicks
     row = (
-        await session.execute(  # type: ignore[attr-defined]
+        await session.execute(
             select(
                 Recipient.id,
                 Recipient.bulk_email_id,

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
-from fastapi.responses import JSONResponse
-from sqlalchemy import select
 
 from bulkmail.query_api.bulk_emails import service
 from bulkmail.query_api.bulk_emails.schemas import (
@@ -17,14 +15,12 @@ from bulkmail.query_api.bulk_emails.schemas import (
     PreviewIn,
     PreviewOut,
     RecipientList,
-    RecipientOut,
-    RenderedSample,
     RetryIn,
+    recipient_out,
 )
 from bulkmail.query_api.deps import AuthDep, DatabaseDep, OutboxDep, SessionDep, SettingsDep
-from bulkmail.query_api.errors import BadRequest
 from bulkmail.query_api.ownership import get_owned
-from bulkmail.query_api.pagination import IdFilter, PageDep, fetch_page
+from bulkmail.query_api.pagination import PageDep
 from bulkmail.shared.models import BulkEmail, RecipientState
 
 router = APIRouter(prefix="/bulk_action/email", tags=["bulk_email"])
@@ -60,10 +56,7 @@ async def create_bulk_email(
 async def list_bulk_emails(
     session: SessionDep, principal: AuthDep, page: PageDep, template_id: Annotated[int | None, Query()] = None
 ) -> BulkEmailList:
-    stmt = select(BulkEmail).where(BulkEmail.organization_id == principal.organization_id).order_by(BulkEmail.id.desc())
-    if template_id is not None:  # Close's filter
-        stmt = stmt.where(BulkEmail.template_id == template_id)
-    rows, has_more = await fetch_page(session, stmt, page)
+    rows, has_more = await service.list_page(session, principal.organization_id, template_id, page)
     return BulkEmailList(data=[await service.to_out(session, b) for b in rows], has_more=has_more)
 
 
@@ -106,52 +99,5 @@ async def list_recipients(
 ) -> RecipientList:
     """The per-recipient delivery report."""
     bulk = await get_owned(session, BulkEmail, bulk_email_id, principal.organization_id, what="bulk email")
-    rows, has_more = await fetch_page(session, service.recipients_of(bulk.id, state), page)
-    return RecipientList(
-        data=[
-            RecipientOut(
-                id=r.id,
-                lead_id=r.lead_id,
-                contact_id=r.contact_id,
-                email=r.email,
-                state=r.state.value,
-                skip_reason=r.skip_reason,
-                attempts=r.attempts,
-                next_attempt_at=r.next_attempt_at,
-                message_id=r.message_id,
-                smtp_reply=r.smtp_reply,
-                sent_at=r.sent_at,
-            )
-            for r in rows
-        ],
-        has_more=has_more,
-    )
-
-
-template_router = APIRouter(prefix="/email_template", tags=["email_template"])
-
-
-@template_router.get("/{template_id}/render/", response_model=RenderedSample)
-async def render_template(
-    template_id: int,
-    session: SessionDep,
-    principal: AuthDep,
-    settings: SettingsDep,
-    query: Annotated[str | None, Query(min_length=1, max_length=10_000)] = None,
-    entry: Annotated[int, Query(ge=0, le=99)] = 0,
-    mode: Annotated[Literal["lead", "contact"], Query()] = "lead",
-    lead_id: IdFilter = None,
-    contact_id: IdFilter = None,
-) -> RenderedSample | JSONResponse:
-    """Close's template preview, in its two forms: for ``lead_id`` (and ``contact_id``), or for the
-    ``entry``-th lead (or contact) with an email address among a search's results. Past the last
-    one the answer is ``{}``, as Close's."""
-    if (lead_id is None) == (query is None):
-        raise BadRequest(
-            "Give either lead_id (and optionally contact_id) or query (with entry and mode).",
-            **{"field-errors": {"query": "give lead_id or query"}},
-        )
-    if lead_id is not None:
-        return await service.render_for_lead(session, settings, principal, template_id, lead_id, contact_id)
-    rendered = await service.render_entry(session, settings, principal, template_id, query or "", entry, mode)
-    return rendered if rendered is not None else JSONResponse({})
+    rows, has_more = await service.recipients_page(session, bulk.id, state, page)
+    return RecipientList(data=[recipient_out(r) for r in rows], has_more=has_more)

@@ -7,8 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from bulkmail.query_api.email_templates.schemas import RenderedSample
 from bulkmail.shared.contracts import BulkEmailCounts
-from bulkmail.shared.models import ContactPreference
+from bulkmail.shared.models import ContactPreference, Recipient
 
 
 class BulkEmailIn(BaseModel):
@@ -128,20 +129,25 @@ class RecipientOut(BaseModel):
     sent_at: datetime | None
 
 
+def recipient_out(r: Recipient) -> RecipientOut:
+    return RecipientOut(
+        id=r.id,
+        lead_id=r.lead_id,
+        contact_id=r.contact_id,
+        email=r.email,
+        state=r.state.value,
+        skip_reason=r.skip_reason,
+        attempts=r.attempts,
+        next_attempt_at=r.next_attempt_at,
+        message_id=r.message_id,
+        smtp_reply=r.smtp_reply,
+        sent_at=r.sent_at,
+    )
+
+
 class RecipientList(BaseModel):
     data: list[RecipientOut]
     has_more: bool
-
-
-class RenderedSample(BaseModel):
-    lead_id: int
-    contact_id: int | None
-    email: str
-    subject: str
-    body: str
-    body_text: str
-    empty_tags: list[str]
-    unknown_tags: list[str]
 
 
 class PreviewOut(BaseModel):

@@ -8,39 +8,39 @@ import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
-from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.auth import Principal
+from bulkmail.query_api.bulk_emails import repository
 from bulkmail.query_api.bulk_emails.schemas import (
     BulkEmailIn,
     BulkEmailOut,
     PreviewIn,
     PreviewOut,
-    RenderedSample,
     ReportOut,
 )
 from bulkmail.query_api.deps import Outbox
-from bulkmail.query_api.email_templates.rendering import compile_or_400, render_error, render_or_400
+from bulkmail.query_api.email_templates import service as template_service
+from bulkmail.query_api.email_templates.rendering import compile_or_400, render_error
+from bulkmail.query_api.email_templates.schemas import RenderedSample
 from bulkmail.query_api.errors import APIError, BadRequest, Conflict
 from bulkmail.query_api.ownership import get_owned
+from bulkmail.query_api.pagination import Page, fetch_page
 from bulkmail.query_api.search import CompiledSearch, compile_search, load_search_context
 from bulkmail.query_api.search.structured import directives, structured_query_text
 from bulkmail.shared import bulk_emails, feedback, ledger, metrics
-from bulkmail.shared.audience import Candidate, choose_candidates, decide, load_batch
+from bulkmail.shared.audience import Candidate, decide, load_batch
 from bulkmail.shared.contracts import DISPATCH_QUEUE, DispatchBulkEmail
 from bulkmail.shared.logging import correlation_id
 from bulkmail.shared.models import (
     BulkEmail,
     BulkEmailStatus,
-    Contact,
     ContactPreference,
     EmailAccount,
     EmailTemplate,
-    Lead,
     Recipient,
     RecipientState,
     SavedSearch,
@@ -48,9 +48,8 @@ from bulkmail.shared.models import (
 )
 from bulkmail.shared.providers import limits_for_account
 from bulkmail.shared.rate_limit import SessionFactory, describe_resume, eta
-from bulkmail.shared.render_data import RecipientRef, load_render_contexts, sender_context
 from bulkmail.shared.settings import Settings
-from bulkmail.shared.templating import CompiledTemplate, RenderContext, RenderResult, TemplateRenderError
+from bulkmail.shared.templating import CompiledTemplate, TemplateRenderError
 
 S = BulkEmailStatus
 
@@ -102,12 +101,7 @@ async def _account(session: AsyncSession, organization_id: int, payload: BulkEma
     if payload.email_account_id is not None:
         return await get_owned(session, EmailAccount, payload.email_account_id, organization_id, what="email account")
     address = parseaddr(payload.sender or "")[1].strip().lower()
-    account = await session.scalar(
-        select(EmailAccount)
-        .where(EmailAccount.organization_id == organization_id, func.lower(EmailAccount.email) == address)
-        .order_by(EmailAccount.id)
-        .limit(1)
-    )
+    account = await repository.account_sending_as(session, organization_id, address)
     if account is None:
         raise BadRequest(
             f"No email account sends as {payload.sender!r}; add it with POST /api/v1/email_account/.",
@@ -130,7 +124,7 @@ async def create(
     """The bulk email and whether it is new (a retried request returns the first one)."""
     fingerprint = request_fingerprint(payload)
     if idempotency_key:
-        existing = await _by_idempotency_key(session, principal.organization_id, idempotency_key)
+        existing = await repository.by_idempotency_key(session, principal.organization_id, idempotency_key)
         if existing is not None:
             return _same_request(existing, fingerprint), False
     audience = await resolve_audience(session, settings, principal, payload)
@@ -165,7 +159,7 @@ async def create(
             await session.flush()
     except IntegrityError:
         # The same key raced in from a concurrent retry: that one wins.
-        existing = await _by_idempotency_key(session, principal.organization_id, idempotency_key or "")
+        existing = await repository.by_idempotency_key(session, principal.organization_id, idempotency_key or "")
         if existing is None:
             raise
         return _same_request(existing, fingerprint), False
@@ -207,7 +201,7 @@ async def _renders_for_someone(
     chosen = chosen[:RENDER_CHECK_RECIPIENTS]
     if not chosen:
         return  # nobody to send to: the ledger will say so, per lead
-    contexts = await _render_contexts(session, principal, chosen)
+    contexts = await template_service.render_contexts(session, principal, chosen)
     first: tuple[Candidate, TemplateRenderError] | None = None
     for candidate, ctx in zip(chosen, contexts, strict=True):
         try:
@@ -256,16 +250,17 @@ async def retry_and_queue(session: AsyncSession, bulk: BulkEmail, include_unknow
     return n
 
 
-def recipients_of(bulk_email_id: int, state: RecipientState | None = None) -> Select[Any]:
-    """The per-recipient delivery report, in ledger order, optionally of one state."""
-    stmt = select(Recipient).where(Recipient.bulk_email_id == bulk_email_id).order_by(Recipient.id)
-    return stmt.where(Recipient.state == state) if state is not None else stmt
+async def list_page(
+    session: AsyncSession, organization_id: int, template_id: int | None, page: Page
+) -> tuple[list[BulkEmail], bool]:
+    return await fetch_page(session, repository.bulk_emails_of(organization_id, template_id), page)
 
 
-async def _by_idempotency_key(session: AsyncSession, organization_id: int, key: str) -> BulkEmail | None:
-    return await session.scalar(
-        select(BulkEmail).where(BulkEmail.organization_id == organization_id, BulkEmail.idempotency_key == key)
-    )
+async def recipients_page(
+    session: AsyncSession, bulk_email_id: int, state: RecipientState | None, page: Page
+) -> tuple[list[Recipient], bool]:
+    """A page of the per-recipient delivery report, in ledger order, optionally of one state."""
+    return await fetch_page(session, repository.recipients_of(bulk_email_id, state), page)
 
 
 async def to_out(
@@ -360,9 +355,7 @@ async def _change_status(session: AsyncSession, bulk: BulkEmail, to: str) -> Bul
                 f"Bulk email {bulk.id} was paused more than 7 days ago and cannot be resumed; create a new one."
             )
         # A bulk paused before its recipients were loaded goes back to loading; the dispatcher knows.
-        loaded = await session.scalar(
-            select(func.count()).select_from(Recipient).where(Recipient.bulk_email_id == bulk.id)
-        )
+        loaded = await repository.has_recipients(session, bulk.id)
         target = S.resuming if loaded else S.created
         await bulk_emails.transition(session, bulk.id, [S.paused], target, paused_at=None)
         return S.resuming
@@ -499,136 +492,6 @@ def _provider_warnings(account: EmailAccount, n_recipients: int) -> list[str]:
 async def _samples(
     session: AsyncSession, principal: Principal, audience: Audience, chosen: list[Candidate]
 ) -> list[RenderedSample]:
-    if not chosen:
-        return []
-    contexts = await _render_contexts(session, principal, chosen)
-    return [
-        _sample(c, render_or_400(audience.compiled_template, ctx, audience.template.name, c.email))
-        for c, ctx in zip(chosen, contexts, strict=True)
-    ]
-
-
-async def _render_contexts(session: AsyncSession, principal: Principal, chosen: list[Candidate]) -> list[RenderContext]:
-    """What each chosen recipient's template sees, with the signed-in user as the sender."""
-    user, organization = await sender_context(session, principal.organization_id, principal.user_id)
-    refs = [RecipientRef(c.lead_id, c.contact_id, c.email) for c in chosen]
-    return await load_render_contexts(session, principal.organization_id, refs, user, organization)
-
-
-def _sample(chosen: Candidate, rendered: RenderResult) -> RenderedSample:
-    return RenderedSample(
-        lead_id=chosen.lead_id,
-        contact_id=chosen.contact_id,
-        email=chosen.email,
-        subject=rendered.subject,
-        body=rendered.html,
-        body_text=rendered.text,
-        empty_tags=rendered.empty_tags,
-        unknown_tags=rendered.unknown_tags,
+    return await template_service.render_samples(
+        session, principal, audience.compiled_template, audience.template.name, chosen
     )
-
-
-async def render_recipient(
-    session: AsyncSession, settings: Settings, principal: Principal, template: EmailTemplate, recipient: RecipientRef
-) -> RenderedSample:
-    """The template as one recipient of the organisation would get it (the preview's email bodies)."""
-    compiled_template = compile_or_400(settings, template.subject, template.body, template.body_text, template.name)
-    chosen = Candidate(recipient.lead_id, recipient.contact_id, recipient.email, "", False)
-    return await _render_for(session, principal, compiled_template, chosen, template.name)
-
-
-async def render_entry(
-    session: AsyncSession,
-    settings: Settings,
-    principal: Principal,
-    template_id: int,
-    query: str,
-    entry: int,
-    mode: str,
-) -> RenderedSample | None:
-    """Close's search preview: the ``entry``-th lead (its first contact) or contact with an email
-    address among the search's results; None past the end (Close answers an empty object)."""
-    org = principal.organization_id
-    template, compiled_template = await _compiled_template(session, settings, org, template_id)
-    return await render_for_entry(session, principal, compiled_template, query, entry, mode, template.name)
-
-
-async def render_for_entry(
-    session: AsyncSession,
-    principal: Principal,
-    compiled_template: CompiledTemplate,
-    query: str,
-    entry: int,
-    mode: str,
-    template_name: str = "",
-) -> RenderedSample | None:
-    """A compiled template (saved, or a draft being edited) rendered for the ``entry``-th lead (its
-    first contact) or contact with an email address among the search's results; None past the end."""
-    org = principal.organization_id
-    ctx = await load_search_context(session, organization_id=org, user_id=principal.user_id)
-    compiled = compile_search(query, ctx)
-    if compiled.limit is not None and entry >= compiled.limit:
-        return None
-    # As Close: leads without an email address are skipped, so only leads with one are read.
-    with_email = select(Lead.id).where(compiled.where, Lead.num_email_addresses > 0).order_by(*compiled.order_by)
-    if mode == "lead":
-        lead_ids = list(await session.scalars(with_email.offset(entry).limit(1)))
-        rows = (await load_batch(session, org, lead_ids, None)).candidates.get(lead_ids[0], []) if lead_ids else []
-        chosen = rows[0] if rows else None
-    else:
-        # Every such lead has at least one contact with an email: entry + 1 leads reach the entry.
-        lead_ids = list(await session.scalars(with_email.limit(entry + 1)))
-        by_lead = (await load_batch(session, org, lead_ids, None)).candidates if lead_ids else {}
-        contacts = [
-            c for lead_id in lead_ids for c in choose_candidates(by_lead.get(lead_id, []), ContactPreference.contact)
-        ]
-        chosen = contacts[entry] if entry < len(contacts) else None
-    if chosen is None:
-        return None
-    return await _render_for(session, principal, compiled_template, chosen, template_name)
-
-
-async def render_for_lead(
-    session: AsyncSession,
-    settings: Settings,
-    principal: Principal,
-    template_id: int,
-    lead_id: int,
-    contact_id: int | None,
-) -> RenderedSample:
-    """Close's single form: the template for one lead and one of its contacts (the first with an
-    email address when ``contact_id`` is not given)."""
-    org = principal.organization_id
-    template, compiled_template = await _compiled_template(session, settings, org, template_id)
-    lead = await get_owned(session, Lead, lead_id, org, what="lead")
-    rows = (await load_batch(session, org, [lead.id], None)).candidates.get(lead.id, [])
-    if contact_id is not None:
-        contact = await get_owned(session, Contact, contact_id, org, what="contact")
-        if contact.lead_id != lead.id:
-            raise BadRequest(
-                f"Contact {contact_id} does not belong to lead {lead_id}.",
-                **{"field-errors": {"contact_id": "not a contact of this lead"}},
-            )
-        rows = [r for r in rows if r.contact_id == contact.id]
-        chosen = rows[0] if rows else Candidate(lead.id, contact.id, "", "", False)
-    else:
-        chosen = rows[0] if rows else Candidate(lead.id, None, "", "", False)
-    return await _render_for(session, principal, compiled_template, chosen, template.name)
-
-
-async def _compiled_template(
-    session: AsyncSession, settings: Settings, organization_id: int, template_id: int
-) -> tuple[EmailTemplate, CompiledTemplate]:
-    template = await get_owned(session, EmailTemplate, template_id, organization_id, what="email template")
-    return template, compile_or_400(settings, template.subject, template.body, template.body_text, template.name)
-
-
-async def _render_for(
-    session: AsyncSession,
-    principal: Principal,
-    compiled_template: CompiledTemplate,
-    chosen: Candidate,
-    template_name: str,
-) -> RenderedSample:
-    (render_ctx,) = await _render_contexts(session, principal, [chosen])
-    return _sample(chosen, render_or_400(compiled_template, render_ctx, template_name, chosen.email))

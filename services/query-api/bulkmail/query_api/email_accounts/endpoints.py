@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
-from sqlalchemy import select
 
 from bulkmail.query_api.deps import AuthDep, SessionDep
 from bulkmail.query_api.email_accounts import service
 from bulkmail.query_api.email_accounts.schemas import EmailAccountIn, EmailAccountOut, EmailAccountUpdate, to_out
 from bulkmail.query_api.ownership import get_owned
-from bulkmail.query_api.pagination import ListResponse, PageDep, fetch_page
+from bulkmail.query_api.pagination import ListResponse, PageDep
 from bulkmail.shared.models import EmailAccount
 from bulkmail.shared.secrets import SecretBox
 
@@ -17,13 +16,13 @@ router = APIRouter(prefix="/email_account", tags=["email_account"])
 
 
 def _box(request: Request) -> SecretBox:
-    return request.app.state.secret_box  # type: ignore[no-any-return]
+    box: SecretBox = request.app.state.secret_box  # app.state is untyped: say what it holds
+    return box
 
 
 @router.get("/", response_model=ListResponse[EmailAccountOut])
 async def list_accounts(session: SessionDep, principal: AuthDep, page: PageDep) -> ListResponse[EmailAccountOut]:
-    stmt = select(EmailAccount).where(EmailAccount.organization_id == principal.organization_id)
-    rows, has_more = await fetch_page(session, stmt.order_by(EmailAccount.id), page)
+    rows, has_more = await service.list_page(session, principal.organization_id, page)
     return ListResponse(data=[to_out(a) for a in rows], has_more=has_more)
 
 

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.auth import Principal
+from bulkmail.query_api.email_accounts import repository
 from bulkmail.query_api.email_accounts.schemas import EmailAccountFields, EmailAccountIn
 from bulkmail.query_api.errors import Conflict
-from bulkmail.shared import bulk_emails
-from bulkmail.shared.models import BulkEmail, EmailAccount
+from bulkmail.query_api.pagination import Page, fetch_page
+from bulkmail.shared.models import EmailAccount
 from bulkmail.shared.secrets import SecretBox
+
+
+async def list_page(session: AsyncSession, organization_id: int, page: Page) -> tuple[list[EmailAccount], bool]:
+    return await fetch_page(session, repository.accounts_of(organization_id), page)
 
 
 def apply(account: EmailAccount, payload: EmailAccountFields, box: SecretBox) -> None:
@@ -41,12 +46,7 @@ async def update(session: AsyncSession, account: EmailAccount, payload: EmailAcc
 
 
 async def delete_account(session: AsyncSession, account: EmailAccount) -> None:
-    busy = await session.scalar(
-        select(BulkEmail.id).where(
-            BulkEmail.email_account_id == account.id,
-            BulkEmail.status.not_in(bulk_emails.FINAL_STATUSES),
-        )
-    )
+    busy = await repository.unfinished_bulk_email(session, account.id)
     if busy is not None:
         raise Conflict(f"Bulk email {busy} is still sending from this account; cancel it first.")
     await session.execute(delete(EmailAccount).where(EmailAccount.id == account.id))

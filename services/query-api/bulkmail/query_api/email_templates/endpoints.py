@@ -1,15 +1,24 @@
-"""``/api/v1/email_template/``: the templates a bulk email sends."""
+"""``/api/v1/email_template/``: the templates a bulk email sends, and Close's render preview."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
-from sqlalchemy import select
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import JSONResponse
 
 from bulkmail.query_api.deps import AuthDep, SessionDep, SettingsDep
 from bulkmail.query_api.email_templates import service
-from bulkmail.query_api.email_templates.schemas import EmailTemplateIn, EmailTemplateOut, EmailTemplateUpdate, to_out
+from bulkmail.query_api.email_templates.schemas import (
+    EmailTemplateIn,
+    EmailTemplateOut,
+    EmailTemplateUpdate,
+    RenderedSample,
+    to_out,
+)
+from bulkmail.query_api.errors import BadRequest
 from bulkmail.query_api.ownership import get_owned
-from bulkmail.query_api.pagination import ListResponse, PageDep, fetch_page
+from bulkmail.query_api.pagination import IdFilter, ListResponse, PageDep
 from bulkmail.shared.models import EmailTemplate
 
 router = APIRouter(prefix="/email_template", tags=["email_template"])
@@ -17,8 +26,7 @@ router = APIRouter(prefix="/email_template", tags=["email_template"])
 
 @router.get("/", response_model=ListResponse[EmailTemplateOut])
 async def list_templates(session: SessionDep, principal: AuthDep, page: PageDep) -> ListResponse[EmailTemplateOut]:
-    stmt = select(EmailTemplate).where(EmailTemplate.organization_id == principal.organization_id)
-    rows, has_more = await fetch_page(session, stmt.order_by(EmailTemplate.id), page)
+    rows, has_more = await service.list_page(session, principal.organization_id, page)
     return ListResponse(data=[to_out(t) for t in rows], has_more=has_more)
 
 
@@ -49,3 +57,29 @@ async def delete_template(template_id: int, session: SessionDep, principal: Auth
     row = await get_owned(session, EmailTemplate, template_id, principal.organization_id, what="email template")
     await service.delete(session, principal, row)
     return {}
+
+
+@router.get("/{template_id}/render/", response_model=RenderedSample)
+async def render_template(
+    template_id: int,
+    session: SessionDep,
+    principal: AuthDep,
+    settings: SettingsDep,
+    query: Annotated[str | None, Query(min_length=1, max_length=10_000)] = None,
+    entry: Annotated[int, Query(ge=0, le=99)] = 0,
+    mode: Annotated[Literal["lead", "contact"], Query()] = "lead",
+    lead_id: IdFilter = None,
+    contact_id: IdFilter = None,
+) -> RenderedSample | JSONResponse:
+    """Close's template preview, in its two forms: for ``lead_id`` (and ``contact_id``), or for the
+    ``entry``-th lead (or contact) with an email address among a search's results. Past the last
+    one the answer is ``{}``, as Close's."""
+    if (lead_id is None) == (query is None):
+        raise BadRequest(
+            "Give either lead_id (and optionally contact_id) or query (with entry and mode).",
+            **{"field-errors": {"query": "give lead_id or query"}},
+        )
+    if lead_id is not None:
+        return await service.render_for_lead(session, settings, principal, template_id, lead_id, contact_id)
+    rendered = await service.render_entry(session, settings, principal, template_id, query or "", entry, mode)
+    return rendered if rendered is not None else JSONResponse({})

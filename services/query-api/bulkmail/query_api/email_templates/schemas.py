@@ -1,4 +1,4 @@
-"""Email template payloads."""
+"""Email template payloads, and a template as rendered for one recipient."""
 
 from __future__ import annotations
 
@@ -55,3 +55,16 @@ def to_out(t: EmailTemplate) -> EmailTemplateOut:
         date_created=t.created_at,
         date_updated=t.updated_at,
     )
+
+
+class RenderedSample(BaseModel):
+    """The template as one recipient gets it: the audit's samples and Close's render route."""
+
+    lead_id: int
+    contact_id: int | None
+    email: str
+    subject: str
+    body: str
+    body_text: str
+    empty_tags: list[str]
+    unknown_tags: list[str]

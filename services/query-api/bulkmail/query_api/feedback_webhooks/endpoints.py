@@ -9,28 +9,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import JSONResponse
-from sqlalchemy import delete, select
 
 from bulkmail.query_api.deps import AuthDep, OutboxDep, SessionDep, SettingsDep
-from bulkmail.query_api.errors import BadRequest, NotFound
 from bulkmail.query_api.feedback_webhooks import service
-from bulkmail.query_api.feedback_webhooks.schemas import FeedbackWebhookIn, FeedbackWebhookOut, WebhookAccepted
-from bulkmail.query_api.feedback_webhooks.signatures import CertFetcher, SignatureError, load_sendgrid_key
+from bulkmail.query_api.feedback_webhooks.schemas import FeedbackWebhookIn, FeedbackWebhookOut, WebhookAccepted, to_out
+from bulkmail.query_api.feedback_webhooks.signatures import CertFetcher, SignatureError
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.shared.logging import get_logger
-from bulkmail.shared.models import EmailAccount, FeedbackWebhook
-from bulkmail.shared.secrets import SecretBox
+from bulkmail.shared.models import EmailAccount
 
 log = get_logger(__name__)
 
 router = APIRouter(prefix="/email_account/{account_id}/webhooks", tags=["email_account"])
 public_router = APIRouter(prefix="/webhooks", tags=["webhooks"])
-
-
-def _out(w: FeedbackWebhook, url: str | None = None) -> FeedbackWebhookOut:
-    return FeedbackWebhookOut(
-        id=w.id, email_account_id=w.email_account_id, provider=w.provider, date_created=w.created_at, url=url
-    )
 
 
 def get_cert_fetcher(request: Request) -> CertFetcher:
@@ -48,53 +39,19 @@ async def create_webhook(
     settings: SettingsDep,
 ) -> FeedbackWebhookOut:
     account = await get_owned(session, EmailAccount, account_id, principal.organization_id, what="email account")
-    box: SecretBox = request.app.state.secret_box
-    if payload.provider == "sendgrid" and payload.signing_key is not None:
-        try:  # a key that cannot verify anything is refused now, not at the first event
-            load_sendgrid_key(payload.signing_key.get_secret_value())
-        except SignatureError as exc:
-            raise BadRequest(f"signing_key: {exc}") from None
-    token, digest = service.new_token()
-    webhook = FeedbackWebhook(
-        organization_id=account.organization_id,
-        email_account_id=account.id,
-        provider=payload.provider,
-        token_hash=digest,
-        signing_key_encrypted=box.encrypt(payload.signing_key.get_secret_value().strip())
-        if payload.signing_key is not None
-        else "",
-        created_at=service.now(),
-    )
-    session.add(webhook)
-    await session.flush()
-    return _out(webhook, service.webhook_url(settings, token))
+    webhook, token = await service.create(session, account, payload, request.app.state.secret_box)
+    return to_out(webhook, service.webhook_url(settings, token))
 
 
 @router.get("/", response_model=list[FeedbackWebhookOut])
 async def list_webhooks(account_id: int, session: SessionDep, principal: AuthDep) -> list[FeedbackWebhookOut]:
     await get_owned(session, EmailAccount, account_id, principal.organization_id, what="email account")
-    rows = await session.scalars(
-        select(FeedbackWebhook)
-        .where(
-            FeedbackWebhook.email_account_id == account_id,
-            FeedbackWebhook.organization_id == principal.organization_id,
-        )
-        .order_by(FeedbackWebhook.id)
-    )
-    return [_out(w) for w in rows]
+    return [to_out(w) for w in await service.list_for_account(session, principal.organization_id, account_id)]
 
 
 @router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_webhook(account_id: int, webhook_id: int, session: SessionDep, principal: AuthDep) -> None:
-    result = await session.execute(
-        delete(FeedbackWebhook).where(
-            FeedbackWebhook.id == webhook_id,
-            FeedbackWebhook.email_account_id == account_id,
-            FeedbackWebhook.organization_id == principal.organization_id,
-        )
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        raise NotFound(f"No webhook with id {webhook_id} on email account {account_id}.")
+    await service.delete_webhook(session, principal.organization_id, account_id, webhook_id)
 
 
 def _refused(status_code: int, detail: str) -> JSONResponse:
@@ -110,11 +67,7 @@ async def receive(
     outbox: OutboxDep,
     fetch_cert: Annotated[CertFetcher, Depends(get_cert_fetcher)],
 ) -> WebhookAccepted | JSONResponse:
-    webhook = await session.scalar(
-        select(FeedbackWebhook).where(FeedbackWebhook.token_hash == service.token_hash(token))
-    )
-    if webhook is None:
-        raise NotFound("No webhook at this address.")
+    webhook = await service.by_token(session, token)
     body = await request.body()
     if len(body) > 5_000_000:
         return _refused(403, "the body is larger than any provider's batch")

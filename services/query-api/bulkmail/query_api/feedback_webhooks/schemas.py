@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr, StringConstraints, model_validator
 
+from bulkmail.shared.models import FeedbackWebhook
+
 Provider = Literal["ses", "sendgrid", "mailgun"]
 
 
@@ -34,6 +36,12 @@ class FeedbackWebhookOut(BaseModel):
     date_created: datetime
     # Only in the answer to the creation: the token in it is not stored and cannot be shown again.
     url: str | None = None
+
+
+def to_out(w: FeedbackWebhook, url: str | None = None) -> FeedbackWebhookOut:
+    return FeedbackWebhookOut(
+        id=w.id, email_account_id=w.email_account_id, provider=w.provider, date_created=w.created_at, url=url
+    )
 
 
 class WebhookAccepted(BaseModel):

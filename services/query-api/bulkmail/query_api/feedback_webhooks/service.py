@@ -9,6 +9,7 @@ import secrets
 import ssl
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -20,12 +21,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bulkmail.query_api.feedback_webhooks import events, signatures
-from bulkmail.query_api.feedback_webhooks.signatures import CertFetcher, SignatureError
+from bulkmail.query_api.errors import BadRequest, NotFound
+from bulkmail.query_api.feedback_webhooks import events, repository, signatures
+from bulkmail.query_api.feedback_webhooks.schemas import FeedbackWebhookIn
+from bulkmail.query_api.feedback_webhooks.signatures import CertFetcher, SignatureError, load_sendgrid_key
 from bulkmail.shared import feedback
 from bulkmail.shared.contracts import EmailFeedbackEvent
 from bulkmail.shared.feedback import Feedback
-from bulkmail.shared.models import FeedbackWebhook, WebhookDelivery
+from bulkmail.shared.models import EmailAccount, FeedbackWebhook, WebhookDelivery
 from bulkmail.shared.secrets import SecretBox
 from bulkmail.shared.settings import Settings
 
@@ -158,3 +161,52 @@ def confirm_subscription(message: dict[str, Any], settings: Settings, fetch: Cer
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+async def create(
+    session: AsyncSession, account: EmailAccount, payload: FeedbackWebhookIn, box: SecretBox
+) -> tuple[FeedbackWebhook, str]:
+    """A webhook for the account, and its token (shown once: only its hash is stored)."""
+    if payload.provider == "sendgrid" and payload.signing_key is not None:
+        try:  # a key that cannot verify anything is refused now, not at the first event
+            load_sendgrid_key(payload.signing_key.get_secret_value())
+        except SignatureError as exc:
+            raise BadRequest(f"signing_key: {exc}") from None
+    token, digest = new_token()
+    webhook = FeedbackWebhook(
+        organization_id=account.organization_id,
+        email_account_id=account.id,
+        provider=payload.provider,
+        token_hash=digest,
+        signing_key_encrypted=box.encrypt(payload.signing_key.get_secret_value().strip())
+        if payload.signing_key is not None
+        else "",
+        created_at=now(),
+    )
+    session.add(webhook)
+    await session.flush()
+    return webhook, token
+
+
+async def delete_webhook(session: AsyncSession, organization_id: int, account_id: int, webhook_id: int) -> None:
+    result = await session.execute(
+        delete(FeedbackWebhook).where(
+            FeedbackWebhook.id == webhook_id,
+            FeedbackWebhook.email_account_id == account_id,
+            FeedbackWebhook.organization_id == organization_id,
+        )
+    )
+    if not getattr(result, "rowcount", 0):  # a DELETE's result always has one
+        raise NotFound(f"No webhook with id {webhook_id} on email account {account_id}.")
+
+
+async def list_for_account(session: AsyncSession, organization_id: int, account_id: int) -> Sequence[FeedbackWebhook]:
+    return await repository.webhooks_of(session, organization_id, account_id)
+
+
+async def by_token(session: AsyncSession, token: str) -> FeedbackWebhook:
+    """The webhook a provider calls, by the token in its URL (404 for any other)."""
+    webhook = await repository.by_token_hash(session, token_hash(token))
+    if webhook is None:
+        raise NotFound("No webhook at this address.")
+    return webhook

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from bulkmail.shared.addresses import address_problem
+from bulkmail.shared.models import Contact, CustomFieldType, Lead, LeadCustomValue
 
 
 def _check_email(value: str) -> str:
@@ -176,3 +177,54 @@ class LeadList(BaseModel):
     # database; then this is the database's estimate and total_results_approximate is true.
     total_results: int | None = None
     total_results_approximate: bool = False
+
+
+# -- rows as the API shows them ----------------------------------------------------------------
+
+
+def custom_out(value: LeadCustomValue) -> CustomValue:
+    if value.field.type == CustomFieldType.number and value.value_number is not None:
+        number = value.value_number
+        return int(number) if number == number.to_integral_value() else float(number)
+    if value.field.type == CustomFieldType.date and value.value_date is not None:
+        return value.value_text
+    return value.value_text
+
+
+def to_out(lead: Lead) -> LeadOut:
+    custom = {v.field.name: custom_out(v) for v in sorted(lead.custom_values, key=lambda v: v.field.name)}
+    return LeadOut(
+        id=lead.id,
+        display_name=lead.display_name,
+        name=lead.name,
+        description=lead.description,
+        url=lead.url,
+        status=lead.status.label if lead.status else None,
+        status_id=lead.status_id,
+        status_label=lead.status.label if lead.status else None,
+        custom=custom,
+        contacts=[contact_out(c) for c in lead.contacts],
+        addresses=[
+            AddressOut(
+                label=a.label, address_1=a.address_1, city=a.city, state=a.state, country=a.country, zipcode=a.zipcode
+            )
+            for a in lead.addresses
+        ],
+        date_created=lead.created_at,
+        date_updated=lead.updated_at,
+        created_by=lead.created_by_id,
+        updated_by=lead.updated_by_id,
+        # Close's top-level form of the same values (it keys them by field id; we by name).
+        **{f"{CUSTOM_KEY}{name}": value for name, value in custom.items()},
+    )
+
+
+def contact_out(c: Contact) -> ContactOut:
+    return ContactOut(
+        id=c.id,
+        lead_id=c.lead_id,
+        name=c.name,
+        title=c.title,
+        emails=[EmailOut(email=e.email, type=e.type, is_unsubscribed=e.is_unsubscribed) for e in c.emails],
+        phones=[PhoneOut(phone=p.phone, type=p.type) for p in c.phones],
+    )

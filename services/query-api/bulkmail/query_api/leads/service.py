@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 
@@ -13,20 +14,19 @@ from bulkmail.query_api.errors import BadRequest
 from bulkmail.query_api.leads import repository
 from bulkmail.query_api.leads.limits import LeadLimits, LimitExceeded, check_lead, new_fields_problem, number_problem
 from bulkmail.query_api.leads.schemas import (
-    CUSTOM_KEY,
     AddressIn,
-    AddressOut,
     ContactIn,
-    ContactOut,
     ContactUpdate,
     CustomValue,
     EmailIn,
-    EmailOut,
     LeadIn,
-    LeadOut,
     LeadUpdate,
-    PhoneOut,
 )
+from bulkmail.query_api.ownership import get_owned
+from bulkmail.query_api.pagination import Page, fetch_page
+from bulkmail.query_api.search import compile_search, load_search_context
+from bulkmail.query_api.search.counting import count_matches
+from bulkmail.query_api.search.paging import page_ids
 from bulkmail.shared.counters import normalize_email, refresh_lead_counters
 from bulkmail.shared.models import (
     Address,
@@ -38,6 +38,40 @@ from bulkmail.shared.models import (
     Lead,
     LeadCustomValue,
 )
+
+
+@dataclass(frozen=True)
+class LeadPage:
+    leads: list[Lead]
+    has_more: bool
+    total: int
+    total_approximate: bool = False
+
+
+async def list_page(session: AsyncSession, principal: Principal, page: Page, query: str | None) -> LeadPage:
+    """A page of the organisation's leads, or of those ``query`` finds (QueryError when refused)."""
+    org = principal.organization_id
+    if query is None or not query.strip():
+        leads, has_more = await fetch_page(session, repository.leads_of(org).order_by(Lead.id), page)
+        return LeadPage(leads, has_more, await repository.count_leads(session, org))
+    ctx = await load_search_context(session, organization_id=org, user_id=principal.user_id)
+    compiled = compile_search(query, ctx)
+    ids = await page_ids(session, compiled, page.skip, page.limit + 1)
+    # Exact when quick; past a budget, the planner's estimate, flagged (the search box shows "~").
+    total = await count_matches(session, compiled)
+    leads = await repository.load_leads(session, org, ids[: page.limit])
+    return LeadPage(leads, len(ids) > page.limit, total.value, total.approximate)
+
+
+async def get(session: AsyncSession, organization_id: int, lead_id: int, *, loaded: bool = True) -> Lead:
+    """The lead (404 across the tenant wall), with everything the API shows unless ``loaded=False``."""
+    options = repository.LEAD_LOAD_OPTIONS if loaded else ()
+    return await get_owned(session, Lead, lead_id, organization_id, *options, what="lead")
+
+
+async def delete_lead(session: AsyncSession, organization_id: int, lead_id: int) -> None:
+    lead = await get(session, organization_id, lead_id, loaded=False)
+    await session.execute(delete(Lead).where(Lead.id == lead.id))
 
 
 async def create_lead(session: AsyncSession, principal: Principal, payload: LeadIn, limits: LeadLimits) -> Lead:
@@ -229,51 +263,3 @@ def _typed_value(lead: Lead, field: CustomField, value: CustomValue) -> LeadCust
     else:
         row.value_text = str(value)
     return row
-
-
-def custom_out(value: LeadCustomValue) -> CustomValue:
-    if value.field.type == CustomFieldType.number and value.value_number is not None:
-        number = value.value_number
-        return int(number) if number == number.to_integral_value() else float(number)
-    if value.field.type == CustomFieldType.date and value.value_date is not None:
-        return value.value_text
-    return value.value_text
-
-
-def to_out(lead: Lead) -> LeadOut:
-    custom = {v.field.name: custom_out(v) for v in sorted(lead.custom_values, key=lambda v: v.field.name)}
-    return LeadOut(
-        id=lead.id,
-        display_name=lead.display_name,
-        name=lead.name,
-        description=lead.description,
-        url=lead.url,
-        status=lead.status.label if lead.status else None,
-        status_id=lead.status_id,
-        status_label=lead.status.label if lead.status else None,
-        custom=custom,
-        contacts=[contact_out(c) for c in lead.contacts],
-        addresses=[
-            AddressOut(
-                label=a.label, address_1=a.address_1, city=a.city, state=a.state, country=a.country, zipcode=a.zipcode
-            )
-            for a in lead.addresses
-        ],
-        date_created=lead.created_at,
-        date_updated=lead.updated_at,
-        created_by=lead.created_by_id,
-        updated_by=lead.updated_by_id,
-        # Close's top-level form of the same values (it keys them by field id; we by name).
-        **{f"{CUSTOM_KEY}{name}": value for name, value in custom.items()},
-    )
-
-
-def contact_out(c: Contact) -> ContactOut:
-    return ContactOut(
-        id=c.id,
-        lead_id=c.lead_id,
-        name=c.name,
-        title=c.title,
-        emails=[EmailOut(email=e.email, type=e.type, is_unsubscribed=e.is_unsubscribed) for e in c.emails],
-        phones=[PhoneOut(phone=p.phone, type=p.type) for p in c.phones],
-    )

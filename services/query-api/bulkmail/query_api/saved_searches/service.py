@@ -7,17 +7,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.auth import Principal
 from bulkmail.query_api.errors import BadRequest, Conflict
 from bulkmail.query_api.ownership import ensure_name_free
+from bulkmail.query_api.pagination import Page, fetch_page
+from bulkmail.query_api.saved_searches import repository
 from bulkmail.query_api.saved_searches.usage import views_using
 from bulkmail.query_api.search.structured import structured_query_text
 from bulkmail.query_api.search.validation import validate_saved_search
-from bulkmail.shared import bulk_emails
-from bulkmail.shared.models import BulkEmail, SavedSearch
+from bulkmail.shared.models import SavedSearch
+
+
+async def list_page(session: AsyncSession, organization_id: int, page: Page) -> tuple[list[SavedSearch], bool]:
+    return await fetch_page(session, repository.saved_searches_of(organization_id), page)
 
 
 async def _validate(session: AsyncSession, principal: Principal, name: str, query: str) -> None:
@@ -80,21 +84,9 @@ async def update(
 async def delete(session: AsyncSession, principal: Principal, row: SavedSearch) -> None:
     """Refused (409) while another Smart View refers to it or an unfinished bulk email sends to it."""
     org = principal.organization_id
-    views = {
-        name: query
-        for name, query in await session.execute(
-            select(SavedSearch.name, SavedSearch.query).where(SavedSearch.organization_id == org)
-        )
-    }
+    views = await repository.smart_view_queries(session, org)
     users = await views_using(session, org, principal.user_id, views, view=row.name)
-    sending = list(
-        await session.scalars(
-            select(BulkEmail.id)
-            .where(BulkEmail.saved_search_id == row.id, BulkEmail.status.in_(bulk_emails.ACTIVE_STATUSES))
-            .order_by(BulkEmail.id)
-            .limit(10)
-        )
-    )
+    sending = await repository.bulk_emails_sending_to(session, row.id, limit=10)
     if users or sending:
         uses = [f"Smart View {name!r}" for name in users] + [f"bulk email {i} (still sending)" for i in sending]
         raise Conflict(

@@ -92,9 +92,9 @@ def _search_text(env: Env, value: ast.Value) -> Cond:
     return or_(*(spaced.like(p, escape="\\") for p in word_patterns(value.text)))
 
 
-def _text_in(*columns: object) -> object:
+def _text_in(*columns: Column) -> Callable[[Env, ast.Value], Cond]:
     def match(env: Env, value: ast.Value) -> Cond:
-        return or_(*(words_match(c, value.text) for c in columns))  # type: ignore[arg-type]
+        return or_(*(words_match(c, value.text) for c in columns))
 
     return match
 
@@ -158,7 +158,7 @@ CONTACT_SCOPE = Scope(
         phone=_contact_phone,
         phone_number=_contact_phone,
     ),
-    text=_text_in(Contact.name, Contact.title),  # type: ignore[arg-type]
+    text=_text_in(Contact.name, Contact.title),
     has={
         "email_addresses": lambda env: related_exists(env, "email_address", CONTACT_EMAIL_ADDRESS, true()),
         "phone_numbers": lambda env: related_exists(env, "phone_number", CONTACT_PHONE, true()),
@@ -182,7 +182,7 @@ EMAIL_SCOPE = Scope(
         to=EmailField(lambda: func.lower(EmailActivity.to_address)),
         user=UserField(lambda: EmailActivity.user_id),
     ),
-    text=_text_in(EmailActivity.subject),  # type: ignore[arg-type]
+    text=_text_in(EmailActivity.subject),
     nested={"contact": "contact"},
 )
 
@@ -224,7 +224,7 @@ TASK_SCOPE = Scope(
         due_date=_task_due,
         completed=DateField(lambda: Task.completed_at),
     ),
-    text=_text_in(Task.text),  # type: ignore[arg-type]
+    text=_text_in(Task.text),
 )
 
 _opp_user = UserField(lambda: Opportunity.user_id)

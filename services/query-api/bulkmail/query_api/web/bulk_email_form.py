@@ -23,6 +23,7 @@ from bulkmail.query_api.bulk_emails import service
 from bulkmail.query_api.bulk_emails.schemas import BulkEmailIn, PreviewIn, PreviewOut
 from bulkmail.query_api.deps import OutboxDep, SessionDep, SettingsDep
 from bulkmail.query_api.email_accounts import checks
+from bulkmail.query_api.email_templates import service as template_service
 from bulkmail.query_api.errors import APIError
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.search import QueryError
@@ -328,7 +329,7 @@ async def email_body(
     try:
         template = await get_owned(session, EmailTemplate, template_id, user.organization_id, what="email template")
         await get_owned(session, Lead, lead_id, user.organization_id, what="lead")
-        sample = await service.render_recipient(
+        sample = await template_service.render_recipient(
             session,
             request.app.state.settings,
             user.principal,

@@ -25,21 +25,28 @@ from bulkmail.query_api.bulk_emails.schemas import BulkEmailOut
 from bulkmail.query_api.deps import DatabaseDep, OutboxDep, SessionDep
 from bulkmail.query_api.errors import APIError
 from bulkmail.query_api.ownership import get_owned
+from bulkmail.query_api.pagination import Page
 from bulkmail.query_api.web.charts import sent_chart
 from bulkmail.query_api.web.page_errors import page_not_found
 from bulkmail.query_api.web.rendering import render, templates
 from bulkmail.query_api.web.session import CurrentUser, WebUserDep, csrf_token
+from bulkmail.shared import bulk_emails
 from bulkmail.shared.db import Database
-from bulkmail.shared.models import BulkEmail, BulkEmailStatus, EmailAccount, EmailTemplate, Recipient, RecipientState
+from bulkmail.shared.models import (
+    FAILED_STATES,
+    BulkEmail,
+    BulkEmailStatus,
+    EmailAccount,
+    EmailTemplate,
+    Recipient,
+    RecipientState,
+)
 
 router = APIRouter()
 
 S = BulkEmailStatus
 LIST_PAGE = 50
 RECIPIENT_PAGE = 50
-FINISHED = (S.done, S.cancelled, S.error)
-CAN_PAUSE = (S.created, S.loading, S.processing, S.resuming)
-CAN_RETRY = (S.done, S.processing, S.paused)
 STATUS_BADGES = {
     S.done: "badge-success",
     S.error: "badge-danger",
@@ -65,7 +72,7 @@ class Progress:
 
     @property
     def finished(self) -> bool:
-        return self.bulk.status in {s.value for s in FINISHED}
+        return self.bulk.status in {s.value for s in bulk_emails.FINAL_STATUSES}
 
     @property
     def total(self) -> int:
@@ -87,13 +94,13 @@ class Progress:
     def controls(self) -> list[str]:
         status = S(self.bulk.status)
         out = []
-        if status in CAN_PAUSE:
+        if status in bulk_emails.UNFINISHED_STATUSES:
             out.append("pause")
         if status == S.paused:
             out.append("resume")
-        if status in CAN_PAUSE or status == S.paused:
+        if status in bulk_emails.ACTIVE_STATUSES:
             out.append("cancel")
-        if status in CAN_RETRY and self.bulk.counts.failed + self.bulk.counts.unknown > 0:
+        if status in bulk_emails.RETRYABLE_STATUSES and self.bulk.counts.failed + self.bulk.counts.unknown > 0:
             out.append("retry")
         return out
 
@@ -122,17 +129,18 @@ async def _recipients(
     session: AsyncSession, bulk_id: int, state: str, page: int
 ) -> tuple[list[Recipient], bool, dict[str, str | None]]:
     chosen = RecipientState(state) if state in STATES else None
-    stmt = service.recipients_of(bulk_id, chosen).offset((page - 1) * RECIPIENT_PAGE).limit(RECIPIENT_PAGE + 1)
-    rows = list(await session.scalars(stmt))
+    rows, has_more = await service.recipients_page(
+        session, bulk_id, chosen, Page(limit=RECIPIENT_PAGE, skip=(page - 1) * RECIPIENT_PAGE)
+    )
 
     def link(p: int) -> str:
         return f"/bulk-emails/{bulk_id}?" + urlencode({k: v for k, v in {"state": state, "page": p}.items() if v})
 
     pages = {
         "previous": link(page - 1) if page > 1 else None,
-        "next": link(page + 1) if len(rows) > RECIPIENT_PAGE else None,
+        "next": link(page + 1) if has_more else None,
     }
-    return rows[:RECIPIENT_PAGE], len(rows) > RECIPIENT_PAGE, pages
+    return rows, has_more, pages
 
 
 def _context(
@@ -304,7 +312,7 @@ async def failures_csv(request: Request, session: SessionDep, user: WebUserDep, 
                 )
                 .where(
                     Recipient.bulk_email_id == bulk.id,
-                    Recipient.state.in_([RecipientState.failed, RecipientState.unknown]),
+                    Recipient.state.in_(FAILED_STATES),
                     Recipient.id > after,
                 )
                 .order_by(Recipient.id)

@@ -17,12 +17,10 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bulkmail.query_api.bulk_emails import service as bulk_email_service
-from bulkmail.query_api.bulk_emails.schemas import RenderedSample
 from bulkmail.query_api.deps import SessionDep
 from bulkmail.query_api.email_templates import service
 from bulkmail.query_api.email_templates.rendering import limits_from
-from bulkmail.query_api.email_templates.schemas import EmailTemplateIn, EmailTemplateUpdate
+from bulkmail.query_api.email_templates.schemas import EmailTemplateIn, EmailTemplateUpdate, RenderedSample
 from bulkmail.query_api.errors import APIError
 from bulkmail.query_api.ownership import get_owned
 from bulkmail.query_api.search import QueryError
@@ -107,7 +105,7 @@ async def _render_draft(
     except TemplateError as exc:
         return None, _problem(draft, exc.part, exc.line, exc.column, exc.message), ""
     try:
-        sample = await bulk_email_service.render_for_entry(
+        sample = await service.render_for_entry(
             session, user.principal, compiled, draft.preview_query, draft.preview_entry - 1, "lead"
         )
     except QueryError as exc:

@@ -66,7 +66,7 @@ def suggest(query: str, cursor: int, catalog: Catalog) -> list[Suggestion]:
     cursor = max(0, min(cursor, len(query)))
     before = query[:cursor]
     # Finish the word under the cursor too: replacing up to its end keeps no half-word behind.
-    end = cursor + len(re.match(r"[^\s()]*", query[cursor:]).group(0))  # type: ignore[union-attr]
+    end = cursor + len(re.split(r"[\s()]", query[cursor:], maxsplit=1)[0])
     found = _VALUE_AT_CURSOR.search(before)
     if found:
         field = found.group("field").lower()

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.shared.models import SignInFailure
@@ -55,10 +55,10 @@ async def judge(session: AsyncSession, settings: Settings, email: str, client_ad
     return Verdict(refused=False, delay_s=delay_for(max(by_account[0], by_address[0]), settings))
 
 
-async def _failures(session: AsyncSession, where: object, since: datetime) -> tuple[int, datetime | None]:
+async def _failures(session: AsyncSession, where: ColumnElement[bool], since: datetime) -> tuple[int, datetime | None]:
     row = (
         await session.execute(
-            select(func.count(), func.min(SignInFailure.failed_at)).where(where, SignInFailure.failed_at >= since)  # type: ignore[arg-type]
+            select(func.count(), func.min(SignInFailure.failed_at)).where(where, SignInFailure.failed_at >= since)
         )
     ).one()
     return int(row[0]), row[1]
