@@ -11,10 +11,13 @@ that follows may well use them).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.search.compiler import CompiledSearch
+from bulkmail.query_api.search.counting import MatchCount, count_from_page, count_matches
 
 _SERIAL = text(
     "SELECT current_setting('max_parallel_workers_per_gather')"
@@ -34,4 +37,33 @@ async def page_ids(session: AsyncSession, compiled: CompiledSearch, skip: int, l
     return ids
 
 
-__all__ = ["page_ids"]
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    ids: list[int]  # at most the page's limit
+    has_more: bool
+    total: MatchCount
+
+
+async def search_page(session: AsyncSession, compiled: CompiledSearch, skip: int, limit: int) -> SearchPage:
+    """A page of ids and the search's total, in as few round trips as that takes.
+
+    A page that comes back short already tells the total (most searches a salesperson types
+    match a handful of leads): no estimate, no count. Otherwise ``count_matches`` counts, and
+    restores the parallel setting the serial page changed in its own first statement.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        ids = await page_ids(session, compiled, skip, limit + 1)
+        total = count_from_page(skip, limit, len(ids)) or await count_matches(session, compiled)
+        return SearchPage(ids[:limit], len(ids) > limit, total)
+    previous = await session.scalar(_SERIAL)
+    ids = list((await session.scalars(compiled.page(skip, limit + 1))).all())
+    known = count_from_page(skip, limit, len(ids))
+    if known is None:
+        total = await count_matches(session, compiled, parallel_workers=previous)
+    else:
+        await session.execute(_RESTORE, {"value": previous})
+        total = known
+    return SearchPage(ids[:limit], len(ids) > limit, total)
+
+
+__all__ = ["SearchPage", "page_ids", "search_page"]
