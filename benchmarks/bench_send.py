@@ -19,6 +19,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Protocol
 
 import aiosmtplib
 import asyncpg
@@ -88,7 +89,17 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def system_run(args: argparse.Namespace, sink_port: int, workdir: Path) -> dict[str, float]:
+class LoadDuringSend(Protocol):
+    """Work to run beside the send (bench_api.py's API load): started at create, stopped at done."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def system_run(
+    args: argparse.Namespace, sink_port: int, workdir: Path, load: LoadDuringSend | None = None
+) -> dict[str, float]:
     dbname = f"bulkmail_bench_send_{uuid.uuid4().hex[:6]}"
     admin = await asyncpg.connect(PG_ADMIN)
     await admin.execute(f'CREATE DATABASE "{dbname}"')
@@ -156,6 +167,8 @@ async def system_run(args: argparse.Namespace, sink_port: int, workdir: Path) ->
             )
             assert created.status_code == 201, created.text
             bulk_id = created.json()["id"]
+        if load is not None:
+            await load.start()
         created_s = time.perf_counter() - started
         peak = 0.0
         deadline = time.monotonic() + args.timeout
@@ -175,6 +188,8 @@ async def system_run(args: argparse.Namespace, sink_port: int, workdir: Path) ->
                 break
             await asyncio.sleep(0.1)
         elapsed = time.perf_counter() - started
+        if load is not None:
+            await load.stop()
         async with database.session() as session:
             sent = await session.scalar(
                 select(func.count())

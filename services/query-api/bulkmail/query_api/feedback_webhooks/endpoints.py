@@ -33,7 +33,7 @@ def _out(w: FeedbackWebhook, url: str | None = None) -> FeedbackWebhookOut:
     )
 
 
-def get_cert_fetcher(request: Request) -> CertFetcher:
+async def get_cert_fetcher(request: Request) -> CertFetcher:
     # Tests put their own on app.state; production fetches from the (checked) SNS URL.
     return getattr(request.app.state, "sns_cert_fetcher", service.fetch_sns_cert)
 
