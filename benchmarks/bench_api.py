@@ -111,10 +111,12 @@ class LocustLoad:
         self.proc: subprocess.Popen[bytes] | None = None
         self.json_path = workdir / f"locust-{time.monotonic_ns()}.json"
 
-    async def start(self) -> None:
+    async def start(self, warm_up: float = 5.0) -> None:
+        """Locust started, its users spawned and running (Python and gevent take seconds to start)."""
         self._spawn()
         self.started = time.perf_counter()
         self.api_cpu0 = cpu_seconds(self.api_pid)
+        await asyncio.sleep(warm_up)
 
     def _spawn(self) -> None:
         locust = Path(sys.executable).with_name("locust")
@@ -143,7 +145,7 @@ class LocustLoad:
 
 
 async def run_for(load: LocustLoad, seconds: float) -> LoadResult:
-    await load.start()
+    await load.start(warm_up=0)
     try:
         await asyncio.sleep(seconds)
         return await load.stop()
@@ -245,7 +247,8 @@ async def sends(
         f"= {rate_loaded:,.0f} msg/s (load average {load_average()})"
     )
     lines.append(f"send rate drop under the load: {1 - rate_loaded / rate_alone:.0%}")
-    lines += load.result.lines(f"during the send, {args.users} users, think time {args.send_wait} s")
+    label = f"during the send (and the 5 s before it), {args.users} users, think time {args.send_wait} s"
+    lines += load.result.lines(label)
     return lines
 
 
