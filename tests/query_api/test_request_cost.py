@@ -140,3 +140,24 @@ async def test_another_organisations_lead_is_not_found(tenant, make_tenant):
     assert answer.json()["detail"] == f"No lead with id {lead_id}."
     assert (await tenant.client.get("/api/v1/lead/0/")).status_code == 404
     assert (await tenant.client.get(f"/api/v1/lead/{2**63}/")).status_code == 404
+
+
+async def test_a_preview_shows_a_template_edited_after_it_was_compiled(tenant):
+    # Compiled templates are cached by their text: an edit must never preview the old version.
+    lead_id = (await tenant.client.post("/api/v1/lead/", json=small_lead("Preview Co"))).json()["id"]
+    template = await tenant.client.post(
+        "/api/v1/email_template/", json={"name": "Cached", "subject": "Hi {{ lead.display_name }}", "body": "<p>v1</p>"}
+    )
+    assert template.status_code == 201, template.text
+    render = f"/api/v1/email_template/{template.json()['id']}/render/"
+    first = await tenant.client.get(render, params={"lead_id": lead_id})
+    again = await tenant.client.get(render, params={"query": 'name:"Preview Co"', "entry": 0})
+    assert first.json()["subject"] == again.json()["subject"] == "Hi Preview Co"
+    assert "v1" in first.json()["body"] and "v1" in again.json()["body"]
+
+    edited = await tenant.client.put(
+        f"/api/v1/email_template/{template.json()['id']}/", json={"subject": "Hello {{ lead.display_name }}"}
+    )
+    assert edited.status_code == 200, edited.text
+    after = await tenant.client.get(render, params={"lead_id": lead_id})
+    assert after.json()["subject"] == "Hello Preview Co"
