@@ -90,11 +90,8 @@ def custom_value(field_type: str, value_text: str | None, value_number: str | No
     return value_text
 
 
-_NO_CHILDREN = _Children()
-
-
 def _document(lead: Any, children: _Children | None) -> dict[str, Any]:
-    children = children or _NO_CHILDREN
+    children = children or _Children()  # a fresh one: documents never share a list
     contacts = list(children.contacts.values())
     custom: Mapping[str, CustomValue] = dict(sorted(children.custom.items()))
     display_name = lead.name or (contacts[0]["name"] if contacts else "") or f"Lead {lead.id}"
