@@ -58,7 +58,7 @@ migrate: install ## bring the configured database up to date
 	$(BIN)/bulkmail migrate
 
 .PHONY: bench
-bench: bench-seed bench-search bench-message bench-send bench-fairness ## every benchmark (long: 1M leads, 100k sends)
+bench: bench-seed bench-search bench-message bench-send bench-fairness bench-api-requests bench-api ## every benchmark (long: 1M leads, 100k sends)
 
 .PHONY: bench-seed
 bench-seed: install ## seed 1,000,000 leads into PostgreSQL; prints time and database size
@@ -92,12 +92,21 @@ asyncapi: install ## regenerate docs/asyncapi.yaml from the message contracts
 clean: ## remove the virtualenvs and caches (not the data directory)
 	rm -rf $(VENV) .venv-tools .pytest_cache .mypy_cache .ruff_cache
 
+BENCH_API_ARGS ?= --send-wait 0.5-2
 FAULT ?=
 RECIPIENTS ?= 20000
 
 .PHONY: chaos
 chaos: install ## infrastructure faults mid-send on the real servers (FAULT=smtp-down, RECIPIENTS=2000 for one/smaller)
 	$(BIN)/python benchmarks/chaos.py $(if $(FAULT),--fault $(FAULT)) --recipients $(RECIPIENTS)
+
+.PHONY: bench-api-requests
+bench-api-requests: install ## one API request alone, server time: lead GET and 25-lead search pages on 100,000 leads
+	$(BIN)/python benchmarks/bench_api_requests.py
+
+.PHONY: bench-api
+bench-api: install ## 50 Locust users on one API process, idle and during a 100,000-recipient send (smtp-sink)
+	$(BIN)/python benchmarks/bench_api.py $(BENCH_API_ARGS)
 
 .PHONY: bench-fairness
 bench-fairness: install ## a 20-recipient bulk email alone vs beside another account's 100,000 send

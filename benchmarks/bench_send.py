@@ -20,6 +20,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Protocol
 
 import aiosmtplib
 import asyncpg
@@ -116,7 +117,17 @@ async def row_writes(database: Database) -> dict[str, float]:
     return {"inserted": float(inserted), "updated": float(updated), "hot": float(hot)}
 
 
-async def system_run(args: argparse.Namespace, sink_port: int, workdir: Path) -> dict[str, float]:
+class LoadDuringSend(Protocol):
+    """Work to run beside the send (bench_api.py's API load): started just before create, stopped at done."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def system_run(
+    args: argparse.Namespace, sink_port: int, workdir: Path, load: LoadDuringSend | None = None
+) -> dict[str, float]:
     dbname = f"bulkmail_bench_send_{uuid.uuid4().hex[:6]}"
     admin = await asyncpg.connect(PG_ADMIN)
     await admin.execute(f'CREATE DATABASE "{dbname}"')
@@ -178,6 +189,8 @@ async def system_run(args: argparse.Namespace, sink_port: int, workdir: Path) ->
                     },
                 )
             ).json()
+            if load is not None:
+                await load.start()  # running before the clock starts, so its start-up is not counted
             started = time.perf_counter()
             wall_started = time.time()
             created = await client.post(
@@ -210,6 +223,8 @@ async def system_run(args: argparse.Namespace, sink_port: int, workdir: Path) ->
                 break
             await asyncio.sleep(0.1)
         elapsed = time.perf_counter() - started
+        if load is not None:
+            await load.stop()
         async with database.session() as session:
             sent = await session.scalar(
                 select(func.count())

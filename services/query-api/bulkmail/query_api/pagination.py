@@ -19,7 +19,7 @@ class Page(BaseModel):
     skip: int
 
 
-def page_params(
+async def page_params(  # async: a plain def would run in FastAPI's thread pool
     limit: Annotated[int, Query(alias="_limit", ge=1, le=MAX_LIMIT)] = 100,
     skip: Annotated[int, Query(alias="_skip", ge=0, le=2**63 - 1)] = 0,
 ) -> Page:

@@ -161,7 +161,9 @@ async def render_for_entry(
     """A compiled template (saved, or a draft being edited) rendered for the ``entry``-th lead (its
     first contact) or contact with an email address among the search's results; None past the end."""
     org = principal.organization_id
-    ctx = await load_search_context(session, organization_id=org, user_id=principal.user_id)
+    ctx = await load_search_context(
+        session, organization_id=org, user_id=principal.user_id, timezone=principal.timezone
+    )
     compiled = compile_search(query, ctx)
     if compiled.limit is not None and entry >= compiled.limit:
         return None

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/email_account/{account_id}/webhooks", tags=["email_a
 public_router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 
-def get_cert_fetcher(request: Request) -> CertFetcher:
+async def get_cert_fetcher(request: Request) -> CertFetcher:
     # Tests put their own on app.state; production fetches from the (checked) SNS URL.
     return getattr(request.app.state, "sns_cert_fetcher", service.fetch_sns_cert)
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.auth import Principal
-from bulkmail.query_api.errors import BadRequest
+from bulkmail.query_api.errors import BadRequest, NotFound
 from bulkmail.query_api.leads import repository
+from bulkmail.query_api.leads.documents import load_lead_documents
 from bulkmail.query_api.leads.limits import LeadLimits, LimitExceeded, check_lead, new_fields_problem, number_problem
 from bulkmail.query_api.leads.schemas import (
     AddressIn,
@@ -22,11 +24,10 @@ from bulkmail.query_api.leads.schemas import (
     LeadIn,
     LeadUpdate,
 )
-from bulkmail.query_api.ownership import get_owned
+from bulkmail.query_api.ownership import MAX_ID, get_owned
 from bulkmail.query_api.pagination import Page, fetch_page
 from bulkmail.query_api.search import compile_search, load_search_context
-from bulkmail.query_api.search.counting import count_matches
-from bulkmail.query_api.search.paging import page_ids
+from bulkmail.query_api.search.paging import search_page
 from bulkmail.shared.counters import normalize_email, refresh_lead_counters
 from bulkmail.shared.models import (
     Address,
@@ -42,7 +43,9 @@ from bulkmail.shared.models import (
 
 @dataclass(frozen=True)
 class LeadPage:
-    leads: list[Lead]
+    """A page of leads as the API shows them (``documents``), with the search's total."""
+
+    documents: list[dict[str, Any]]
     has_more: bool
     total: int
     total_approximate: bool = False
@@ -52,15 +55,28 @@ async def list_page(session: AsyncSession, principal: Principal, page: Page, que
     """A page of the organisation's leads, or of those ``query`` finds (QueryError when refused)."""
     org = principal.organization_id
     if query is None or not query.strip():
-        leads, has_more = await fetch_page(session, repository.leads_of(org).order_by(Lead.id), page)
-        return LeadPage(leads, has_more, await repository.count_leads(session, org))
-    ctx = await load_search_context(session, organization_id=org, user_id=principal.user_id)
+        ids, has_more = await fetch_page(
+            session, select(Lead.id).where(Lead.organization_id == org).order_by(Lead.id), page
+        )
+        documents = await load_lead_documents(session, org, ids)
+        return LeadPage(documents, has_more, await repository.count_leads(session, org))
+    ctx = await load_search_context(
+        session, organization_id=org, user_id=principal.user_id, timezone=principal.timezone
+    )
     compiled = compile_search(query, ctx)
-    ids = await page_ids(session, compiled, page.skip, page.limit + 1)
-    # Exact when quick; past a budget, the planner's estimate, flagged (the search box shows "~").
-    total = await count_matches(session, compiled)
-    leads = await repository.load_leads(session, org, ids[: page.limit])
-    return LeadPage(leads, len(ids) > page.limit, total.value, total.approximate)
+    # The total is exact when quick; past a budget, the planner's estimate, flagged (the search
+    # box shows "~").
+    found = await search_page(session, compiled, page.skip, page.limit)
+    documents = await load_lead_documents(session, org, found.ids)
+    return LeadPage(documents, found.has_more, found.total.value, found.total.approximate)
+
+
+async def get_document(session: AsyncSession, organization_id: int, lead_id: int) -> dict[str, Any]:
+    """The lead as the API shows it (404 across the tenant wall)."""
+    found = await load_lead_documents(session, organization_id, [lead_id]) if 1 <= lead_id <= MAX_ID else []
+    if not found:
+        raise NotFound(f"No lead with id {lead_id}.")
+    return found[0]
 
 
 async def get(session: AsyncSession, organization_id: int, lead_id: int, *, loaded: bool = True) -> Lead:

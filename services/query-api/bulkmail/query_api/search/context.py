@@ -1,7 +1,7 @@
 """What a query is compiled against: the tenant, the requesting user and the organisation's catalogue.
 
-Custom field types and Smart View queries are loaded before compiling (two small per-organisation
-reads), so a query naming an unknown field or comparing a field with a value of the wrong type is
+Custom field types, Smart View queries, statuses and templates are loaded before compiling (one
+small per-organisation read), so a query naming an unknown field or comparing a field with a value of the wrong type is
 refused before the search itself reaches the database.
 """
 
@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Executable, Text, bindparam, cast, literal, null, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.shared.models import CustomField, CustomFieldType, EmailTemplate, LeadStatus, SavedSearch, User
@@ -55,46 +57,66 @@ def resolver_from(mapping: Mapping[str, str]) -> SavedSearchResolver:
     return lambda name: lowered.get(name.lower())
 
 
+# What a ``_catalogue`` row is: a custom field, a Smart View, a lead status, an email template.
+_FIELD, _SMART_VIEW, _STATUS, _TEMPLATE = "f", "v", "s", "t"
+
+
+@cache
+def _catalogue() -> Executable:
+    """The organisation's custom fields, Smart Views, statuses and templates as one UNION ALL of
+    (kind, id, name, detail): one round trip a search instead of four. Built once."""
+    parts: list[tuple[str, Any, Any, Any, Any]] = [
+        (_FIELD, CustomField.id, CustomField.name, CustomField.type, CustomField.organization_id),
+        (_SMART_VIEW, SavedSearch.id, SavedSearch.name, SavedSearch.query, SavedSearch.organization_id),
+        (_STATUS, LeadStatus.id, LeadStatus.label, null(), LeadStatus.organization_id),
+        (_TEMPLATE, EmailTemplate.id, EmailTemplate.name, null(), EmailTemplate.organization_id),
+    ]
+    return union_all(
+        *(
+            select(
+                literal(kind, Text).label("kind"),
+                id_.label("id"),
+                cast(name, Text).label("name"),
+                cast(detail, Text).label("detail"),
+            ).where(org == bindparam("organization_id"))
+            for kind, id_, name, detail, org in parts
+        )
+    )
+
+
 async def load_search_context(
     session: AsyncSession,
     *,
     organization_id: int,
     user_id: int | None,
     now: datetime | None = None,
+    timezone: str | None = None,
 ) -> SearchContext:
-    """The context for a request: the user's time zone, the org's custom fields and Smart Views."""
-    timezone = "UTC"
-    if user_id is not None:
-        found = await session.scalar(
-            select(User.timezone).where(User.id == user_id, User.organization_id == organization_id)
-        )
-        timezone = found or "UTC"
-    custom_fields = {
-        name.lower(): CustomFieldRef(id_, name, type_)
-        for id_, name, type_ in await session.execute(
-            select(CustomField.id, CustomField.name, CustomField.type).where(
-                CustomField.organization_id == organization_id
+    """The context for a request: the user's time zone, the org's custom fields and Smart Views.
+
+    ``timezone``: the user's, when the caller knows it already (the API's principal carries it).
+    """
+    if timezone is None:
+        timezone = "UTC"
+        if user_id is not None:
+            found = await session.scalar(
+                select(User.timezone).where(User.id == user_id, User.organization_id == organization_id)
             )
-        )
-    }
-    saved = {
-        name: query
-        for name, query in await session.execute(
-            select(SavedSearch.name, SavedSearch.query).where(SavedSearch.organization_id == organization_id)
-        )
-    }
-    statuses = {
-        " ".join(label.replace("_", " ").lower().split()): id_
-        for id_, label in await session.execute(
-            select(LeadStatus.id, LeadStatus.label).where(LeadStatus.organization_id == organization_id)
-        )
-    }
-    templates = {
-        " ".join(name.lower().split()): id_
-        for id_, name in await session.execute(
-            select(EmailTemplate.id, EmailTemplate.name).where(EmailTemplate.organization_id == organization_id)
-        )
-    }
+            timezone = found or "UTC"
+    custom_fields: dict[str, CustomFieldRef] = {}
+    saved: dict[str, str] = {}
+    statuses: dict[str, int] = {}
+    templates: dict[str, int] = {}
+    connection = await session.connection()  # a Core statement needs none of the ORM's result handling
+    for kind, id_, name, detail in await connection.execute(_catalogue(), {"organization_id": organization_id}):
+        if kind == _FIELD:
+            custom_fields[name.lower()] = CustomFieldRef(id_, name, CustomFieldType(detail))
+        elif kind == _SMART_VIEW:
+            saved[name] = detail
+        elif kind == _STATUS:
+            statuses[" ".join(name.replace("_", " ").lower().split())] = id_
+        else:
+            templates[" ".join(name.lower().split())] = id_
     bind = session.get_bind()
     return SearchContext(
         organization_id=organization_id,

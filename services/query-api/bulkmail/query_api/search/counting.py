@@ -34,6 +34,11 @@ EXACT_COUNT_MAX_ESTIMATE = 20_000
 QUERY_CANCELED = "57014"  # SQLSTATE of a statement stopped by statement_timeout
 # Sets the budget for the rest of the transaction and returns the setting it replaces.
 _SET_TIMEOUT = text("SELECT current_setting('statement_timeout') || left(set_config('statement_timeout', :t, true), 0)")
+_SET_TIMEOUT_AND_PARALLEL = text(
+    "SELECT current_setting('statement_timeout') || left(set_config('statement_timeout', :t, true), 0)"
+    " || left(set_config('max_parallel_workers_per_gather', :n, true), 0)"
+)
+_SET_PARALLEL = text("SELECT set_config('max_parallel_workers_per_gather', :n, true)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,31 +61,54 @@ def _compile_explain(element: _Explain, compiler: SQLCompiler, **kw: Any) -> str
     return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
 
 
+def count_from_page(skip: int, limit: int, n_read: int) -> MatchCount | None:
+    """The exact count a page already tells, or None: asked for ``limit + 1`` ids from ``skip``
+    and given fewer, the search matched ``skip + n_read`` (when it gave any at all)."""
+    if n_read > limit or (n_read == 0 and skip > 0):
+        return None
+    return MatchCount(skip + n_read, approximate=False)
+
+
 async def count_matches(
-    session: AsyncSession, compiled: CompiledSearch, *, budget_ms: int = EXACT_COUNT_BUDGET_MS
+    session: AsyncSession,
+    compiled: CompiledSearch,
+    *,
+    budget_ms: int = EXACT_COUNT_BUDGET_MS,
+    parallel_workers: str | None = None,
 ) -> MatchCount:
-    """The number of leads ``compiled`` matches; approximate only on PostgreSQL past the budget."""
+    """The number of leads ``compiled`` matches; approximate only on PostgreSQL past the budget.
+
+    ``parallel_workers``: a ``max_parallel_workers_per_gather`` to set for the rest of the
+    transaction, in the statement that sets the budget (``paging.search_page`` restores the
+    setting its serial page changed this way, one round trip fewer).
+    """
     if session.get_bind().dialect.name != "postgresql":
         return MatchCount(int(await session.scalar(compiled.count()) or 0), approximate=False)
     # The estimate first (planning only, milliseconds): counting exactly what is estimated at
     # hundreds of thousands of leads would use the whole budget and then answer the estimate.
     estimate = await estimate_matches(session, compiled)
     if estimate > EXACT_COUNT_MAX_ESTIMATE:
+        if parallel_workers is not None:
+            await session.execute(_SET_PARALLEL, {"n": parallel_workers})
         return MatchCount(estimate, approximate=True)
     try:
         # A savepoint: a cancelled statement aborts only it, and rolling it back also undoes
         # the local statement_timeout.
         async with session.begin_nested():
-            previous = await session.scalar(
-                _SET_TIMEOUT,
-                {"t": f"{budget_ms}ms"},
-            )
+            if parallel_workers is None:
+                previous = await session.scalar(_SET_TIMEOUT, {"t": f"{budget_ms}ms"})
+            else:
+                previous = await session.scalar(
+                    _SET_TIMEOUT_AND_PARALLEL, {"t": f"{budget_ms}ms", "n": parallel_workers}
+                )
             value = int(await session.scalar(compiled.count()) or 0)
             await session.execute(text("SELECT set_config('statement_timeout', :t, true)"), {"t": previous})
         return MatchCount(value, approximate=False)
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) != QUERY_CANCELED:
             raise
+    if parallel_workers is not None:  # set inside the savepoint that was rolled back
+        await session.execute(_SET_PARALLEL, {"n": parallel_workers})
     return MatchCount(estimate, approximate=True)
 
 
@@ -96,4 +124,11 @@ async def estimate_matches(session: AsyncSession, compiled: CompiledSearch, *, c
     return rows
 
 
-__all__ = ["EXACT_COUNT_BUDGET_MS", "EXACT_COUNT_MAX_ESTIMATE", "MatchCount", "count_matches", "estimate_matches"]
+__all__ = [
+    "EXACT_COUNT_BUDGET_MS",
+    "EXACT_COUNT_MAX_ESTIMATE",
+    "MatchCount",
+    "count_from_page",
+    "count_matches",
+    "estimate_matches",
+]

@@ -21,13 +21,14 @@ that follows may well use them).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.search.compiler import CompiledSearch
-from bulkmail.query_api.search.counting import estimate_matches
+from bulkmail.query_api.search.counting import MatchCount, count_from_page, count_matches, estimate_matches
 
 # At most this many estimated matches: collect them, then order (sorting 20,000 ids is ~10 ms).
 MATCHES_FIRST_MAX_ESTIMATE = 20_000
@@ -61,4 +62,34 @@ async def page_ids(session: AsyncSession, compiled: CompiledSearch, skip: int, l
     return ids
 
 
-__all__ = ["MATCHES_FIRST_MAX_ESTIMATE", "page_ids", "page_statement"]
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    ids: list[int]  # at most the page's limit
+    has_more: bool
+    total: MatchCount
+
+
+async def search_page(session: AsyncSession, compiled: CompiledSearch, skip: int, limit: int) -> SearchPage:
+    """A page of ids and the search's total, in as few round trips as that takes.
+
+    A page that comes back short already tells the total (most searches a salesperson types
+    match a handful of leads): no count. Otherwise ``count_matches`` counts, and
+    restores the parallel setting the serial page changed in its own first statement.
+    """
+    statement = await page_statement(session, compiled, skip, limit + 1)
+    if session.get_bind().dialect.name != "postgresql":
+        ids = list((await session.scalars(statement)).all())
+        total = count_from_page(skip, limit, len(ids)) or await count_matches(session, compiled)
+        return SearchPage(ids[:limit], len(ids) > limit, total)
+    previous = await session.scalar(_SERIAL)
+    ids = list((await session.scalars(statement)).all())
+    known = count_from_page(skip, limit, len(ids))
+    if known is None:
+        total = await count_matches(session, compiled, parallel_workers=previous)
+    else:
+        await session.execute(_RESTORE, {"value": previous})
+        total = known
+    return SearchPage(ids[:limit], len(ids) > limit, total)
+
+
+__all__ = ["MATCHES_FIRST_MAX_ESTIMATE", "SearchPage", "page_ids", "page_statement", "search_page"]

@@ -86,14 +86,14 @@ def csrf_token(request: Request) -> str:
     return token_for(seed)
 
 
-def require_web_user(request: Request) -> CurrentUser:
+async def require_web_user(request: Request) -> CurrentUser:
     user: CurrentUser | None = getattr(request.state, "web_user", None)
     if user is None:
         raise SignInRequired
     return user
 
 
-def optional_web_user(request: Request) -> CurrentUser | None:
+async def optional_web_user(request: Request) -> CurrentUser | None:
     return getattr(request.state, "web_user", None)
 
 

@@ -1,7 +1,7 @@
 """search at scale: the snapshot without a foreign-key check per lead, leads in id order per organisation
 
 Revision ID: 0016_search_scale
-Revises: 0009_ledger
+Revises: 0015_send_path
 Create Date: 2026-12-02 03:00:00
 
 - ``bulk_email_leads`` loses its foreign key to ``bulk_emails``. A snapshot is written by one
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0016_search_scale"
-down_revision: str | None = "0009_ledger"
+down_revision: str | None = "0015_send_path"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

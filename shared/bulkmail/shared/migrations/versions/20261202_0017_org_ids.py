@@ -1,7 +1,7 @@
 """send slots and SMTP connection leases carry their organisation
 
 Revision ID: 0017_org_ids
-Revises: 0009_ledger
+Revises: 0016_search_scale
 Create Date: 2026-12-02 03:00:00
 
 Every other table says which organisation a row belongs to; these two said it only through their
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0017_org_ids"
-down_revision: str | None = "0009_ledger"
+down_revision: str | None = "0016_search_scale"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
