@@ -6,6 +6,7 @@ the provider's daily-quota refusal that pauses the whole account.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -158,7 +159,8 @@ async def test_a_quota_reply_pauses_the_account_tells_the_owner_and_keeps_the_re
     client, send, _, system, events, account, settle = pipeline
     bulk = await send("quota", "ok", tag="quota")
     await settle()
-    assert any(e.routing_key == "email_account.paused" for e in events)
+    paused_events = [json.loads(e.body) for e in events if e.routing_key == "email_account.paused"]
+    assert account["id"] in [e["email_account_id"] for e in paused_events]
     async with database.session() as session:
         row = await session.get(EmailAccount, account["id"])
         assert row.paused_until > datetime.now(UTC) and "5.4.5" in row.pause_reason
