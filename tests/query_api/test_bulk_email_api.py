@@ -89,6 +89,24 @@ async def test_pause_resume_cancel_follow_the_rules(setup, database):
     assert bad.status_code == 400 and "status" in bad.json()["field-errors"]
 
 
+async def test_an_account_that_sent_a_bulk_email_is_not_deleted_but_a_clear_409(setup):
+    client, ids, _ = setup
+    account_url = f"/api/v1/email_account/{ids['email_account_id']}/"
+    bulk = (await client.post("/api/v1/bulk_action/email/", json={"query": "status:potential limit:2", **ids})).json()
+    busy = await client.delete(account_url)
+    assert busy.status_code == 409 and "cancel it first" in busy.json()["detail"]
+    await client.put(f"/api/v1/bulk_action/email/{bulk['id']}/", json={"status": "cancelled"})
+    # Finished now, but its report still names the account: refused, naming the bulk email.
+    refused = await client.delete(account_url)
+    assert refused.status_code == 409, refused.text
+    assert f"bulk email {bulk['id']}" in refused.json()["detail"]
+    assert (await client.get(account_url)).status_code == 200
+    unused = (
+        await client.post("/api/v1/email_account/", json={"email": "spare@x.example", "smtp_host": "127.0.0.1"})
+    ).json()
+    assert (await client.delete(f"/api/v1/email_account/{unused['id']}/")).status_code == 200
+
+
 async def test_retry_failed_requeues_failed_but_never_hard_bounces_or_unknown(setup, database):
     client, ids, _ = setup
     bulk = (await client.post("/api/v1/bulk_action/email/", json={"query": "status:potential limit:3", **ids})).json()

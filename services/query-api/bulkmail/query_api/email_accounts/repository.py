@@ -23,3 +23,11 @@ async def unfinished_bulk_email(session: AsyncSession, account_id: int) -> int |
             BulkEmail.status.not_in(bulk_emails.FINAL_STATUSES),
         )
     )
+
+
+async def bulk_emails_sent_from(session: AsyncSession, account_id: int, limit: int) -> list[int]:
+    """Up to ``limit`` bulk emails (any status) sent from the account, oldest first."""
+    rows = await session.scalars(
+        select(BulkEmail.id).where(BulkEmail.email_account_id == account_id).order_by(BulkEmail.id).limit(limit)
+    )
+    return list(rows)

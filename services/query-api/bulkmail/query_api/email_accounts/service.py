@@ -49,4 +49,13 @@ async def delete_account(session: AsyncSession, account: EmailAccount) -> None:
     busy = await repository.unfinished_bulk_email(session, account.id)
     if busy is not None:
         raise Conflict(f"Bulk email {busy} is still sending from this account; cancel it first.")
+    # A finished bulk email's report names its sender and its ledger its account: the account stays.
+    sent_from = await repository.bulk_emails_sent_from(session, account.id, limit=10)
+    if sent_from:
+        named = ", ".join(f"bulk email {i}" for i in sent_from)
+        raise Conflict(
+            f"Email account {account.email!r} sent {named}; it cannot be deleted (change its password or "
+            "server settings instead, or leave it unused).",
+            used_by={"bulk_emails": sent_from},
+        )
     await session.execute(delete(EmailAccount).where(EmailAccount.id == account.id))
