@@ -78,8 +78,11 @@ async def copy_to_sent(
     if job is None:
         return
     # One login for the batch; every copy stays claimed "copying" until its own outcome is recorded.
-    records = _Records(database, job)
-    async with SentCopySession(job.imap, folder_cache) as imap, _Lease(database, job) as lease:
+    # The lease's renewals and the outcomes' commits touch the same rows: one at a time, or the
+    # two transactions can deadlock on them (seen under make chaos).
+    writing = asyncio.Lock()
+    records = _Records(database, job, writing)
+    async with SentCopySession(job.imap, folder_cache) as imap, _Lease(database, job, writing) as lease:
         try:
             await _copy_all(settings, database, job, imap, lease, records)
         finally:
@@ -106,22 +109,25 @@ async def _copy_all(
             if not decision.append:
                 log.info("Sent copies stopped", account_id=job.account_id, reason=decision.reason)
                 await records.flush()
-                await _finish_rest(database, job, rest, lambda _c: SKIPPED)
+                async with records.writing:
+                    await _finish_rest(database, job, rest, lambda _c: SKIPPED)
                 return
         if outcome.state is not CopyState.appended and (outcome.state is CopyState.unknown or not outcome.capabilities):
             # Unreachable, refusing the login or dying mid-command: the next message would fare no
             # better, so an outage costs one timeout per batch, not one per message. The sweep retries.
             log.warning("Sent copy failed", account_id=job.account_id, detail=outcome.detail, left=len(rest))
             await records.flush()
-            await _finish_rest(database, job, rest, lambda c: UNKNOWN if c.was == UNKNOWN else FAILED)
+            async with records.writing:
+                await _finish_rest(database, job, rest, lambda c: UNKNOWN if c.was == UNKNOWN else FAILED)
             return
 
 
 class _Lease:
     """Renews a batch's claim while this worker copies it (``ledger.renew_copies``)."""
 
-    def __init__(self, database: Database, job: _Job) -> None:
+    def __init__(self, database: Database, job: _Job, writing: asyncio.Lock) -> None:
         self.database = database
+        self.writing = writing
         self.ids = [c.id for c in job.copies]
         self.renewed_at = job.claimed_at
         self._task: asyncio.Task[None] | None = None
@@ -143,7 +149,7 @@ class _Lease:
             await asyncio.sleep(COPY_LEASE_RENEW.total_seconds())
             started = time.monotonic()  # before the row's timestamp is taken: never later than it
             try:
-                async with self.database.session() as session:
+                async with self.writing, self.database.session() as session:
                     await ledger.renew_copies(session, self.ids, _now())
             except Exception as exc:  # the database is away: held() says when to stop appending
                 log.warning("Sent copies' lease not renewed", error=str(exc))
@@ -237,9 +243,10 @@ class _Records:
     it again. So a batch's commits can be few without a copy ever being stored twice.
     """
 
-    def __init__(self, database: Database, job: _Job) -> None:
+    def __init__(self, database: Database, job: _Job, writing: asyncio.Lock) -> None:
         self.database = database
         self.job = job
+        self.writing = writing
         self.rows: list[tuple[int, SentCopyState, str]] = []
         self.folder: str | None = None
 
@@ -254,7 +261,7 @@ class _Records:
         if not rows:
             return
         account = self.job.account
-        async with self.database.session() as session:
+        async with self.writing, self.database.session() as session:
             for recipient_id, state, uid in rows:
                 await ledger.record_copy(session, recipient_id, state, uid)
             folder = self.folder
