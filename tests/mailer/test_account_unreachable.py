@@ -159,7 +159,7 @@ async def test_each_pause_in_a_row_lasts_longer_until_a_message_goes_out(outage:
         await send.requeue_retries(bulk_id, timedelta(hours=1))
         await send.send(bulk_id)
         lengths.append(await outage.paused_for(bulk_id))
-    steps = [timedelta(minutes=15), timedelta(hours=1), timedelta(hours=4)]
+    steps = [timedelta(minutes=2), timedelta(minutes=15), timedelta(hours=1)]
     for length, step in zip(lengths, steps, strict=True):
         assert step - timedelta(minutes=1) < length <= step
     assert (await outage.account(bulk_id)).pauses_in_a_row == 3

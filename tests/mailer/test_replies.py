@@ -176,6 +176,9 @@ def test_pauses_grow_and_a_daily_quota_waits_for_the_rolling_day() -> None:
     throttle = classify(421, "4.7.0 Try again later, closing connection.")
     steps = [pause_until(throttle, previous_pauses=n, now=now) - now for n in range(4)]
     assert steps == [timedelta(minutes=15), timedelta(hours=1), timedelta(hours=4), timedelta(hours=4)]
+    unreachable = ReplyVerdict(Kind.pause_account, "connection refused", pause=PauseKind.unreachable)
+    steps = [pause_until(unreachable, previous_pauses=n, now=now) - now for n in range(3)]
+    assert steps == [timedelta(minutes=2), timedelta(minutes=15), timedelta(hours=1)]
     quota = classify(550, "5.4.5 Daily user sending quota exceeded.")
     frees = now + timedelta(hours=7, minutes=12)
     assert pause_until(quota, previous_pauses=0, now=now, day_window_frees_at=frees) == frees

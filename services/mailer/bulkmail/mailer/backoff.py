@@ -36,7 +36,15 @@ _PAUSE_STEPS: dict[PauseKind, list[timedelta]] = {
     PauseKind.auth: [timedelta(hours=1), timedelta(hours=4), timedelta(hours=12), timedelta(hours=24)],
     PauseKind.sender_mailbox_full: [timedelta(hours=1), timedelta(hours=4), timedelta(hours=12)],
     PauseKind.daily_quota: [timedelta(hours=24)],
-    PauseKind.unreachable: [timedelta(minutes=15), timedelta(hours=1), timedelta(hours=4), timedelta(hours=12)],
+    # Short at first: a server restart or a network drop is usually over within a minute or two,
+    # and trying to connect costs the account no quota (make chaos's smtp-down waited 15 minutes).
+    PauseKind.unreachable: [
+        timedelta(minutes=2),
+        timedelta(minutes=15),
+        timedelta(hours=1),
+        timedelta(hours=4),
+        timedelta(hours=12),
+    ],
 }
 # Attempts in a row that cannot reach or use the account's server before the account is paused.
 UNREACHABLE_BEFORE_PAUSE = 3
