@@ -222,7 +222,7 @@ async def sends(
 ) -> list[str]:
     """The same send alone and under the load, into one smtp-sink."""
     send_args = argparse.Namespace(
-        recipients=args.recipients, mailers=2, connections=10, timeout=900, show_logs=args.show_logs
+        recipients=args.recipients, mailers=2, connections=10, timeout=900, show_logs=args.show_logs, profile=None
     )
     lines: list[str] = []
     sink = start_smtp_sink()
