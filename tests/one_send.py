@@ -6,10 +6,13 @@ For tests that change something between the steps (a consent withdrawn, a server
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from bulkmail.dispatcher.service import Dispatcher
@@ -21,7 +24,7 @@ from bulkmail.shared.db import Database
 from bulkmail.shared.models import BulkEmailChunk
 from bulkmail.shared.settings import Settings
 from bulkmail.shared.unsubscribe import make_token
-from tests.conftest import Tenant
+from tests.conftest import Tenant, free_port
 
 
 @dataclass
@@ -135,3 +138,15 @@ class Send:
         token = make_token(self.settings, self.tenant.organization_id, self.address(who))
         page = await self.tenant.client.post(f"/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click")
         assert page.status_code == 200 and "Unsubscribed" in page.text
+
+
+@asynccontextmanager
+async def one_send(settings: Settings, database: Database, broker: Broker, tenant: Tenant) -> AsyncIterator[Send]:
+    """A ``Send`` whose mailer talks to an ``Smtp`` on a loopback port, stopped on the way out."""
+    smtp = Smtp()
+    server = Controller(smtp, hostname="127.0.0.1", port=free_port())
+    server.start()
+    try:
+        yield Send(settings, database, broker, tenant, smtp, int(server.port))
+    finally:
+        server.stop()

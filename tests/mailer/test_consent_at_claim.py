@@ -11,25 +11,19 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from bulkmail.shared.broker.memory import MemoryBroker
 from bulkmail.shared.db import Database
 from bulkmail.shared.models import Suppression
 from bulkmail.shared.settings import Settings
-from tests.conftest import Tenant, free_port
-from tests.one_send import Send, Smtp
+from tests.conftest import Tenant
+from tests.one_send import Send, one_send
 
 
 @pytest.fixture
 async def consent(settings: Settings, database: Database, broker: MemoryBroker, tenant: Tenant) -> AsyncIterator[Send]:
-    smtp = Smtp()
-    server = Controller(smtp, hostname="127.0.0.1", port=free_port())
-    server.start()
-    try:
-        yield Send(settings, database, broker, tenant, smtp, int(server.port))
-    finally:
-        server.stop()
+    async with one_send(settings, database, broker, tenant) as send:
+        yield send
 
 
 async def test_consent_withdrawn_while_waiting_in_a_chunk(consent: Send) -> None:

@@ -7,15 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from bulkmail.mailer.sender import CLAIM_PER_CONNECTION
 from bulkmail.shared import ledger
 from bulkmail.shared.broker.memory import MemoryBroker
 from bulkmail.shared.db import Database
 from bulkmail.shared.settings import Settings
-from tests.conftest import Tenant, free_port
-from tests.one_send import Send, Smtp
+from tests.conftest import Tenant
+from tests.one_send import Send, one_send
 
 WHO = [f"r{i}" for i in range(10)]
 CONNECTIONS = 2
@@ -23,13 +22,8 @@ CONNECTIONS = 2
 
 @pytest.fixture
 async def send(settings: Settings, database: Database, broker: MemoryBroker, tenant: Tenant) -> AsyncIterator[Send]:
-    smtp = Smtp()
-    server = Controller(smtp, hostname="127.0.0.1", port=free_port())
-    server.start()
-    try:
-        yield Send(settings, database, broker, tenant, smtp, int(server.port))
-    finally:
-        server.stop()
+    async with one_send(settings, database, broker, tenant) as send:
+        yield send
 
 
 async def test_a_cold_pool_claims_one_connections_worth_first(send: Send, monkeypatch: pytest.MonkeyPatch) -> None:

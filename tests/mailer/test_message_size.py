@@ -5,28 +5,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from bulkmail.shared.broker.memory import MemoryBroker
 from bulkmail.shared.db import Database
 from bulkmail.shared.settings import Settings
-from tests.conftest import Tenant, free_port
-from tests.one_send import Send, Smtp
+from tests.conftest import Tenant
+from tests.one_send import Send, one_send
 
 
 @pytest.fixture
 async def small_limit(
     settings: Settings, database: Database, broker: MemoryBroker, tenant: Tenant
 ) -> AsyncIterator[Send]:
-    smtp = Smtp()
-    server = Controller(smtp, hostname="127.0.0.1", port=free_port())
-    server.start()
-    try:
-        yield Send(
-            settings.model_copy(update={"max_message_bytes": 20_000}), database, broker, tenant, smtp, int(server.port)
-        )
-    finally:
-        server.stop()
+    async with one_send(settings.model_copy(update={"max_message_bytes": 20_000}), database, broker, tenant) as send:
+        yield send
 
 
 async def test_a_message_over_the_size_limit_fails_with_the_reason(small_limit: Send) -> None:

@@ -387,17 +387,7 @@ async def test_the_lease_is_renewed_while_an_append_hangs(
         proxy = await cutting_proxy(dovecot.port)
         bulk_id, _ = await flow.send(**imap_of(dovecot, port=proxy.port), sent_copy_mode="never")
         proxy.stall_when_client_sends(b"APPEND")  # the first APPEND gets no answer, ever
-        async with database.session() as session:
-            await session.execute(
-                update(Recipient).where(Recipient.bulk_email_id == bulk_id).values(sent_copy_state="pending")
-            )
-            await session.execute(
-                update(EmailAccount)
-                .where(EmailAccount.email == f"sally@{flow.domain}.example")
-                .values(sent_copy_mode="always")
-            )
-        ids = await _recipient_ids(database, bulk_id)
-        message = SentCopy(organization_id=await _org_of(database, bulk_id), bulk_email_id=bulk_id, recipient_ids=ids)
+        message = await _copies_wanted_after_all(database, flow, bulk_id)
         copying = asyncio.create_task(copy_to_sent(flow.settings, database, message, {}))
         await asyncio.sleep(0.5)
         first = await _states_and_touch(database, bulk_id)
@@ -428,19 +418,24 @@ async def test_a_worker_that_cannot_renew_its_lease_starts_no_more_appends(
     monkeypatch.setattr(sent_copies, "_append", slow_append)
     async with running(settings, database, make_tenant) as flow:
         bulk_id, _ = await flow.send(**imap_of(dovecot), sent_copy_mode="never")
-        async with database.session() as session:
-            await session.execute(
-                update(Recipient).where(Recipient.bulk_email_id == bulk_id).values(sent_copy_state="pending")
-            )
-            await session.execute(
-                update(EmailAccount)
-                .where(EmailAccount.email == f"sally@{flow.domain}.example")
-                .values(sent_copy_mode="always")
-            )
-        ids = await _recipient_ids(database, bulk_id)
-        message = SentCopy(organization_id=await _org_of(database, bulk_id), bulk_email_id=bulk_id, recipient_ids=ids)
+        message = await _copies_wanted_after_all(database, flow, bulk_id)
         await copy_to_sent(flow.settings, database, message, {})
         rows = await flow.copies(bulk_id)
         # The first APPEND started inside the lease; none after it: the rest wait for the sweep.
         assert [s for _, s, _ in rows] == ["appended", "copying", "copying"]
         assert [dovecot.count_with_header("alice", "Sent", m.encode()) for m, _, _ in rows] == [1, 0, 0]
+
+
+async def _copies_wanted_after_all(database: Database, flow: Any, bulk_id: int) -> SentCopy:
+    """A bulk email sent without Sent copies, switched to copies: its SentCopy message, every copy pending."""
+    async with database.session() as session:
+        await session.execute(
+            update(Recipient).where(Recipient.bulk_email_id == bulk_id).values(sent_copy_state="pending")
+        )
+        await session.execute(
+            update(EmailAccount)
+            .where(EmailAccount.email == f"sally@{flow.domain}.example")
+            .values(sent_copy_mode="always")
+        )
+    ids = await _recipient_ids(database, bulk_id)
+    return SentCopy(organization_id=await _org_of(database, bulk_id), bulk_email_id=bulk_id, recipient_ids=ids)
