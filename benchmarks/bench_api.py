@@ -258,7 +258,7 @@ def cli() -> None:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--idle-seconds", type=float, default=60, help="0: skip the idle run")
     parser.add_argument("--recipients", type=int, default=100_000)
-    parser.add_argument("--send-wait", default="0-0", help="the users' think time during the send, min-max s")
+    parser.add_argument("--send-wait", default="0.5-2", help="the users' think time during the send, min-max s")
     parser.add_argument("--skip-send", action="store_true", help="only the idle run")
     parser.add_argument("--show-logs", type=int, default=0, metavar="N")
     asyncio.run(main(parser.parse_args()))

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from bulkmail.query_api.activities.endpoints import router as activities_router
+from bulkmail.query_api.auth import KeyUse
 from bulkmail.query_api.bulk_emails.endpoints import router as bulk_emails_router
 from bulkmail.query_api.contacts.endpoints import router as contacts_router
 from bulkmail.query_api.correlation import CorrelationIdMiddleware
@@ -71,6 +72,7 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
         try:
             yield
         finally:
+            await app.state.key_use.drain()
             if owns_broker:
                 await app.state.broker.close()
             if owns_db:
@@ -90,6 +92,8 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
     app.state.secret_box = SecretBox.from_settings(settings)
     # Publishes a request handed to the background while RabbitMQ was away (deps.py).
     app.state.pending_publishes = set()
+    # Refreshes of API keys' last_used_at, written in the background (auth.py).
+    app.state.key_use = KeyUse()
     # Available before startup too, so an app driven without its lifespan (tests) still works.
     if database is not None:
         app.state.database = database

@@ -10,7 +10,7 @@ from fastapi import Depends, Header, Request
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bulkmail.query_api.auth import Principal, api_key_from_header, authenticate, note_key_used
+from bulkmail.query_api.auth import KeyUse, Principal, api_key_from_header, authenticate
 from bulkmail.query_api.errors import Unauthorized
 from bulkmail.shared.broker import Broker
 from bulkmail.shared.db import Database
@@ -126,7 +126,10 @@ BrokerDep = Annotated[Broker, Depends(get_broker)]
 
 
 async def get_principal(
-    session: SessionDep, database: DatabaseDep, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    session: SessionDep,
+    database: DatabaseDep,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> Principal:
     key = api_key_from_header(authorization)
     if key is None:
@@ -136,7 +139,8 @@ async def get_principal(
         raise Unauthorized("The API key is not valid.")
     principal, stale_key_id = found
     if stale_key_id is not None:
-        await note_key_used(database, stale_key_id)
+        key_use: KeyUse = request.app.state.key_use
+        key_use.note(database, stale_key_id)
     return principal
 
 
