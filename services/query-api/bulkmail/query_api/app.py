@@ -24,6 +24,7 @@ from bulkmail.query_api.leads.endpoints import router as leads_router
 from bulkmail.query_api.request_limits import RequestLimitsMiddleware
 from bulkmail.query_api.response_fields import ResponseFieldsMiddleware
 from bulkmail.query_api.saved_searches.endpoints import router as saved_searches_router
+from bulkmail.query_api.search.recent_counts import RecentCounts
 from bulkmail.query_api.statuses.endpoints import router as statuses_router
 from bulkmail.query_api.tracking import router as tracking_router
 from bulkmail.query_api.trailing_slash import EitherSlashMiddleware
@@ -94,6 +95,8 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
     app.state.pending_publishes = set()
     # Refreshes of API keys' last_used_at, written in the background (auth.py).
     app.state.key_use = KeyUse()
+    # Totals of recent searches, kept a few seconds (search/recent_counts.py).
+    app.state.recent_counts = RecentCounts()
     # Available before startup too, so an app driven without its lifespan (tests) still works.
     if database is not None:
         app.state.database = database

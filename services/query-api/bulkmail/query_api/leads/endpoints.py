@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from bulkmail.query_api.deps import AuthDep, SessionDep, SettingsDep
+from bulkmail.query_api.deps import AuthDep, RecentCountsDep, SessionDep, SettingsDep
 from bulkmail.query_api.leads import service
 from bulkmail.query_api.leads.documents import JSONBytes
 from bulkmail.query_api.leads.limits import LeadLimits
@@ -21,10 +21,14 @@ router = APIRouter(prefix="/lead", tags=["lead"])
 # more than the queries (benchmarks/bench_api_requests.txt).
 @router.get("/", response_model=LeadList)
 async def list_leads(
-    session: SessionDep, principal: AuthDep, page: PageDep, query: Annotated[str | None, Query()] = None
+    session: SessionDep,
+    principal: AuthDep,
+    page: PageDep,
+    recent: RecentCountsDep,
+    query: Annotated[str | None, Query()] = None,
 ) -> JSONBytes:
     """Every lead, or those the search language finds (a bad query is a 400 with its position)."""
-    found = await service.list_page(session, principal, page, query)
+    found = await service.list_page(session, principal, page, query, recent)
     return JSONBytes(
         {
             "data": found.documents,

@@ -28,6 +28,7 @@ from bulkmail.query_api.ownership import MAX_ID, get_owned
 from bulkmail.query_api.pagination import Page, fetch_page
 from bulkmail.query_api.search import compile_search, load_search_context
 from bulkmail.query_api.search.paging import search_page
+from bulkmail.query_api.search.recent_counts import KnownSearch, RecentCounts
 from bulkmail.shared.counters import normalize_email, refresh_lead_counters
 from bulkmail.shared.models import (
     Address,
@@ -51,8 +52,13 @@ class LeadPage:
     total_approximate: bool = False
 
 
-async def list_page(session: AsyncSession, principal: Principal, page: Page, query: str | None) -> LeadPage:
-    """A page of the organisation's leads, or of those ``query`` finds (QueryError when refused)."""
+async def list_page(
+    session: AsyncSession, principal: Principal, page: Page, query: str | None, recent: RecentCounts | None = None
+) -> LeadPage:
+    """A page of the organisation's leads, or of those ``query`` finds (QueryError when refused).
+
+    ``recent``: totals of recent searches (``search.recent_counts``), read and kept.
+    """
     org = principal.organization_id
     if query is None or not query.strip():
         ids, has_more = await fetch_page(
@@ -66,7 +72,11 @@ async def list_page(session: AsyncSession, principal: Principal, page: Page, que
     compiled = compile_search(query, ctx)
     # The total is exact when quick; past a budget, the planner's estimate, flagged (the search
     # box shows "~").
-    found = await search_page(session, compiled, page.skip, page.limit)
+    key = (org, principal.user_id, principal.timezone, query)
+    known = recent.get(key) if recent is not None else None
+    found = await search_page(session, compiled, page.skip, page.limit, known)
+    if recent is not None and known is None:
+        recent.put(key, KnownSearch(found.total, found.matches_first))
     documents = await load_lead_documents(session, org, found.ids)
     return LeadPage(documents, found.has_more, found.total.value, found.total.approximate)
 

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.search.compiler import CompiledSearch
 from bulkmail.query_api.search.counting import MatchCount, count_from_page, count_matches, estimate_matches
+from bulkmail.query_api.search.recent_counts import KnownSearch
 
 # At most this many estimated matches: collect them, then order (sorting 20,000 ids is ~10 ms).
 MATCHES_FIRST_MAX_ESTIMATE = 20_000
@@ -37,15 +38,21 @@ _SERIAL = text(
     "SELECT current_setting('max_parallel_workers_per_gather')"
     " || left(set_config('max_parallel_workers_per_gather', '0', true), 0)"
 )
+_SERIAL_REST = text("SELECT set_config('max_parallel_workers_per_gather', '0', true)")
 _RESTORE = text("SELECT set_config('max_parallel_workers_per_gather', :value, true)")
+
+
+async def reads_matches_first(session: AsyncSession, compiled: CompiledSearch) -> bool:
+    """Whether pages of ``compiled`` are read from its matches (PostgreSQL, few related matches)."""
+    if session.get_bind().dialect.name != "postgresql" or not compiled.reads_related:
+        return False
+    # Uncapped: `sort:created limit:10` still has a million leads to collect before ordering.
+    return await estimate_matches(session, compiled, capped=False) <= MATCHES_FIRST_MAX_ESTIMATE
 
 
 async def page_statement(session: AsyncSession, compiled: CompiledSearch, skip: int, limit: int) -> Select[Any]:
     """The statement ``page_ids`` reads: a walk, or the matches first (PostgreSQL, few related matches)."""
-    if session.get_bind().dialect.name != "postgresql" or not compiled.reads_related:
-        return compiled.page(skip, limit)
-    # Uncapped: `sort:created limit:10` still has a million leads to collect before ordering.
-    if await estimate_matches(session, compiled, capped=False) <= MATCHES_FIRST_MAX_ESTIMATE:
+    if await reads_matches_first(session, compiled):
         return compiled.page_of_matches(skip, limit)
     return compiled.page(skip, limit)
 
@@ -67,29 +74,53 @@ class SearchPage:
     ids: list[int]  # at most the page's limit
     has_more: bool
     total: MatchCount
+    matches_first: bool  # how the page was read (kept with the total, ``recent_counts``)
 
 
-async def search_page(session: AsyncSession, compiled: CompiledSearch, skip: int, limit: int) -> SearchPage:
+async def search_page(
+    session: AsyncSession, compiled: CompiledSearch, skip: int, limit: int, known: KnownSearch | None = None
+) -> SearchPage:
     """A page of ids and the search's total, in as few round trips as that takes.
 
     A page that comes back short already tells the total (most searches a salesperson types
     match a handful of leads): no count. Otherwise ``count_matches`` counts, and
     restores the parallel setting the serial page changed in its own first statement.
+    ``known``: what an earlier page of the same search found (``recent_counts``); its total is
+    the answer and its way of reading pages is kept, so the page is its only statement but one.
     """
-    statement = await page_statement(session, compiled, skip, limit + 1)
-    if session.get_bind().dialect.name != "postgresql":
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if known is not None:
+        matches_first = known.matches_first
+    else:
+        matches_first = await reads_matches_first(session, compiled)
+    statement = compiled.page_of_matches(skip, limit + 1) if matches_first else compiled.page(skip, limit + 1)
+    if not postgres:
         ids = list((await session.scalars(statement)).all())
-        total = count_from_page(skip, limit, len(ids)) or await count_matches(session, compiled)
-        return SearchPage(ids[:limit], len(ids) > limit, total)
+        total = (
+            known.total if known else count_from_page(skip, limit, len(ids)) or await count_matches(session, compiled)
+        )
+        return SearchPage(ids[:limit], len(ids) > limit, total, matches_first)
+    if known is not None:
+        # Serial for the rest of the request: what follows reads leads by id.
+        await session.execute(_SERIAL_REST)
+        ids = list((await session.scalars(statement)).all())
+        return SearchPage(ids[:limit], len(ids) > limit, known.total, matches_first)
     previous = await session.scalar(_SERIAL)
     ids = list((await session.scalars(statement)).all())
-    known = count_from_page(skip, limit, len(ids))
-    if known is None:
+    known_total = count_from_page(skip, limit, len(ids))
+    if known_total is None:
         total = await count_matches(session, compiled, parallel_workers=previous)
     else:
         await session.execute(_RESTORE, {"value": previous})
-        total = known
-    return SearchPage(ids[:limit], len(ids) > limit, total)
+        total = known_total
+    return SearchPage(ids[:limit], len(ids) > limit, total, matches_first)
 
 
-__all__ = ["MATCHES_FIRST_MAX_ESTIMATE", "SearchPage", "page_ids", "page_statement", "search_page"]
+__all__ = [
+    "MATCHES_FIRST_MAX_ESTIMATE",
+    "SearchPage",
+    "page_ids",
+    "page_statement",
+    "reads_matches_first",
+    "search_page",
+]
