@@ -6,7 +6,7 @@ number that had not changed (search/recent_counts.py).
 
 from __future__ import annotations
 
-import time
+import asyncio
 
 from sqlalchemy import insert
 
@@ -57,7 +57,7 @@ async def test_a_total_is_kept_a_few_seconds_then_counted_again(tenant, database
     recent: RecentCounts = app.state.recent_counts
     ttl, recent.ttl_s = recent.ttl_s, 0.05
     try:
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
         assert (await page(tenant, "name:quay"))["total_results"] == 4
     finally:
         recent.ttl_s = ttl
