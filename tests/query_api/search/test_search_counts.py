@@ -119,6 +119,33 @@ async def test_a_page_of_few_related_matches_is_read_from_the_matches(
     assert sorted(dataset.label_of(i) for i in ids) == ["acme", "umbrella"]
 
 
+@POSTGRES_ONLY
+@pytest.mark.parametrize(
+    ("estimate", "table_leads", "collects"),
+    [
+        (4_200, 1_000_000, True),  # phone:415 at a million leads: 0.4% match, collect them
+        (14_000, 100_000, False),  # 14% match: the first page is a walk of ~190 leads
+        (15_000, 1_000_000, True),  # under the cap and 1.5% of a million: still collected
+        (25_000, 10_000_000, False),  # over the cap: never collected
+        (3, 0, True),  # a table never analysed: collect, as before the rule
+    ],
+)
+async def test_matches_are_collected_first_only_where_they_are_rare(
+    database: Database, dataset: Dataset, monkeypatch, estimate: int, table_leads: int, collects: bool
+):
+    async def planner_estimate(*_args: Any, **_kwargs: Any) -> int:
+        return estimate
+
+    async def table_rows(_session: Any) -> int:
+        return table_leads
+
+    monkeypatch.setattr(paging, "estimate_matches", planner_estimate)
+    monkeypatch.setattr(paging, "_table_leads", table_rows)
+    compiled = compile_search("phone:415", dataset.context("postgresql"))
+    async with database.session() as session:
+        assert await paging.reads_matches_first(session, compiled, 0, 26) is collects
+
+
 def test_only_a_filter_on_related_rows_counts_as_reading_them(dataset: Dataset):
     ctx = dataset.context("postgresql")
     # A slice is estimated at 0.5% of the leads whatever it holds: walking it stays cheap.
