@@ -55,9 +55,10 @@ async def reads_matches_first(session: AsyncSession, compiled: CompiledSearch, s
     leads checked (N leads in all), each check a probe of related rows that costs
     ``WALK_CHECK_COST`` collected matches. So the matches go first only where they are rare:
     E x E < (skip + limit) x N x ``WALK_CHECK_COST``. At 1,000,000 leads a 25-lead page still
-    collects every search estimated under 16,000 (a 101-id page: all under the cap); at 100,000, `"custom.Lead Source":referral` (14% of the leads)
-    walks 190 leads for its first page instead of collecting and ordering 14,000 (450 ms).
-    N is the whole table's (every organisation's) rows, an upper bound that errs toward collecting.
+    collects every search estimated under 16,000 (a 101-id page: all under the cap). At 100,000,
+    `"custom.Lead Source":referral` (14% of the leads) walks 190 leads for its first page
+    instead of collecting and ordering 14,000 (450 ms). N is the whole table's rows (every
+    organisation's), an upper bound that errs toward collecting.
     """
     if session.get_bind().dialect.name != "postgresql" or not compiled.reads_related:
         return False
