@@ -10,8 +10,9 @@ import asyncio
 
 from sqlalchemy import insert
 
+from bulkmail.query_api.recent import Kept, Recent
 from bulkmail.query_api.search.counting import MatchCount
-from bulkmail.query_api.search.recent_counts import KnownSearch, RecentCounts
+from bulkmail.query_api.search.paging import KnownSearch
 from bulkmail.shared.models import Lead
 from tests.query_api.test_request_cost import statements
 
@@ -54,13 +55,13 @@ async def test_a_total_is_kept_a_few_seconds_then_counted_again(tenant, database
     async with database.session() as session:
         await session.execute(insert(Lead).values(organization_id=tenant.organization_id, name="Quay extra"))
     assert (await page(tenant, "name:quay"))["total_results"] == 3
-    recent: RecentCounts = app.state.recent_counts
-    ttl, recent.ttl_s = recent.ttl_s, 0.05
+    kept: Kept = app.state.kept
+    ttl, kept.counts.ttl_s = kept.counts.ttl_s, 0.05
     try:
         await asyncio.sleep(0.1)
         assert (await page(tenant, "name:quay"))["total_results"] == 4
     finally:
-        recent.ttl_s = ttl
+        kept.counts.ttl_s = ttl
 
 
 async def test_one_organisations_total_is_never_another_s(make_tenant):
@@ -74,14 +75,26 @@ async def test_one_organisations_total_is_never_another_s(make_tenant):
 
 
 def test_kept_totals_are_bounded_and_forgotten_per_organisation():
-    recent = RecentCounts(ttl_s=60, max_entries=3)
+    recent: Recent[tuple[int, str, str], KnownSearch] = Recent(ttl_s=60, max_entries=3)
     known = KnownSearch(MatchCount(10, approximate=False), matches_first=False)
+    key = (1, "UTC", "q")
     for org in (1, 2, 3, 4):
-        recent.put((org, 1, "UTC", "q"), known)
-    assert recent.get((1, 1, "UTC", "q")) is None  # the oldest went first
-    assert recent.get((4, 1, "UTC", "q")) == known
+        recent.put(org, key, known)
+    assert recent.get(1, key) is None  # the oldest went first
+    assert recent.get(4, key) == known
     recent.forget(4)
-    assert recent.get((4, 1, "UTC", "q")) is None
-    assert recent.get((3, 1, "UTC", "q")) == known
+    assert recent.get(4, key) is None
+    assert recent.get(3, key) == known
     recent.forget(None)
-    assert recent.get((3, 1, "UTC", "q")) is None
+    assert recent.get(3, key) is None
+
+
+async def test_a_status_added_through_the_api_is_searchable_at_once(tenant):
+    await add_leads(tenant, 2, "Field")
+    assert (await page(tenant, "name:field"))["total_results"] == 2  # the catalogue is kept from here
+    assert (await tenant.client.get("/api/v1/lead/", params={"query": "status:golden"})).status_code == 400
+    answer = await tenant.client.post("/api/v1/status/lead/", json={"label": "Golden"})
+    assert answer.status_code in (200, 201), answer.text
+    found = await tenant.client.get("/api/v1/lead/", params={"query": "status:golden"})
+    assert found.status_code == 200, found.text
+    assert found.json()["total_results"] == 0

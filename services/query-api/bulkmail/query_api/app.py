@@ -21,10 +21,10 @@ from bulkmail.query_api.feedback_webhooks.endpoints import public_router as webh
 from bulkmail.query_api.feedback_webhooks.endpoints import router as webhooks_router
 from bulkmail.query_api.imports.endpoints import router as imports_router
 from bulkmail.query_api.leads.endpoints import router as leads_router
+from bulkmail.query_api.recent import ForgetOnWrite, Kept
 from bulkmail.query_api.request_limits import RequestLimitsMiddleware
 from bulkmail.query_api.response_fields import ResponseFieldsMiddleware
 from bulkmail.query_api.saved_searches.endpoints import router as saved_searches_router
-from bulkmail.query_api.search.recent_counts import RecentCounts
 from bulkmail.query_api.statuses.endpoints import router as statuses_router
 from bulkmail.query_api.tracking import router as tracking_router
 from bulkmail.query_api.trailing_slash import EitherSlashMiddleware
@@ -95,8 +95,8 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
     app.state.pending_publishes = set()
     # Refreshes of API keys' last_used_at, written in the background (auth.py).
     app.state.key_use = KeyUse()
-    # Totals of recent searches, kept a few seconds (search/recent_counts.py).
-    app.state.recent_counts = RecentCounts()
+    # What recent requests read (catalogues, searches' totals), kept a few seconds (recent.py).
+    app.state.kept = Kept()
     # Available before startup too, so an app driven without its lifespan (tests) still works.
     if database is not None:
         app.state.database = database
@@ -120,6 +120,7 @@ def create_app(settings: Settings, database: Database | None = None, broker: Bro
         ],
     )
     app.add_middleware(CorrelationIdMiddleware)
+    app.add_middleware(ForgetOnWrite, kept=app.state.kept)
     install_error_handlers(app)
     install_unavailable_handler(app)
     api = APIRouter(prefix=API_PREFIX)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.auth import KeyUse, Principal, api_key_from_header, authenticate
 from bulkmail.query_api.errors import Unauthorized
-from bulkmail.query_api.search.recent_counts import RecentCounts
+from bulkmail.query_api.recent import Kept
 from bulkmail.shared.broker import Broker
 from bulkmail.shared.db import Database
 from bulkmail.shared.logging import get_logger
@@ -25,7 +25,6 @@ log = get_logger(__name__)
 # background (the broker waits for its connection to come back); the dispatcher's sweep picks up
 # any bulk email whose message never arrived (docs/operations.md, "Outages").
 PUBLISH_IN_REQUEST_S = 2.0
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # Dependencies are ``async def`` even when they only read app state: FastAPI runs a plain ``def``
 # dependency in its thread pool, a thread hand-off (~0.2-0.5 ms) per dependency per request.
@@ -41,9 +40,9 @@ async def get_settings_dep(request: Request) -> Settings:
     return settings
 
 
-async def get_recent_counts(request: Request) -> RecentCounts:
-    recent: RecentCounts = request.app.state.recent_counts
-    return recent
+async def get_kept(request: Request) -> Kept:
+    kept: Kept = request.app.state.kept
+    return kept
 
 
 async def get_broker(request: Request) -> Broker:
@@ -66,10 +65,6 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         except BaseException:
             await session.rollback()
             raise
-    if request.method not in READ_METHODS:
-        # Committed: the organisation's kept search totals may have changed (search/recent_counts.py).
-        recent: RecentCounts = request.app.state.recent_counts
-        recent.forget(getattr(request.state, "organization_id", None))
     if request.state.outbox:
         await _publish_after_commit(request, list(request.state.outbox))
 
@@ -134,7 +129,7 @@ OutboxDep = Annotated[Outbox, Depends(get_outbox)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 BrokerDep = Annotated[Broker, Depends(get_broker)]
-RecentCountsDep = Annotated[RecentCounts, Depends(get_recent_counts)]
+KeptDep = Annotated[Kept, Depends(get_kept)]
 
 
 async def get_principal(
@@ -150,7 +145,7 @@ async def get_principal(
     if found is None:
         raise Unauthorized("The API key is not valid.")
     principal, stale_key_id = found
-    request.state.organization_id = principal.organization_id  # what a write forgets (get_session)
+    request.state.organization_id = principal.organization_id  # what a write forgets (recent.py)
     if stale_key_id is not None:
         key_use: KeyUse = request.app.state.key_use
         key_use.note(database, stale_key_id)

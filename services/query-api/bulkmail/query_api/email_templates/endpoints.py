@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 
-from bulkmail.query_api.deps import AuthDep, SessionDep, SettingsDep
+from bulkmail.query_api.deps import AuthDep, KeptDep, SessionDep, SettingsDep
 from bulkmail.query_api.email_templates import service
 from bulkmail.query_api.email_templates.schemas import (
     EmailTemplateIn,
@@ -65,6 +65,7 @@ async def render_template(
     session: SessionDep,
     principal: AuthDep,
     settings: SettingsDep,
+    kept: KeptDep,
     query: Annotated[str | None, Query(min_length=1, max_length=10_000)] = None,
     entry: Annotated[int, Query(ge=0, le=99)] = 0,
     mode: Annotated[Literal["lead", "contact"], Query()] = "lead",
@@ -81,5 +82,5 @@ async def render_template(
         )
     if lead_id is not None:
         return await service.render_for_lead(session, settings, principal, template_id, lead_id, contact_id)
-    rendered = await service.render_entry(session, settings, principal, template_id, query or "", entry, mode)
+    rendered = await service.render_entry(session, settings, principal, template_id, query or "", entry, mode, kept)
     return rendered if rendered is not None else JSONResponse({})

@@ -17,6 +17,7 @@ from bulkmail.query_api.email_templates.schemas import EmailTemplateIn, EmailTem
 from bulkmail.query_api.errors import BadRequest, Conflict
 from bulkmail.query_api.ownership import ensure_name_free, get_owned
 from bulkmail.query_api.pagination import Page, fetch_page
+from bulkmail.query_api.recent import Kept
 from bulkmail.query_api.saved_searches.repository import smart_view_queries
 from bulkmail.query_api.saved_searches.usage import views_using
 from bulkmail.query_api.search import compile_search, load_search_context
@@ -141,12 +142,13 @@ async def render_entry(
     query: str,
     entry: int,
     mode: str,
+    kept: Kept | None = None,
 ) -> RenderedSample | None:
     """Close's search preview: the ``entry``-th lead (its first contact) or contact with an email
     address among the search's results; None past the end (Close answers an empty object)."""
     org = principal.organization_id
     template, compiled_template = await _compiled_template(session, settings, org, template_id)
-    return await render_for_entry(session, principal, compiled_template, query, entry, mode, template.name)
+    return await render_for_entry(session, principal, compiled_template, query, entry, mode, template.name, kept)
 
 
 async def render_for_entry(
@@ -157,12 +159,18 @@ async def render_for_entry(
     entry: int,
     mode: str,
     template_name: str = "",
+    kept: Kept | None = None,
 ) -> RenderedSample | None:
     """A compiled template (saved, or a draft being edited) rendered for the ``entry``-th lead (its
-    first contact) or contact with an email address among the search's results; None past the end."""
+    first contact) or contact with an email address among the search's results; None past the end.
+    ``kept``: catalogues recent requests read (``query_api.recent``)."""
     org = principal.organization_id
     ctx = await load_search_context(
-        session, organization_id=org, user_id=principal.user_id, timezone=principal.timezone
+        session,
+        organization_id=org,
+        user_id=principal.user_id,
+        timezone=principal.timezone,
+        kept=kept.catalogues if kept is not None else None,
     )
     compiled = compile_search(query, ctx)
     if compiled.limit is not None and entry >= compiled.limit:

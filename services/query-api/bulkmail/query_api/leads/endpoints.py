@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from bulkmail.query_api.deps import AuthDep, RecentCountsDep, SessionDep, SettingsDep
+from bulkmail.query_api.deps import AuthDep, KeptDep, SessionDep, SettingsDep
 from bulkmail.query_api.leads import service
 from bulkmail.query_api.leads.documents import JSONBytes
 from bulkmail.query_api.leads.limits import LeadLimits
@@ -24,11 +24,11 @@ async def list_leads(
     session: SessionDep,
     principal: AuthDep,
     page: PageDep,
-    recent: RecentCountsDep,
+    kept: KeptDep,
     query: Annotated[str | None, Query()] = None,
 ) -> JSONBytes:
     """Every lead, or those the search language finds (a bad query is a 400 with its position)."""
-    found = await service.list_page(session, principal, page, query, recent)
+    found = await service.list_page(session, principal, page, query, kept)
     return JSONBytes(
         {
             "data": found.documents,

@@ -26,9 +26,9 @@ from bulkmail.query_api.leads.schemas import (
 )
 from bulkmail.query_api.ownership import MAX_ID, get_owned
 from bulkmail.query_api.pagination import Page, fetch_page
+from bulkmail.query_api.recent import Kept
 from bulkmail.query_api.search import compile_search, load_search_context
-from bulkmail.query_api.search.paging import search_page
-from bulkmail.query_api.search.recent_counts import KnownSearch, RecentCounts
+from bulkmail.query_api.search.paging import KnownSearch, search_page
 from bulkmail.shared.counters import normalize_email, refresh_lead_counters
 from bulkmail.shared.models import (
     Address,
@@ -53,11 +53,11 @@ class LeadPage:
 
 
 async def list_page(
-    session: AsyncSession, principal: Principal, page: Page, query: str | None, recent: RecentCounts | None = None
+    session: AsyncSession, principal: Principal, page: Page, query: str | None, kept: Kept | None = None
 ) -> LeadPage:
     """A page of the organisation's leads, or of those ``query`` finds (QueryError when refused).
 
-    ``recent``: totals of recent searches (``search.recent_counts``), read and kept.
+    ``kept``: what recent requests read (``query_api.recent``): catalogues, searches' totals.
     """
     org = principal.organization_id
     if query is None or not query.strip():
@@ -67,16 +67,20 @@ async def list_page(
         documents = await load_lead_documents(session, org, ids)
         return LeadPage(documents, has_more, await repository.count_leads(session, org))
     ctx = await load_search_context(
-        session, organization_id=org, user_id=principal.user_id, timezone=principal.timezone
+        session,
+        organization_id=org,
+        user_id=principal.user_id,
+        timezone=principal.timezone,
+        kept=kept.catalogues if kept is not None else None,
     )
     compiled = compile_search(query, ctx)
     # The total is exact when quick; past a budget, the planner's estimate, flagged (the search
     # box shows "~").
-    key = (org, principal.user_id, principal.timezone, query)
-    known = recent.get(key) if recent is not None else None
+    key = (principal.user_id, principal.timezone, query)
+    known = kept.counts.get(org, key) if kept is not None else None
     found = await search_page(session, compiled, page.skip, page.limit, known)
-    if recent is not None and known is None:
-        recent.put(key, KnownSearch(found.total, found.matches_first))
+    if kept is not None and known is None:
+        kept.counts.put(org, key, KnownSearch(found.total, found.matches_first))
     documents = await load_lead_documents(session, org, found.ids)
     return LeadPage(documents, found.has_more, found.total.value, found.total.approximate)
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Executable, Text, bindparam, cast, literal, null, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bulkmail.query_api.recent import Recent
 from bulkmail.shared.models import CustomField, CustomFieldType, EmailTemplate, LeadStatus, SavedSearch, User
 
 
@@ -84,25 +85,17 @@ def _catalogue() -> Executable:
     )
 
 
-async def load_search_context(
-    session: AsyncSession,
-    *,
-    organization_id: int,
-    user_id: int | None,
-    now: datetime | None = None,
-    timezone: str | None = None,
-) -> SearchContext:
-    """The context for a request: the user's time zone, the org's custom fields and Smart Views.
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    """An organisation's custom fields, Smart Views, statuses and templates, read for compiling."""
 
-    ``timezone``: the user's, when the caller knows it already (the API's principal carries it).
-    """
-    if timezone is None:
-        timezone = "UTC"
-        if user_id is not None:
-            found = await session.scalar(
-                select(User.timezone).where(User.id == user_id, User.organization_id == organization_id)
-            )
-            timezone = found or "UTC"
+    custom_fields: Mapping[str, CustomFieldRef]
+    saved_searches: SavedSearchResolver
+    statuses: Mapping[str, int]
+    templates: Mapping[str, int]
+
+
+async def load_catalogue(session: AsyncSession, organization_id: int) -> Catalogue:
     custom_fields: dict[str, CustomFieldRef] = {}
     saved: dict[str, str] = {}
     statuses: dict[str, int] = {}
@@ -117,6 +110,35 @@ async def load_search_context(
             statuses[" ".join(name.replace("_", " ").lower().split())] = id_
         else:
             templates[" ".join(name.lower().split())] = id_
+    return Catalogue(custom_fields, resolver_from(saved), statuses, templates)
+
+
+async def load_search_context(
+    session: AsyncSession,
+    *,
+    organization_id: int,
+    user_id: int | None,
+    now: datetime | None = None,
+    timezone: str | None = None,
+    kept: Recent[None, Catalogue] | None = None,
+) -> SearchContext:
+    """The context for a request: the user's time zone, the org's custom fields and Smart Views.
+
+    ``timezone``: the user's, when the caller knows it already (the API's principal carries it).
+    ``kept``: catalogues recent requests read (``query_api.recent``), read and kept.
+    """
+    if timezone is None:
+        timezone = "UTC"
+        if user_id is not None:
+            found = await session.scalar(
+                select(User.timezone).where(User.id == user_id, User.organization_id == organization_id)
+            )
+            timezone = found or "UTC"
+    catalogue = kept.get(organization_id, None) if kept is not None else None
+    if catalogue is None:
+        catalogue = await load_catalogue(session, organization_id)
+        if kept is not None:
+            kept.put(organization_id, None, catalogue)
     bind = session.get_bind()
     return SearchContext(
         organization_id=organization_id,
@@ -124,8 +146,8 @@ async def load_search_context(
         timezone=timezone,
         now=now or datetime.now(UTC),
         dialect=bind.dialect.name,
-        custom_fields=custom_fields,
-        saved_searches=resolver_from(saved),
-        statuses=statuses,
-        templates=templates,
+        custom_fields=catalogue.custom_fields,
+        saved_searches=catalogue.saved_searches,
+        statuses=catalogue.statuses,
+        templates=catalogue.templates,
     )

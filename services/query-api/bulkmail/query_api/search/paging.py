@@ -30,7 +30,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.search.compiler import CompiledSearch
 from bulkmail.query_api.search.counting import MatchCount, count_from_page, count_matches, estimate_matches
-from bulkmail.query_api.search.recent_counts import KnownSearch
 
 # At most this many estimated matches: collect them, then order (sorting 20,000 ids is ~10 ms).
 MATCHES_FIRST_MAX_ESTIMATE = 20_000
@@ -104,11 +103,19 @@ async def page_ids(session: AsyncSession, compiled: CompiledSearch, skip: int, l
 
 
 @dataclass(frozen=True, slots=True)
+class KnownSearch:
+    """What an earlier page of the same search found out (kept a few seconds, ``query_api.recent``)."""
+
+    total: MatchCount
+    matches_first: bool  # its pages are read from the matches
+
+
+@dataclass(frozen=True, slots=True)
 class SearchPage:
     ids: list[int]  # at most the page's limit
     has_more: bool
     total: MatchCount
-    matches_first: bool  # how the page was read (kept with the total, ``recent_counts``)
+    matches_first: bool  # how the page was read
 
 
 async def search_page(
@@ -119,7 +126,7 @@ async def search_page(
     A page that comes back short already tells the total (most searches a salesperson types
     match a handful of leads): no count. Otherwise ``count_matches`` counts, and
     restores the parallel setting the serial page changed in its own first statement.
-    ``known``: what an earlier page of the same search found (``recent_counts``); its total is
+    ``known``: what an earlier page of the same search found (``query_api.recent``); its total is
     the answer and its way of reading pages is kept, so the page is its only statement but one.
     """
     postgres = session.get_bind().dialect.name == "postgresql"
