@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Sequence
 
@@ -124,8 +123,6 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     if args.burst:
         event_loop.run(worker.run_burst())
         return 0
-    if settings.worker_nice:
-        os.nice(settings.worker_nice)  # behind the API for the CPU (settings.worker_nice)
     start_metrics_server(settings.metrics_port)
     event_loop.run(worker.run())
     return 0

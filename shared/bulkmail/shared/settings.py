@@ -79,10 +79,6 @@ class Settings(BaseSettings):
     # common relays' 10 MB. A bigger one fails with the reason instead of going out.
     max_message_bytes: int = Field(default=10_000_000, ge=1_000)
     metrics_port: int = 9100
-    # The dispatcher's and mailers' CPU priority (nice, 0-19): sending is throughput work, a
-    # person waiting on the API is latency work, so on a shared machine the API goes first
-    # (docs/operations.md, "Scale"). 0 keeps the priority the process was started with.
-    worker_nice: int = Field(default=10, ge=0, le=19)
     # Input bounds (docs/operations.md, "Limits"): each refusal names the limit it hit.
     # HTTP: request bodies (413 above), the lead import's body, and JSON nesting (400 deeper).
     max_request_bytes: int = 4_000_000
