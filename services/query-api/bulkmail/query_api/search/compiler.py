@@ -75,36 +75,40 @@ class CompiledSearch:
     where_all: Cond | None = None
     # The filter checks related rows (contacts, emails...) of each lead: see ``page_of_matches``.
     reads_related: bool = False
-    # The filter or the order reads a counter of lead_activity: every statement joins it.
-    reads_activity: bool = False
+    # The filter reads a counter of lead_activity (every statement joins it), or the order does
+    # (the ordered statements join it; a count does not need it).
+    filter_reads_activity: bool = False
+    order_reads_activity: bool = False
 
     @property
     def _all(self) -> Cond:
         return self.where if self.where_all is None else self.where_all
 
-    def _leads(self, *columns: Any) -> Select[Any]:
-        """SELECT ``columns`` (the lead id by default) from leads, joined to their activity row if read."""
+    def _leads(self, *columns: Any, ordered: bool) -> Select[Any]:
+        """SELECT ``columns`` (the lead id by default) from leads, joined to their activity row if
+        the filter reads it, or the query's order does and the statement is ``ordered`` by it."""
         stmt = select(*(columns or (Lead.id,)))
-        return stmt.select_from(LEADS_WITH_ACTIVITY) if self.reads_activity else stmt.select_from(Lead)
+        joined = self.filter_reads_activity or (ordered and self.order_reads_activity)
+        return stmt.select_from(LEADS_WITH_ACTIVITY if joined else Lead)
 
     def ids(self) -> Select[Any]:
         """Matching lead ids in the query's order, capped by `limit:`."""
-        stmt = self._leads().where(self.where).order_by(*self.order_by)
+        stmt = self._leads(ordered=True).where(self.where).order_by(*self.order_by)
         return stmt.limit(self.limit) if self.limit is not None else stmt
 
     def ids_where(self, *extra: Cond) -> Select[Any]:
         """Matching lead ids that also meet ``extra``, in the query's order, not capped."""
-        return self._leads().where(self.where, *extra).order_by(*self.order_by)
+        return self._leads(ordered=True).where(self.where, *extra).order_by(*self.order_by)
 
     def filtered(self) -> Select[Any]:
         """Every matching lead id, unordered and uncapped (what the planner estimates)."""
-        return self._leads().where(self.where)
+        return self._leads(ordered=False).where(self.where)
 
     def page(self, skip: int, limit: int) -> Select[Any]:
         """One page of ids (ask for limit + 1 to learn has_more), never past `limit:`."""
         if self.limit is not None:
             limit = max(0, min(limit, self.limit - skip))
-        return self._leads().where(self.where).order_by(*self.order_by).offset(skip).limit(limit)
+        return self._leads(ordered=True).where(self.where).order_by(*self.order_by).offset(skip).limit(limit)
 
     def page_of_matches(self, skip: int, limit: int) -> Select[Any]:
         """The same page, read by collecting every match first and ordering those (few) leads.
@@ -116,15 +120,15 @@ class CompiledSearch:
         if self.limit is not None:
             limit = max(0, min(limit, self.limit - skip))
         # OFFSET 0: the matches are a sub-select of their own, found first, not a check per lead.
-        matches = self._leads().where(self._all).offset(0).subquery()
-        ordered = self._leads().where(Lead.id.in_(select(matches.c.id))).order_by(*self.order_by)
+        matches = self._leads(ordered=False).where(self._all).offset(0).subquery()
+        ordered = self._leads(ordered=True).where(Lead.id.in_(select(matches.c.id))).order_by(*self.order_by)
         return ordered.offset(skip).limit(limit)
 
     def count(self) -> Select[Any]:
         """The number of matching leads (no ORDER BY: the order does not change a count)."""
         if self.limit is None:
-            return self._leads(func.count()).where(self._all)
-        capped = self._leads().where(self._all).limit(self.limit).subquery()
+            return self._leads(func.count(), ordered=False).where(self._all)
+        capped = self._leads(ordered=False).where(self._all).limit(self.limit).subquery()
         return select(func.count()).select_from(capped)
 
     def _snapshot_plan(self, max_leads: int | None) -> tuple[tuple[Column, ...], int | None]:
@@ -137,13 +141,13 @@ class CompiledSearch:
     def snapshot_ids(self, max_leads: int | None = None) -> Select[Any]:
         """The lead ids a snapshot would take now, in its order (what the pre-send audit checks)."""
         order, cap = self._snapshot_plan(max_leads)
-        stmt = self._leads().where(self._all).order_by(*order)
+        stmt = self._leads(ordered=self.sorted).where(self._all).order_by(*order)
         return stmt.limit(cap) if cap is not None else stmt
 
     def snapshot_insert(self, bulk_email_id: int, max_leads: int | None = None) -> Insert:
         """`INSERT INTO bulk_email_leads SELECT ...`: the snapshot as one statement."""
         order, cap = self._snapshot_plan(max_leads)
-        rows = self._leads(literal(bulk_email_id), Lead.id).where(self._all).order_by(*order)
+        rows = self._leads(literal(bulk_email_id), Lead.id, ordered=self.sorted).where(self._all).order_by(*order)
         if cap is not None:
             rows = rows.limit(cap)
         return insert(BulkEmailLead).from_select(["bulk_email_id", "lead_id"], rows)
@@ -159,11 +163,10 @@ def compile_search(query: ast.Query | str, ctx: SearchContext) -> CompiledSearch
         # Once more, with the negated relations as ordered sets, for the count and the snapshot.
         where_all = _where(replace(env, terms=0, anti_join_sets=True), parsed)
     order = _order_by(env, parsed.sort)
-    reads_activity = any(
-        getattr(element, "table", None) is _ACTIVITY
-        for clause in (where, *order)
-        for element in visitors.iterate(clause)
-    )
+
+    def reads_activity(*clauses: Any) -> bool:
+        return any(getattr(e, "table", None) is _ACTIVITY for c in clauses for e in visitors.iterate(c))
+
     return CompiledSearch(
         where,
         order,
@@ -171,7 +174,8 @@ def compile_search(query: ast.Query | str, ctx: SearchContext) -> CompiledSearch
         sorted=bool(parsed.sort),
         where_all=where_all,
         reads_related=env.reads_related,
-        reads_activity=reads_activity,
+        filter_reads_activity=reads_activity(where),
+        order_reads_activity=reads_activity(*order),
     )
 
 
