@@ -361,7 +361,10 @@ async def _send_path(database: Database, runs: int) -> list[str]:
         indexes = list(
             (
                 await conn.execute(
-                    text("SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = :t::regclass ORDER BY 1"),
+                    text(
+                        "SELECT indexrelid::regclass::text FROM pg_index"
+                        " WHERE indrelid = CAST(:t AS regclass) ORDER BY 1"
+                    ),
                     {"t": "lead_activity"},
                 )
             ).scalars()
