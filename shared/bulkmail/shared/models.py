@@ -270,6 +270,10 @@ class LeadActivity(Base):
     (migration 0004); here an update re-inserts a row of a few dozen bytes into two indexes,
     and ``sort:activities`` walks ``ix_lead_activity_search_activities`` in its order instead
     of sorting every match (migration 0018, docs/search.md).
+
+    Every lead has exactly one: the ORM adds it with the lead, the bulk loader writes it. Raw SQL
+    that inserts leads must insert it too: a lead without one drops out of every search that
+    reads these counters, and its sends go uncounted.
     """
 
     __tablename__ = "lead_activity"
