@@ -107,14 +107,31 @@ def rss_mb(pid: int) -> float:
 
 async def row_writes(database: Database) -> dict[str, float]:
     """The recipients table's writes in this run's database (each service flushes its counts as it
-    exits): rows inserted, updated, and updated HOT (without touching an index)."""
+    exits): rows inserted, updated, and updated HOT (without touching an index); and the updates
+    of the lead counters."""
     async with database.session() as session:
         inserted, updated, hot = (
             await session.execute(
                 text("SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'recipients'")
             )
         ).one()
-    return {"inserted": float(inserted), "updated": float(updated), "hot": float(hot)}
+        # The lead counters of each email sent: on lead_activity since migration 0018, none on leads.
+        counters = dict(
+            (
+                await session.execute(
+                    text(
+                        "SELECT relname, n_tup_upd FROM pg_stat_user_tables WHERE relname IN ('leads', 'lead_activity')"
+                    )
+                )
+            ).all()
+        )
+    return {
+        "inserted": float(inserted),
+        "updated": float(updated),
+        "hot": float(hot),
+        "leads_updated": float(counters.get("leads", 0)),
+        "activity_updated": float(counters.get("lead_activity", 0)),
+    }
 
 
 class LoadDuringSend(Protocol):
@@ -320,6 +337,9 @@ async def main() -> None:
         f"recipients rows: {result['inserted']:,.0f} inserted, {result['updated']:,.0f} updates "
         f"({result['updated'] / max(result['sent'], 1):.2f} per message sent), {result['hot']:,.0f} HOT "
         f"({result['hot'] / max(result['updated'], 1):.0%})"
+    )
+    print(
+        f"lead counter updates: lead_activity {result['activity_updated']:,.0f}, leads {result['leads_updated']:,.0f}"
     )
     print(f"ratio to baseline: {rate / base:.0%}")
     print(f"mailer peak RSS: {result['peak_rss_mb']:.0f} MB")

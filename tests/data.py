@@ -26,6 +26,14 @@ async def add_audience(database: Database, n: int, domain: str = "crash.example"
             ),
             params,
         )
+        # Every lead has its counters' row (models.LeadActivity): the ORM and the bulk loader add it.
+        await session.execute(
+            text(
+                "INSERT INTO lead_activity (lead_id, organization_id)"
+                " SELECT id, organization_id FROM leads WHERE organization_id = :org"
+            ),
+            {"org": org.organization_id},
+        )
         await session.execute(
             text(
                 "INSERT INTO contacts (organization_id, lead_id, position, name, title)"
@@ -44,7 +52,7 @@ async def add_audience(database: Database, n: int, domain: str = "crash.example"
         )
     async with database.engine.connect() as conn:
         # Fresh statistics, as after any bulk load: the planner must know these tables grew.
-        for table in ("leads", "contacts", "contact_emails"):
+        for table in ("leads", "lead_activity", "contacts", "contact_emails"):
             await conn.execute(text(f"ANALYZE {table}"))
         await conn.commit()
     return org.organization_id, org.api_key

@@ -20,6 +20,7 @@ from bulkmail.shared.models import (
     CustomField,
     CustomFieldType,
     Lead,
+    LeadActivity,
     LeadCustomValue,
     Organization,
 )
@@ -73,7 +74,13 @@ async def test_leads_land_with_their_children_and_counters_across_batches(databa
             2,
             1,
         )
-        assert lead.last_called_at == lead.last_email_opened_at == lead.last_emailed_at == WHEN
+        activity = await session.get(LeadActivity, ids[3])
+        assert activity is not None and (activity.organization_id, activity.num_emails, activity.num_calls) == (
+            org,
+            1,
+            1,
+        )
+        assert lead.last_called_at == lead.last_email_opened_at == activity.last_emailed_at == WHEN
         assert "jane 3" in lead.search_text and "berlin" in lead.search_text
         emails = (
             await session.execute(

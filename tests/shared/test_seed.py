@@ -13,6 +13,7 @@ from bulkmail.shared.models import (
     EmailActivity,
     EmailTemplate,
     Lead,
+    LeadActivity,
     LeadCustomValue,
     LeadStatus,
     User,
@@ -27,11 +28,11 @@ DERIVED = [
     Lead.num_addresses,
     Lead.num_email_addresses,
     Lead.num_phone_numbers,
-    Lead.num_emails,
-    Lead.num_calls,
+    LeadActivity.num_emails,
+    LeadActivity.num_calls,
     Lead.num_opportunities,
     Lead.num_tasks,
-    Lead.last_emailed_at,
+    LeadActivity.last_emailed_at,
     Lead.last_called_at,
     Lead.last_email_opened_at,
 ]
@@ -39,7 +40,12 @@ DERIVED = [
 
 async def _derived(database: Database, org_id: int) -> list[tuple[Any, ...]]:
     async with database.session() as session:
-        rows = await session.execute(select(Lead.id, *DERIVED).where(Lead.organization_id == org_id).order_by(Lead.id))
+        rows = await session.execute(
+            select(Lead.id, *DERIVED)
+            .join(LeadActivity, LeadActivity.lead_id == Lead.id)
+            .where(Lead.organization_id == org_id)
+            .order_by(Lead.id)
+        )
         return [tuple(row) for row in rows]
 
 

@@ -36,6 +36,7 @@ from bulkmail.shared.models import (
     ContactPhone,
     EmailActivity,
     Lead,
+    LeadActivity,
     LeadCustomValue,
     Opportunity,
     Task,
@@ -155,8 +156,8 @@ def _names(spec: str) -> tuple[str, ...]:
 COLUMNS: dict[Table, tuple[str, ...]] = {
     _table(Lead): _names("""id organization_id name description url status_id created_at updated_at created_by_id
         updated_by_id search_text num_contacts num_addresses num_email_addresses num_phone_numbers
-        num_emails num_calls num_opportunities num_tasks last_emailed_at last_called_at
-        last_email_opened_at primary_email has_sendable_email"""),
+        num_opportunities num_tasks last_called_at last_email_opened_at primary_email has_sendable_email"""),
+    _table(LeadActivity): _names("lead_id organization_id num_emails num_calls last_emailed_at"),
     _table(Contact): _names("id organization_id lead_id position name title"),
     _table(ContactEmail): _names("""id organization_id contact_id lead_id position email email_normalized type
         is_unsubscribed"""),
@@ -326,11 +327,12 @@ class LeadLoader:
         rows[_table(Lead)].append(
             (lead_id, org, lead.name, lead.description, lead.url, lead.status_id, lead.created_at,
              lead.created_at, lead.user_id, lead.user_id, build_search_text(text_parts),
-             len(lead.contacts), len(lead.addresses), n_emails, n_phones, len(lead.emails),
-             len(lead.calls), len(lead.opportunities), len(lead.tasks), last_emailed_at,
-             last_called_at, last_opened_at, normalize_email(primary.email) if primary else None,
+             len(lead.contacts), len(lead.addresses), n_emails, n_phones, len(lead.opportunities),
+             len(lead.tasks), last_called_at, last_opened_at,
+             normalize_email(primary.email) if primary else None,
              primary is not None and not primary.is_unsubscribed)
         )  # fmt: skip
+        rows[_table(LeadActivity)].append((lead_id, org, len(lead.emails), len(lead.calls), last_emailed_at))
         return lead_id
 
     async def flush(self) -> None:

@@ -1,10 +1,11 @@
 """The lead's derived columns: counters and search text, kept current by the write path.
 
 Every write that changes a lead's contacts, addresses or activities calls
-``refresh_lead_counters`` for the leads it touched (one UPDATE for all of them); bulk loaders
+``refresh_lead_counters`` for the leads it touched (one UPDATE per table for all of them); bulk loaders
 compute the same values while generating rows. That includes the lead's primary email (the
 address a send to the lead goes to) and whether it may be mailed. The search language then reads columns on
-``leads`` instead of aggregating related tables per query.
+``leads`` (and on ``lead_activity``, the counters a send changes) instead of aggregating related
+tables per query.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bulkmail.shared.models import (
     ContactPhone,
     EmailActivity,
     Lead,
+    LeadActivity,
     LeadCustomValue,
     Opportunity,
     Task,
@@ -105,19 +107,26 @@ async def refresh_lead_counters(session: AsyncSession, lead_ids: Sequence[int]) 
             num_addresses=count(Address.lead_id),
             num_email_addresses=count(ContactEmail.lead_id),
             num_phone_numbers=count(ContactPhone.lead_id),
-            num_emails=count(EmailActivity.lead_id),
-            num_calls=count(Call.lead_id),
             num_opportunities=count(Opportunity.lead_id),
             num_tasks=count(Task.lead_id),
-            last_emailed_at=select(func.max(EmailActivity.date_sent))
-            .where(EmailActivity.lead_id == Lead.id, EmailActivity.direction == "outgoing")
-            .scalar_subquery(),
             last_email_opened_at=select(func.max(EmailActivity.date_opened))
             .where(EmailActivity.lead_id == Lead.id)
             .scalar_subquery(),
             last_called_at=select(func.max(Call.date)).where(Call.lead_id == Lead.id).scalar_subquery(),
             primary_email=first_email(ContactEmail.email_normalized),
             has_sendable_email=func.coalesce(first_email(not_(ContactEmail.is_unsubscribed)), false()),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(LeadActivity)
+        .where(LeadActivity.lead_id.in_(ids))
+        .values(
+            num_emails=select(func.count()).where(EmailActivity.lead_id == LeadActivity.lead_id).scalar_subquery(),
+            num_calls=select(func.count()).where(Call.lead_id == LeadActivity.lead_id).scalar_subquery(),
+            last_emailed_at=select(func.max(EmailActivity.date_sent))
+            .where(EmailActivity.lead_id == LeadActivity.lead_id, EmailActivity.direction == "outgoing")
+            .scalar_subquery(),
         )
         .execution_options(synchronize_session=False)
     )

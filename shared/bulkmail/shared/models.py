@@ -2,8 +2,9 @@
 
 Every row carries its organisation (``organization_id``): tenants are walled off by always
 filtering on it, and composite indexes lead with it. Counters that the search language needs
-(``num_calls``, ``last_emailed_at``...) live on the lead and are kept current by the write path
-(see ``bulkmail.shared.counters``), so a search never aggregates activity tables.
+(``num_contacts``, ``last_called_at``...) live on the lead, those a send changes on its narrow
+``LeadActivity`` row; the write path keeps them current (see ``bulkmail.shared.counters``), so
+a search never aggregates activity tables.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
     func,
 )
 from sqlalchemy import (
     text as sql_text,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 # Stable constraint names, so Alembic migrations are reproducible on PostgreSQL and SQLite.
 NAMING_CONVENTION = {
@@ -226,11 +228,8 @@ class Lead(Base):
     num_addresses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     num_email_addresses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     num_phone_numbers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    num_emails: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    num_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     num_opportunities: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     num_tasks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    last_emailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_called_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_email_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The address a send with contact preference "lead" goes to (the first email of the first
@@ -248,6 +247,10 @@ class Lead(Base):
     custom_values: Mapped[list[LeadCustomValue]] = relationship(
         lazy="raise", cascade="all, delete-orphan", passive_deletes=True
     )
+    # Every lead has one (a new lead gets it with its first flush: ``_lead_activity_rows``).
+    activity: Mapped[LeadActivity] = relationship(
+        back_populates="lead", lazy="raise", cascade="all, delete-orphan", passive_deletes=True
+    )
 
     __table_args__ = (
         Index("ix_leads_organization_id_status_id", "organization_id", "status_id"),
@@ -257,6 +260,38 @@ class Lead(Base):
     @property
     def display_name(self) -> str:
         return self.name or (self.contacts[0].name if self.contacts else "") or f"Lead {self.id}"
+
+
+class LeadActivity(Base):
+    """The lead's counters that a send changes, in a narrow table of their own (one row per lead).
+
+    Every sent email bumps ``num_emails`` and ``last_emailed_at``. On ``leads`` no index could
+    name them without making each of those updates re-insert the lead into all of its indexes
+    (migration 0004); here an update re-inserts a row of a few dozen bytes into two indexes,
+    and ``sort:activities`` walks ``ix_lead_activity_search_activities`` in its order instead
+    of sorting every match (migration 0018, docs/search.md).
+
+    Every lead has exactly one: the ORM adds it with the lead, the bulk loader writes it. Raw SQL
+    that inserts leads must insert it too: a lead without one drops out of every search that
+    reads these counters, and its sends go uncounted.
+    """
+
+    __tablename__ = "lead_activity"
+    lead_id: Mapped[int] = mapped_column(Id, ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True)
+    organization_id: Mapped[int] = _org_fk()
+    num_emails: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    num_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_emailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    lead: Mapped[Lead] = relationship(back_populates="activity", lazy="raise")
+
+
+@event.listens_for(Session, "before_flush")
+def _lead_activity_rows(session: Session, _context: Any, _instances: Any) -> None:
+    """A new lead's ``LeadActivity`` row, written in the same flush (the bulk loader writes its own)."""
+    for obj in session.new:
+        if isinstance(obj, Lead) and obj.__dict__.get("activity") is None:
+            obj.activity = LeadActivity(organization_id=obj.organization_id, num_emails=0, num_calls=0)
 
 
 class LeadCustomValue(Base):

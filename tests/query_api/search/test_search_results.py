@@ -196,6 +196,10 @@ async def test_count_and_snapshot_read_the_same_leads_as_a_page(database, datase
 
 SORTS = [
     ("sort:-calls,created", "stark bruce globex hooli umbrella acme initech"),
+    # emails + calls, from lead_activity: stark 3, globex 2, acme and bruce 1, the rest 0.
+    ("sort:-activities,created", "stark globex bruce acme hooli umbrella initech"),
+    ("sort:activities,-created", "initech umbrella hooli acme bruce globex stark"),
+    ("activities >= 1 sort:activities,-created", "acme bruce globex stark"),
     ("sort:display_name", "acme bruce globex hooli initech stark umbrella"),
     ("sort:-last_called", "bruce globex stark acme initech umbrella hooli"),
     ("sort:created limit:2", "hooli stark"),

@@ -7,9 +7,9 @@ died: it becomes ``unknown`` (reported, never resent blindly).
 
 Recording outcomes is the mailer's hottest database work (once per few dozen messages, on every
 mailer). On PostgreSQL it is a single statement: the outcomes travel as a handful of arrays, and
-data-modifying CTEs update the ledger, add the activities and bump the lead counters in one
-round trip. Elsewhere (SQLite, the embedded default) the same effect takes a statement per row
-and two executemany.
+data-modifying CTEs update the ledger, add the activities and bump the lead's counters (on its
+narrow ``lead_activity`` row, not on ``leads``) in one round trip. Elsewhere (SQLite, the
+embedded default) the same effect takes a statement per row and two executemany.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from bulkmail.shared.models import (
     Contact,
     ContactEmail,
     EmailActivity,
-    Lead,
+    LeadActivity,
     Recipient,
     RecipientState,
     SentCopyState,
@@ -238,10 +238,10 @@ activities AS (
     FROM recorded JOIN v ON v.id = recorded.id WHERE recorded.state = 'sent'
 ),
 counted AS (
-    UPDATE leads AS l
-    SET num_emails = l.num_emails + c.n, last_emailed_at = CAST(:now AS timestamptz)
+    UPDATE lead_activity AS a
+    SET num_emails = a.num_emails + c.n, last_emailed_at = CAST(:now AS timestamptz)
     FROM (SELECT lead_id, count(*) AS n FROM recorded WHERE state = 'sent' GROUP BY lead_id) AS c
-    WHERE l.id = c.lead_id
+    WHERE a.lead_id = c.lead_id
 )
 SELECT count(*) FROM recorded
 """
@@ -349,11 +349,11 @@ async def _write_generic(session: AsyncSession, rows: list[OutcomeRow], source: 
         for r in sent
     ]
     await session.execute(table_of(EmailActivity).insert(), activities)
-    leads = table_of(Lead)
+    activity = table_of(LeadActivity)
     await session.execute(
-        update(leads)
-        .where(leads.c.id == bindparam("lid"))
-        .values(num_emails=leads.c.num_emails + bindparam("n"), last_emailed_at=bindparam("now")),
+        update(activity)
+        .where(activity.c.lead_id == bindparam("lid"))
+        .values(num_emails=activity.c.num_emails + bindparam("n"), last_emailed_at=bindparam("now")),
         [{"lid": lead_id, "n": n, "now": now} for lead_id, n in Counter(r.lead_id for r in sent).items()],
     )
 

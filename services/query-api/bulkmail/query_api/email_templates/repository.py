@@ -27,4 +27,4 @@ async def bulk_emails_using(session: AsyncSession, template_id: int, *, limit: i
 def leads_with_email(compiled: CompiledSearch) -> Select[Any]:
     """A search's leads that have an email address, in the search's order (as Close's render
     preview counts its entries: leads without one are skipped)."""
-    return select(Lead.id).where(compiled.where, Lead.num_email_addresses > 0).order_by(*compiled.order_by)
+    return compiled.ids_where(Lead.num_email_addresses > 0)

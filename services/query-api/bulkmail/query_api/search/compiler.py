@@ -26,6 +26,7 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.sql import visitors
 
 from bulkmail.query_api.search import ast
 from bulkmail.query_api.search.context import CustomFieldRef, SearchContext
@@ -47,9 +48,16 @@ from bulkmail.query_api.search.fields import (
 from bulkmail.query_api.search.parser import parse_query
 from bulkmail.query_api.search.scopes import LEAD_STAR, LINKS, SCOPES, UNMODELLED_OBJECTS
 from bulkmail.query_api.search.values import zone
-from bulkmail.shared.models import BulkEmailLead, CustomField, CustomFieldType, Lead, LeadCustomValue
+from bulkmail.shared.models import BulkEmailLead, CustomField, CustomFieldType, Lead, LeadActivity, LeadCustomValue
 
 CUSTOM_PREFIX = "custom."
+# The counters a send changes live on lead_activity, one row per lead (models.LeadActivity); a
+# search that reads one joins it. Joined on the organisation too, so PostgreSQL carries the
+# tenant condition over and can walk ix_lead_activity_search_activities (sort:activities).
+_ACTIVITY = LeadActivity.__table__
+LEADS_WITH_ACTIVITY = Lead.__table__.join(
+    _ACTIVITY, and_(LeadActivity.lead_id == Lead.id, LeadActivity.organization_id == Lead.organization_id)
+)
 # Terms that may compile to one EXISTS on related rows (`title:ceo`, `contact(...)`).
 RELATION_NODES = (ast.Clause, ast.InList, ast.Nested)
 
@@ -67,25 +75,40 @@ class CompiledSearch:
     where_all: Cond | None = None
     # The filter checks related rows (contacts, emails...) of each lead: see ``page_of_matches``.
     reads_related: bool = False
+    # The filter reads a counter of lead_activity (every statement joins it), or the order does
+    # (the ordered statements join it; a count does not need it).
+    filter_reads_activity: bool = False
+    order_reads_activity: bool = False
 
     @property
     def _all(self) -> Cond:
         return self.where if self.where_all is None else self.where_all
 
+    def _leads(self, *columns: Any, ordered: bool) -> Select[Any]:
+        """SELECT ``columns`` (the lead id by default) from leads, joined to their activity row if
+        the filter reads it, or the query's order does and the statement is ``ordered`` by it."""
+        stmt = select(*(columns or (Lead.id,)))
+        joined = self.filter_reads_activity or (ordered and self.order_reads_activity)
+        return stmt.select_from(LEADS_WITH_ACTIVITY if joined else Lead)
+
     def ids(self) -> Select[Any]:
         """Matching lead ids in the query's order, capped by `limit:`."""
-        stmt = select(Lead.id).where(self.where).order_by(*self.order_by)
+        stmt = self._leads(ordered=True).where(self.where).order_by(*self.order_by)
         return stmt.limit(self.limit) if self.limit is not None else stmt
+
+    def ids_where(self, *extra: Cond) -> Select[Any]:
+        """Matching lead ids that also meet ``extra``, in the query's order, not capped."""
+        return self._leads(ordered=True).where(self.where, *extra).order_by(*self.order_by)
 
     def filtered(self) -> Select[Any]:
         """Every matching lead id, unordered and uncapped (what the planner estimates)."""
-        return select(Lead.id).where(self.where)
+        return self._leads(ordered=False).where(self.where)
 
     def page(self, skip: int, limit: int) -> Select[Any]:
         """One page of ids (ask for limit + 1 to learn has_more), never past `limit:`."""
         if self.limit is not None:
             limit = max(0, min(limit, self.limit - skip))
-        return select(Lead.id).where(self.where).order_by(*self.order_by).offset(skip).limit(limit)
+        return self._leads(ordered=True).where(self.where).order_by(*self.order_by).offset(skip).limit(limit)
 
     def page_of_matches(self, skip: int, limit: int) -> Select[Any]:
         """The same page, read by collecting every match first and ordering those (few) leads.
@@ -97,15 +120,15 @@ class CompiledSearch:
         if self.limit is not None:
             limit = max(0, min(limit, self.limit - skip))
         # OFFSET 0: the matches are a sub-select of their own, found first, not a check per lead.
-        matches = select(Lead.id).where(self._all).offset(0).subquery()
-        ordered = select(Lead.id).where(Lead.id.in_(select(matches.c.id))).order_by(*self.order_by)
+        matches = self._leads(ordered=False).where(self._all).offset(0).subquery()
+        ordered = self._leads(ordered=True).where(Lead.id.in_(select(matches.c.id))).order_by(*self.order_by)
         return ordered.offset(skip).limit(limit)
 
     def count(self) -> Select[Any]:
         """The number of matching leads (no ORDER BY: the order does not change a count)."""
         if self.limit is None:
-            return select(func.count()).select_from(Lead).where(self._all)
-        capped = select(Lead.id).where(self._all).limit(self.limit).subquery()
+            return self._leads(func.count(), ordered=False).where(self._all)
+        capped = self._leads(ordered=False).where(self._all).limit(self.limit).subquery()
         return select(func.count()).select_from(capped)
 
     def _snapshot_plan(self, max_leads: int | None) -> tuple[tuple[Column, ...], int | None]:
@@ -118,13 +141,13 @@ class CompiledSearch:
     def snapshot_ids(self, max_leads: int | None = None) -> Select[Any]:
         """The lead ids a snapshot would take now, in its order (what the pre-send audit checks)."""
         order, cap = self._snapshot_plan(max_leads)
-        stmt = select(Lead.id).where(self._all).order_by(*order)
+        stmt = self._leads(ordered=self.sorted).where(self._all).order_by(*order)
         return stmt.limit(cap) if cap is not None else stmt
 
     def snapshot_insert(self, bulk_email_id: int, max_leads: int | None = None) -> Insert:
         """`INSERT INTO bulk_email_leads SELECT ...`: the snapshot as one statement."""
         order, cap = self._snapshot_plan(max_leads)
-        rows = select(literal(bulk_email_id), Lead.id).where(self._all).order_by(*order)
+        rows = self._leads(literal(bulk_email_id), Lead.id, ordered=self.sorted).where(self._all).order_by(*order)
         if cap is not None:
             rows = rows.limit(cap)
         return insert(BulkEmailLead).from_select(["bulk_email_id", "lead_id"], rows)
@@ -140,8 +163,19 @@ def compile_search(query: ast.Query | str, ctx: SearchContext) -> CompiledSearch
         # Once more, with the negated relations as ordered sets, for the count and the snapshot.
         where_all = _where(replace(env, terms=0, anti_join_sets=True), parsed)
     order = _order_by(env, parsed.sort)
+
+    def reads_activity(*clauses: Any) -> bool:
+        return any(getattr(e, "table", None) is _ACTIVITY for c in clauses for e in visitors.iterate(c))
+
     return CompiledSearch(
-        where, order, parsed.limit, sorted=bool(parsed.sort), where_all=where_all, reads_related=env.reads_related
+        where,
+        order,
+        parsed.limit,
+        sorted=bool(parsed.sort),
+        where_all=where_all,
+        reads_related=env.reads_related,
+        filter_reads_activity=reads_activity(where),
+        order_reads_activity=reads_activity(*order),
     )
 
 
@@ -412,13 +446,13 @@ SORT_KEYS: dict[str, tuple[Any, bool]] = {
     "addresses": (Lead.num_addresses, False),
     "email_addresses": (Lead.num_email_addresses, False),
     "phone_numbers": (Lead.num_phone_numbers, False),
-    "emails": (Lead.num_emails, False),
-    "calls": (Lead.num_calls, False),
+    "emails": (LeadActivity.num_emails, False),
+    "calls": (LeadActivity.num_calls, False),
     "opportunities": (Lead.num_opportunities, False),
     "tasks": (Lead.num_tasks, False),
-    "activities": (Lead.num_emails + Lead.num_calls, False),
-    "last_email": (Lead.last_emailed_at, True),
-    "last_emailed": (Lead.last_emailed_at, True),
+    "activities": (LeadActivity.num_emails + LeadActivity.num_calls, False),
+    "last_email": (LeadActivity.last_emailed_at, True),
+    "last_emailed": (LeadActivity.last_emailed_at, True),
     "last_call": (Lead.last_called_at, True),
     "last_called": (Lead.last_called_at, True),
     "email_opened": (Lead.last_email_opened_at, True),

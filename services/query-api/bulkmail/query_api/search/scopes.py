@@ -47,6 +47,7 @@ from bulkmail.shared.models import (
     ContactPhone,
     EmailActivity,
     Lead,
+    LeadActivity,
     Opportunity,
     Task,
 )
@@ -249,7 +250,7 @@ _updated = DateField(lambda: Lead.updated_at)
 _status = StatusField(lambda: Lead.status_id)
 _email = RelatedField("email_address", "address", LEAD_EMAIL_ADDRESS)
 _phone = RelatedField("phone_number", "number", LEAD_PHONE)
-_calls = CountField(lambda: Lead.num_calls)
+_calls = CountField(lambda: LeadActivity.num_calls)
 
 
 # A literal, not a parameter, so the partial index ix_email_activities_search_sent applies.
@@ -262,7 +263,7 @@ def _some_email_sent(env: Env, cond: Callable[[Column], Cond]) -> Cond:
     )
 
 
-_last_email = LatestDateField(lambda: Lead.last_emailed_at, _some_email_sent)
+_last_email = LatestDateField(lambda: LeadActivity.last_emailed_at, _some_email_sent)
 _last_call = DateField(lambda: Lead.last_called_at)
 _opp_status = RelatedField("opportunity", "status", LEAD_OPPORTUNITY)
 
@@ -303,12 +304,12 @@ LEAD_FIELDS: dict[str, Field] = _dict(
     addresses=CountField(lambda: Lead.num_addresses),
     email_addresses=CountField(lambda: Lead.num_email_addresses),
     phone_numbers=CountField(lambda: Lead.num_phone_numbers),
-    emails=CountField(lambda: Lead.num_emails),
+    emails=CountField(lambda: LeadActivity.num_emails),
     calls=_calls,
     called=_calls,
     opportunities=CountField(lambda: Lead.num_opportunities),
     tasks=CountField(lambda: Lead.num_tasks),
-    activities=CountField(lambda: Lead.num_emails + Lead.num_calls),
+    activities=CountField(lambda: LeadActivity.num_emails + LeadActivity.num_calls),
     last_email=_last_email,
     last_emailed=_last_email,
     last_call=_last_call,
@@ -331,9 +332,9 @@ LEAD_HAS = {
     "contacts": lambda env: Lead.num_contacts > ZERO,
     "addresses": lambda env: Lead.num_addresses > ZERO,
     "email_addresses": lambda env: Lead.num_email_addresses > ZERO,
-    "emails": lambda env: Lead.num_emails > ZERO,
+    "emails": lambda env: LeadActivity.num_emails > ZERO,
     "phone_numbers": lambda env: Lead.num_phone_numbers > ZERO,
-    "calls": lambda env: Lead.num_calls > ZERO,
+    "calls": lambda env: LeadActivity.num_calls > ZERO,
     "opportunities": lambda env: Lead.num_opportunities > ZERO,
     "tasks": lambda env: Lead.num_tasks > ZERO,
 }

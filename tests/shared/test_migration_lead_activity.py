@@ -1,0 +1,78 @@
+"""Migration 0018_lead_activity on a database with leads: each lead's send-changed counters move to
+its own lead_activity row (indexed on the activities sum), leads loses the columns, and the way
+back puts them back."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import inspect, text
+
+from bulkmail.shared.db import Database
+from bulkmail.shared.migrate import alembic_config, upgrade
+from bulkmail.shared.settings import Settings
+from tests.conftest import FERNET_TEST_KEY, _create_pg_database, _drop_pg_database, _pg_url_for
+
+# Leads as 0017_org_ids had them: the counters on the lead.
+ROWS = """
+INSERT INTO organizations (id, name) VALUES (1, 'One'), (2, 'Two');
+INSERT INTO leads (id, organization_id, name, description, url, search_text, num_emails, num_calls, last_emailed_at)
+VALUES (1, 1, 'Mailed', '', '', '', 3, 1, '2026-11-30 10:00:00+00'),
+       (2, 1, 'Quiet', '', '', '', 0, 0, NULL),
+       (3, 2, 'Called', '', '', '', 0, 2, NULL);
+"""
+ACTIVITY = "SELECT lead_id, organization_id, num_emails, num_calls, last_emailed_at IS NOT NULL FROM lead_activity"
+COUNTERS = {"num_emails", "num_calls", "last_emailed_at"}
+INDEX = "ix_lead_activity_search_activities"
+
+
+def downgrade(settings: Settings, revision: str) -> None:
+    command.downgrade(alembic_config(settings.database_url), revision)
+
+
+@pytest.mark.parametrize("kind", ["postgres", "sqlite"])
+async def test_the_counters_move_to_lead_activity_and_back(kind: str, tmp_path: Path) -> None:
+    name = await _create_pg_database() if kind == "postgres" else ""
+    url = _pg_url_for(name) if name else f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    settings = Settings(database_url=url, secret_key=FERNET_TEST_KEY)
+    database = Database(settings)
+
+    async def columns_of_leads() -> set[str]:
+        async with database.engine.connect() as conn:
+            return set(await conn.run_sync(lambda c: [col["name"] for col in inspect(c).get_columns("leads")]))
+
+    try:
+        await asyncio.to_thread(upgrade, settings, "0017_org_ids")
+        async with database.session() as session:
+            for statement in ROWS.split(";"):
+                if statement.strip():
+                    await session.execute(text(statement))
+        await asyncio.to_thread(upgrade, settings, "0018_lead_activity")
+        async with database.session() as session:
+            rows = (await session.execute(text(ACTIVITY + " ORDER BY lead_id"))).all()
+            catalogue = "pg_indexes WHERE indexname" if kind == "postgres" else "sqlite_master WHERE name"
+            indexes = (await session.execute(text(f"SELECT count(*) FROM {catalogue} = '{INDEX}'"))).scalar_one()
+        assert [tuple(r) for r in rows] == [(1, 1, 3, 1, True), (2, 1, 0, 0, False), (3, 2, 0, 2, False)]
+        assert indexes == 1
+        assert not COUNTERS & await columns_of_leads()
+        # A lead deleted takes its row with it.
+        async with database.session() as session:
+            await session.execute(text("DELETE FROM leads WHERE id = 3"))
+            assert (await session.execute(text("SELECT count(*) FROM lead_activity"))).scalar_one() == 2
+        # Down again: the counters are back on the leads.
+        await asyncio.to_thread(downgrade, settings, "0017_org_ids")
+        assert await columns_of_leads() >= COUNTERS
+        async with database.session() as session:
+            back = (
+                await session.execute(
+                    text("SELECT id, num_emails, num_calls, last_emailed_at IS NOT NULL FROM leads ORDER BY id")
+                )
+            ).all()
+        assert [tuple(r) for r in back] == [(1, 3, 1, True), (2, 0, 0, False)]
+    finally:
+        await database.dispose()
+        if name:
+            await _drop_pg_database(name)
