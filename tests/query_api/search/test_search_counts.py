@@ -125,7 +125,9 @@ async def test_a_page_of_few_related_matches_is_read_from_the_matches(
     [
         (4_200, 1_000_000, True),  # phone:415 at a million leads: 0.4% match, collect them
         (14_000, 100_000, False),  # 14% match: the first page is a walk of ~190 leads
-        (15_000, 1_000_000, True),  # under the cap and 1.5% of a million: still collected
+        (3_350, 100_000, False),  # a custom field's word, 3% estimated: still a short walk
+        (8_000, 1_000_000, True),  # under the cap and 0.8% of a million: still collected
+        (15_000, 1_000_000, False),  # 1.5% of a million: the walk checks ~1,700 leads
         (25_000, 10_000_000, False),  # over the cap: never collected
         (3, 0, True),  # a table never analysed: collect, as before the rule
     ],
