@@ -7,6 +7,7 @@ commits; services below it only flush.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, any_, bindparam, event
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -32,11 +33,38 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
-    kwargs.setdefault("pool_pre_ping", True)
     # asyncpg waits 60 s for a connection by default: a server that swallows packets (a cut
     # network) would hold every request and probe that long.
     kwargs.setdefault("connect_args", {"timeout": CONNECT_TIMEOUT_S})
-    return create_async_engine(url, **kwargs)
+    ping_when_idle = kwargs.pop("pool_pre_ping", None) is None
+    engine = create_async_engine(url, **kwargs)
+    if ping_when_idle:
+        event.listen(engine.sync_engine.pool, "connect", _note_returned)
+        event.listen(engine.sync_engine.pool, "checkin", _note_returned)
+        event.listen(engine.sync_engine.pool, "checkout", _ping_if_idle)
+    return engine
+
+
+# A pooled connection that sat unused this long is pinged before it is handed out, so a restarted
+# server costs no request an error. SQLAlchemy's own pre-ping does so on every checkout, and on
+# asyncpg a ping is three round trips (BEGIN, an empty statement, ROLLBACK): for the API under
+# load half the cost of a request's first statement (docs/operations.md, "API performance"). A
+# connection in steady use is not pinged; one that died within the last second fails its
+# request with a 503, and the pool then replaces every connection made before the failure.
+PING_WHEN_IDLE_S = 1.0
+
+
+def _note_returned(_dbapi_connection: Any, record: Any, *_args: Any) -> None:
+    record.info["returned_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    if time.monotonic() - record.info.get("returned_at", 0.0) < PING_WHEN_IDLE_S:
+        return
+    try:
+        dbapi_connection.ping()
+    except Exception as exc:
+        raise DisconnectionError("the pooled connection did not answer a ping") from exc
 
 
 CONNECT_TIMEOUT_S = 10.0
