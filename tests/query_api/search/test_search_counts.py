@@ -183,7 +183,8 @@ async def test_a_custom_text_word_is_estimated_from_the_values(database: Databas
         await session.execute(
             text(
                 "INSERT INTO lead_custom_values (lead_id, field_id, organization_id, value_text)"
-                " SELECT id, :field, :org, 'From ' || :word FROM leads WHERE name LIKE 'Bulk %' AND organization_id = :org"
+                " SELECT id, :field, :org, 'From ' || :word"
+                " FROM leads WHERE name LIKE 'Bulk %' AND organization_id = :org"
             ),
             {"org": org, "field": field, "word": word},
         )
