@@ -8,13 +8,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from alembic import command
 from sqlalchemy import inspect, text
 
-from bulkmail.shared.db import Database
-from bulkmail.shared.migrate import alembic_config, upgrade
-from bulkmail.shared.settings import Settings
-from tests.conftest import FERNET_TEST_KEY, _create_pg_database, _drop_pg_database, _pg_url_for
+from bulkmail.shared.migrate import upgrade
+from tests.migration_db import downgrade, empty_database
 
 # Leads as 0017_org_ids had them: the counters on the lead.
 ROWS = """
@@ -29,22 +26,14 @@ COUNTERS = {"num_emails", "num_calls", "last_emailed_at"}
 INDEX = "ix_lead_activity_search_activities"
 
 
-def downgrade(settings: Settings, revision: str) -> None:
-    command.downgrade(alembic_config(settings.database_url), revision)
-
-
 @pytest.mark.parametrize("kind", ["postgres", "sqlite"])
 async def test_the_counters_move_to_lead_activity_and_back(kind: str, tmp_path: Path) -> None:
-    name = await _create_pg_database() if kind == "postgres" else ""
-    url = _pg_url_for(name) if name else f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-    settings = Settings(database_url=url, secret_key=FERNET_TEST_KEY)
-    database = Database(settings)
 
     async def columns_of_leads() -> set[str]:
         async with database.engine.connect() as conn:
             return set(await conn.run_sync(lambda c: [col["name"] for col in inspect(c).get_columns("leads")]))
 
-    try:
+    async with empty_database(kind, tmp_path) as (settings, database):
         await asyncio.to_thread(upgrade, settings, "0017_org_ids")
         async with database.session() as session:
             for statement in ROWS.split(";"):
@@ -72,7 +61,3 @@ async def test_the_counters_move_to_lead_activity_and_back(kind: str, tmp_path: 
                 )
             ).all()
         assert [tuple(r) for r in back] == [(1, 3, 1, True), (2, 0, 0, False)]
-    finally:
-        await database.dispose()
-        if name:
-            await _drop_pg_database(name)

@@ -7,15 +7,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from alembic import command
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from bulkmail.shared.db import Database
-from bulkmail.shared.migrate import alembic_config, upgrade
+from bulkmail.shared.migrate import upgrade
 from bulkmail.shared.models import EmailAccount, Organization
-from bulkmail.shared.settings import Settings
-from tests.conftest import FERNET_TEST_KEY, _create_pg_database, _drop_pg_database, _pg_url_for
+from tests.migration_db import downgrade, empty_database
 
 # Send history written as rows of 0009_ledger (the tables as they were, without the column).
 ROWS = """
@@ -26,17 +23,9 @@ INSERT INTO smtp_connection_leases (email_account_id, slot, holder, expires_at) 
 """
 
 
-def downgrade(settings: Settings, revision: str) -> None:
-    command.downgrade(alembic_config(settings.database_url), revision)
-
-
 @pytest.mark.parametrize("kind", ["postgres", "sqlite"])
 async def test_slots_and_leases_are_back_filled_from_their_account(kind: str, tmp_path: Path) -> None:
-    name = await _create_pg_database() if kind == "postgres" else ""
-    url = _pg_url_for(name) if name else f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-    settings = Settings(database_url=url, secret_key=FERNET_TEST_KEY)
-    database = Database(settings)
-    try:
+    async with empty_database(kind, tmp_path) as (settings, database):
         await asyncio.to_thread(upgrade, settings, "0009_ledger")
         async with database.session() as session:
             # Two organisations with one account each (those tables are as the models say).
@@ -74,7 +63,3 @@ async def test_slots_and_leases_are_back_filled_from_their_account(kind: str, tm
         async with database.session() as session:
             again = (await session.execute(text("SELECT id, organization_id FROM send_slots ORDER BY id"))).all()
         assert [tuple(r) for r in again] == [(1, 1), (2, 2), (3, 1)]
-    finally:
-        await database.dispose()
-        if name:
-            await _drop_pg_database(name)

@@ -6,13 +6,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from alembic import command
 from sqlalchemy import text
 
-from bulkmail.shared.db import Database
-from bulkmail.shared.migrate import alembic_config, upgrade
-from bulkmail.shared.settings import Settings
-from tests.conftest import FERNET_TEST_KEY, _create_pg_database, _drop_pg_database, _pg_url_for
+from bulkmail.shared.migrate import upgrade
+from tests.migration_db import downgrade, empty_database
 
 # Leads 1-4 of one organisation, written as rows of revision 0007 (before the new columns):
 # 1: two contacts, the first without email, the second's first address unsubscribed;
@@ -33,17 +30,9 @@ VALUES (20, 1, 11, 1, 1, 'later@one.example', 'later@one.example', 'office', fal
 """
 
 
-def downgrade(settings: Settings, revision: str) -> None:
-    command.downgrade(alembic_config(settings.database_url), revision)
-
-
 @pytest.mark.parametrize("kind", ["postgres", "sqlite"])
 async def test_the_primary_email_is_back_filled_for_existing_leads(kind: str, tmp_path: Path):
-    name = await _create_pg_database() if kind == "postgres" else ""
-    url = _pg_url_for(name) if name else f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-    settings = Settings(database_url=url, secret_key=FERNET_TEST_KEY)
-    database = Database(settings)
-    try:
+    async with empty_database(kind, tmp_path) as (settings, database):
         await asyncio.to_thread(upgrade, settings, "0007")
         async with database.session() as session:
             for statement in ROWS.split(";"):
@@ -65,7 +54,3 @@ async def test_the_primary_email_is_back_filled_for_existing_leads(kind: str, tm
             ).all()
             assert await session.scalar(text("SELECT count(*) FROM contact_emails")) == 4
         assert [(r[0], r[1], bool(r[2])) for r in again] == expected
-    finally:
-        await database.dispose()
-        if name:
-            await _drop_pg_database(name)

@@ -7,15 +7,13 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from alembic import command
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from bulkmail.shared.db import Database
-from bulkmail.shared.migrate import alembic_config, upgrade
+from bulkmail.shared.migrate import upgrade
 from bulkmail.shared.models import BulkEmail, EmailAccount, EmailTemplate, Organization
-from bulkmail.shared.settings import Settings
-from tests.conftest import FERNET_TEST_KEY, _create_pg_database, _drop_pg_database, _pg_url_for
+from tests.migration_db import downgrade, empty_database
 
 SNAPSHOT = "INSERT INTO bulk_email_leads (bulk_email_id, lead_id) VALUES (7, 1), (7, 2), (8, 1)"
 
@@ -51,11 +49,7 @@ async def _snapshot(database: Database) -> list[tuple[int, int]]:
 
 @pytest.mark.parametrize("kind", ["postgres", "sqlite"])
 async def test_the_snapshot_key_becomes_a_trigger_and_back(kind: str, tmp_path: Path):
-    name = await _create_pg_database() if kind == "postgres" else ""
-    url = _pg_url_for(name) if name else f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-    settings = Settings(database_url=url, secret_key=FERNET_TEST_KEY)
-    database = Database(settings)
-    try:
+    async with empty_database(kind, tmp_path) as (settings, database):
         await asyncio.to_thread(upgrade, settings, "0009_ledger")
         await _bulk_emails(database)
         await _execute(database, SNAPSHOT)
@@ -67,14 +61,10 @@ async def test_the_snapshot_key_becomes_a_trigger_and_back(kind: str, tmp_path: 
         await _execute(database, "DELETE FROM bulk_emails WHERE id = 7")
         assert await _snapshot(database) == [(8, 1), (99, 1)]
         # Down: the key is back (rows of missing bulk emails dropped first), and holds.
-        await asyncio.to_thread(command.downgrade, alembic_config(url), "0009_ledger")
+        await asyncio.to_thread(downgrade, settings, "0009_ledger")
         assert await _snapshot(database) == [(8, 1)]
         with pytest.raises(IntegrityError):
             await _execute(database, "INSERT INTO bulk_email_leads (bulk_email_id, lead_id) VALUES (99, 2)")
         await asyncio.to_thread(upgrade, settings, "0016_search_scale")
         await _execute(database, "DELETE FROM bulk_emails WHERE id = 8")
         assert await _snapshot(database) == []
-    finally:
-        await database.dispose()
-        if name:
-            await _drop_pg_database(name)
