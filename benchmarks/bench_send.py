@@ -268,6 +268,7 @@ async def system_run(
             "first_chunk": (first_chunk.timestamp() - wall_started) if first_chunk else 0.0,
             "first_recorded": (first_recorded.timestamp() - wall_started) if first_recorded else 0.0,
             "elapsed": elapsed,
+            "wall_started": wall_started,
             "create": created_s,
             "first_sent": first_sent,
             "sent": float(sent or 0),

@@ -9,6 +9,8 @@ BENCH_API_KEY      the API key (HTTP Bearer)
 BENCH_LEAD_IDS     "first-last": the seeded leads' id range
 BENCH_TEMPLATE_ID  a template to preview
 BENCH_WAIT         "min-max" seconds each user thinks between requests ("0-0": as fast as it can)
+BENCH_TIMELINE     optional: a file to append each request to: its start (epoch s), time (ms), 1 if it
+                   failed else 0, and its type
 """
 
 from __future__ import annotations
@@ -16,13 +18,21 @@ from __future__ import annotations
 import os
 import random
 
-from locust import FastHttpUser, between, task
+from locust import FastHttpUser, between, events, task
 from sales_queries import QUERIES  # beside this file; Locust puts its directory on sys.path
 
 FIRST_LEAD, LAST_LEAD = (int(x) for x in os.environ.get("BENCH_LEAD_IDS", "1-1000").split("-"))
 TEMPLATE_ID = int(os.environ.get("BENCH_TEMPLATE_ID", "1"))
 WAIT_MIN, WAIT_MAX = (float(x) for x in os.environ.get("BENCH_WAIT", "0-0").split("-"))
 PAGE = 25
+TIMELINE = os.environ.get("BENCH_TIMELINE")
+
+if TIMELINE:
+    _timeline = open(TIMELINE, "a", buffering=1)  # noqa: SIM115 - open while Locust runs
+
+    @events.request.add_listener
+    def _note(name: str, response_time: float, start_time: float, exception: object = None, **_: object) -> None:
+        _timeline.write(f"{start_time:.3f} {response_time:.1f} {int(exception is not None)} {name}\n")
 
 
 class Salesperson(FastHttpUser):
