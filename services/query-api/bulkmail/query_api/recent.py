@@ -11,9 +11,10 @@ So the query-api process keeps both for ``RECENT_TTL_S`` seconds:
 - ``catalogues``: an organisation's catalogue.
 
 Any write request through this process forgets what it kept of the organisation as it completes
-(``ForgetOnWrite``; of every organisation when the request is not an API key's): whoever adds a
-lead or a custom field sees it at once. Changes made elsewhere (a send's counters, another API
-process) show within the TTL. The audit before a send never reads these: it counts exactly
+(``ForgetOnWrite``; of every organisation when the request is neither an API key's nor a signed-in
+web user's): whoever adds a lead or a custom field, or saves a Smart View, sees it at once.
+Changes made elsewhere (a send's counters, another API process) show within the TTL. The audit
+before a send never reads these: it counts exactly
 (docs/search.md, "Counts: exact, or approximate and flagged").
 """
 
@@ -95,8 +96,8 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 class ForgetOnWrite:
     """As a write request starts its answer (its transaction has committed: the session
     dependency commits before the response), forget what was kept of its organisation
-    (``scope["state"]["organization_id"]``, set by the API key's dependency; every
-    organisation's for a request without one)."""
+    (``scope["state"]["organization_id"]``, set by the API key's dependency and by the web's
+    session guard; every organisation's for a request without one)."""
 
     def __init__(self, app: ASGIApp, kept: Kept) -> None:
         self.app, self.kept = app, kept

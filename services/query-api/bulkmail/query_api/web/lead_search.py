@@ -1,9 +1,11 @@
 """The leads page's search: one page of results, the count, and a refused query's position.
 
-The same compiled search as ``GET /api/v1/lead/?query=``, read the same way (``page_ids``,
-``count_matches``: exact when that is quick, else the planner's estimate marked approximate, as
-Close shows it); what is added here is only what a page needs: a sort picked from a menu and
-pages of 50.
+The same compiled search as ``GET /api/v1/lead/?query=``, read the same way (``search_page``: a
+short page is its own total, else ``count_matches``, exact when that is quick, else the
+planner's estimate marked approximate, as Close shows it), with the same kept catalogue and
+totals (``query_api.recent``: the search box asks again on every keystroke and page, and a
+write through this process forgets them); the rows are the API's lead documents. What is added
+here is only what a page needs: a sort picked from a menu and pages of 50.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.auth import Principal
-from bulkmail.query_api.leads import repository
+from bulkmail.query_api.leads.documents import load_lead_documents
+from bulkmail.query_api.recent import Kept
 from bulkmail.query_api.search import QueryError, compile_search, load_search_context
-from bulkmail.query_api.search.counting import count_matches
-from bulkmail.query_api.search.paging import page_ids
-from bulkmail.shared.models import EmailTemplate, Lead, LeadStatus, SavedSearch
+from bulkmail.query_api.search.paging import KnownSearch, search_page
+from bulkmail.shared.models import EmailTemplate, LeadStatus, SavedSearch
 
 PAGE_SIZE = 50
 
@@ -76,35 +78,46 @@ def effective_query(query: str, sort: str) -> tuple[str, bool]:
     return query, False
 
 
-async def search_leads(session: AsyncSession, principal: Principal, query: str, sort: str, page: int) -> SearchResult:
+async def search_leads(
+    session: AsyncSession, principal: Principal, query: str, sort: str, page: int, kept: Kept | None = None
+) -> SearchResult:
     page = max(1, page)
     result = SearchResult(query=query, sort=sort if sort in _SORTS else "", page=page)
     text, result.sort_in_query = effective_query(query, result.sort)
-    ctx = await load_search_context(session, organization_id=principal.organization_id, user_id=principal.user_id)
+    org = principal.organization_id
+    ctx = await load_search_context(
+        session,
+        organization_id=org,
+        user_id=principal.user_id,
+        timezone=principal.timezone,
+        kept=kept.catalogues if kept is not None else None,
+    )
     try:
         compiled = compile_search(text, ctx)
     except QueryError as exc:
         result.error = exc.to_dict() | {"offset": exc.offset, "line_text": exc.snippet.split("\n")[0]}
         return result
-    skip = (page - 1) * PAGE_SIZE
-    ids = await page_ids(session, compiled, skip, PAGE_SIZE + 1)
-    result.has_more = len(ids) > PAGE_SIZE
-    leads = await repository.load_leads(session, principal.organization_id, ids[:PAGE_SIZE])
-    result.rows = [_row(lead) for lead in leads]
-    counted = await count_matches(session, compiled)
-    result.count, result.exact = counted.value, not counted.approximate
+    key = (principal.user_id, principal.timezone, text)
+    known = kept.counts.get(org, key) if kept is not None else None
+    found = await search_page(session, compiled, (page - 1) * PAGE_SIZE, PAGE_SIZE, known)
+    if kept is not None and known is None:
+        kept.counts.put(org, key, KnownSearch(found.total, found.matches_first))
+    result.has_more = found.has_more
+    result.rows = [_row(document) for document in await load_lead_documents(session, org, found.ids)]
+    result.count, result.exact = found.total.value, not found.total.approximate
     return result
 
 
-def _row(lead: Lead) -> LeadRow:
-    contact = lead.contacts[0] if lead.contacts else None
-    email = next((e.email for c in lead.contacts for e in c.emails), "")
-    city = next((a.city for a in lead.addresses if a.city), "")
+def _row(lead: dict[str, Any]) -> LeadRow:
+    """A result row from the lead's API document (``leads.documents``)."""
+    contacts = lead["contacts"]
+    email = next((e["email"] for c in contacts for e in c["emails"]), "")
+    city = next((a["city"] for a in lead["addresses"] if a["city"]), "")
     return LeadRow(
-        id=lead.id,
-        name=lead.display_name,
-        status=lead.status.label if lead.status else "",
-        contact=contact.name if contact else "",
+        id=lead["id"],
+        name=lead["display_name"],
+        status=lead["status_label"] or "",
+        contact=contacts[0]["name"] if contacts else "",
         email=email,
         city=city,
     )

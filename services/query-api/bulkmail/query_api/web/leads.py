@@ -13,9 +13,10 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from bulkmail.query_api.deps import SessionDep
+from bulkmail.query_api.deps import KeptDep, SessionDep
 from bulkmail.query_api.errors import APIError
 from bulkmail.query_api.ownership import get_owned
+from bulkmail.query_api.recent import Kept
 from bulkmail.query_api.saved_searches import service as smart_view_service
 from bulkmail.query_api.search import QueryError
 from bulkmail.query_api.web.lead_search import (
@@ -75,7 +76,8 @@ async def _leads_page(
     save_error: str = "",
     status_code: int = 200,
 ) -> Response:
-    result = await search_leads(session, user.principal, query, sort, page)
+    kept: Kept = request.app.state.kept
+    result = await search_leads(session, user.principal, query, sort, page, kept)
     base = f"/smart-views/{view.id}" if view is not None else "/leads"
     return render(
         request,
@@ -105,6 +107,7 @@ async def leads_page(
 async def live_search(
     session: SessionDep,
     user: WebUserDep,
+    kept: KeptDep,
     query: QueryText = "",
     sort: str = "",
     page: int = 1,
@@ -116,7 +119,7 @@ async def live_search(
         view = await session.get(SavedSearch, smart_view)
         if view is not None and view.organization_id != user.organization_id:
             view = None
-    result = await search_leads(session, user.principal, query, sort, page)
+    result = await search_leads(session, user.principal, query, sort, page, kept)
     base = f"/smart-views/{view.id}" if view is not None else "/leads"
     return JSONResponse(_fragments(result, view, base))
 

@@ -68,6 +68,7 @@ async def web_guard(request: Request, session: SessionDep) -> None:
                 session_id=active.session_id,
             )
             request.state.csrf_seed = token
+            request.state.organization_id = user.organization_id  # what a write forgets (recent.py)
     if request.state.csrf_seed is None:
         request.state.csrf_seed = request.cookies.get(PRESESSION_COOKIE)
     # Signing out without a live session changes nothing, so it needs no proof: a sign-out button
