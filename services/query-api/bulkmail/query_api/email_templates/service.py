@@ -20,7 +20,7 @@ from bulkmail.query_api.pagination import Page, fetch_page
 from bulkmail.query_api.recent import Kept
 from bulkmail.query_api.saved_searches.repository import smart_view_queries
 from bulkmail.query_api.saved_searches.usage import views_using
-from bulkmail.query_api.search import compile_search, load_search_context
+from bulkmail.query_api.search import compile_search, context_for
 from bulkmail.shared.audience import Candidate, choose_candidates, load_batch
 from bulkmail.shared.models import Contact, ContactPreference, EmailTemplate, Lead
 from bulkmail.shared.render_data import RecipientRef, load_render_contexts, sender_context
@@ -165,14 +165,7 @@ async def render_for_entry(
     first contact) or contact with an email address among the search's results; None past the end.
     ``kept``: catalogues recent requests read (``query_api.recent``)."""
     org = principal.organization_id
-    ctx = await load_search_context(
-        session,
-        organization_id=org,
-        user_id=principal.user_id,
-        timezone=principal.timezone,
-        kept=kept.catalogues if kept is not None else None,
-    )
-    compiled = compile_search(query, ctx)
+    compiled = compile_search(query, await context_for(session, principal, kept))
     if compiled.limit is not None and entry >= compiled.limit:
         return None
     # As Close: leads without an email address are skipped, so only leads with one are read.

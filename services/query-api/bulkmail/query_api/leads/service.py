@@ -27,8 +27,8 @@ from bulkmail.query_api.leads.schemas import (
 from bulkmail.query_api.ownership import MAX_ID, get_owned
 from bulkmail.query_api.pagination import Page, fetch_page
 from bulkmail.query_api.recent import Kept
-from bulkmail.query_api.search import compile_search, load_search_context
-from bulkmail.query_api.search.paging import KnownSearch, search_page
+from bulkmail.query_api.search import compile_search, context_for
+from bulkmail.query_api.search.paging import KnownSearch, SearchPage, search_page
 from bulkmail.shared.counters import normalize_email, refresh_lead_counters
 from bulkmail.shared.models import (
     Address,
@@ -66,23 +66,27 @@ async def list_page(
         )
         documents = await load_lead_documents(session, org, ids)
         return LeadPage(documents, has_more, await repository.count_leads(session, org))
-    ctx = await load_search_context(
-        session,
-        organization_id=org,
-        user_id=principal.user_id,
-        timezone=principal.timezone,
-        kept=kept.catalogues if kept is not None else None,
-    )
-    compiled = compile_search(query, ctx)
-    # The total is exact when quick; past a budget, the planner's estimate, flagged (the search
-    # box shows "~").
-    key = (principal.user_id, principal.timezone, query)
-    known = kept.counts.get(org, key) if kept is not None else None
-    found = await search_page(session, compiled, page.skip, page.limit, known)
-    if kept is not None and known is None:
-        kept.counts.put(org, key, KnownSearch(found.total, found.matches_first))
+    found = await find_leads(session, principal, query, page.skip, page.limit, kept)
     documents = await load_lead_documents(session, org, found.ids)
     return LeadPage(documents, found.has_more, found.total.value, found.total.approximate)
+
+
+async def find_leads(
+    session: AsyncSession, principal: Principal, query: str, skip: int, limit: int, kept: Kept | None = None
+) -> SearchPage:
+    """The ids of a page of what ``query`` finds, and its total (QueryError when refused).
+
+    The total is exact when quick; past a budget, the planner's estimate, flagged (the search
+    box shows "~"). ``kept``: what recent requests read (the catalogue, this search's total).
+    """
+    org = principal.organization_id
+    compiled = compile_search(query, await context_for(session, principal, kept))
+    key = (principal.user_id, principal.timezone, query)
+    known = kept.counts.get(org, key) if kept is not None else None
+    found = await search_page(session, compiled, skip, limit, known)
+    if kept is not None and known is None:
+        kept.counts.put(org, key, KnownSearch(found.total, found.matches_first))
+    return found
 
 
 async def get_document(session: AsyncSession, organization_id: int, lead_id: int) -> dict[str, Any]:

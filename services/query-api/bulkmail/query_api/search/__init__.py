@@ -13,6 +13,7 @@ from bulkmail.query_api.search.compiler import CompiledSearch, compile_search
 from bulkmail.query_api.search.context import (
     CustomFieldRef,
     SearchContext,
+    context_for,
     load_search_context,
     resolver_from,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "QueryError",
     "SearchContext",
     "compile_search",
+    "context_for",
     "explain",
     "load_search_context",
     "parse_query",

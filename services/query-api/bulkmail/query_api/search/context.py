@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import Executable, Text, bindparam, cast, literal, null, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bulkmail.query_api.recent import Recent
+from bulkmail.query_api.auth import Principal
+from bulkmail.query_api.recent import Kept, Recent
 from bulkmail.shared.models import CustomField, CustomFieldType, EmailTemplate, LeadStatus, SavedSearch, User
 
 
@@ -150,4 +151,16 @@ async def load_search_context(
         saved_searches=catalogue.saved_searches,
         statuses=catalogue.statuses,
         templates=catalogue.templates,
+    )
+
+
+async def context_for(session: AsyncSession, principal: Principal, kept: Kept | None = None) -> SearchContext:
+    """The context of a request by ``principal`` (an API key's or a signed-in user's: either
+    carries the user's time zone), with the catalogue recent requests kept (``kept``)."""
+    return await load_search_context(
+        session,
+        organization_id=principal.organization_id,
+        user_id=principal.user_id,
+        timezone=principal.timezone,
+        kept=kept.catalogues if kept is not None else None,
     )

@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bulkmail.query_api.auth import Principal
 from bulkmail.query_api.leads.documents import load_lead_documents
+from bulkmail.query_api.leads.service import find_leads
 from bulkmail.query_api.recent import Kept
-from bulkmail.query_api.search import QueryError, compile_search, load_search_context
-from bulkmail.query_api.search.paging import KnownSearch, search_page
+from bulkmail.query_api.search import QueryError
 from bulkmail.shared.models import EmailTemplate, LeadStatus, SavedSearch
 
 PAGE_SIZE = 50
@@ -84,26 +84,14 @@ async def search_leads(
     page = max(1, page)
     result = SearchResult(query=query, sort=sort if sort in _SORTS else "", page=page)
     text, result.sort_in_query = effective_query(query, result.sort)
-    org = principal.organization_id
-    ctx = await load_search_context(
-        session,
-        organization_id=org,
-        user_id=principal.user_id,
-        timezone=principal.timezone,
-        kept=kept.catalogues if kept is not None else None,
-    )
     try:
-        compiled = compile_search(text, ctx)
+        found = await find_leads(session, principal, text, (page - 1) * PAGE_SIZE, PAGE_SIZE, kept)
     except QueryError as exc:
         result.error = exc.to_dict() | {"offset": exc.offset, "line_text": exc.snippet.split("\n")[0]}
         return result
-    key = (principal.user_id, principal.timezone, text)
-    known = kept.counts.get(org, key) if kept is not None else None
-    found = await search_page(session, compiled, (page - 1) * PAGE_SIZE, PAGE_SIZE, known)
-    if kept is not None and known is None:
-        kept.counts.put(org, key, KnownSearch(found.total, found.matches_first))
     result.has_more = found.has_more
-    result.rows = [_row(document) for document in await load_lead_documents(session, org, found.ids)]
+    documents = await load_lead_documents(session, principal.organization_id, found.ids)
+    result.rows = [_row(document) for document in documents]
     result.count, result.exact = found.total.value, not found.total.approximate
     return result
 
