@@ -61,3 +61,19 @@ async def test_the_counters_move_to_lead_activity_and_back(kind: str, tmp_path: 
                 )
             ).all()
         assert [tuple(r) for r in back] == [(1, 3, 1, True), (2, 0, 0, False)]
+
+
+@pytest.mark.parametrize("kind", ["postgres", "sqlite"])
+async def test_the_last_emailed_order_index_comes_and_goes(kind: str, tmp_path: Path) -> None:
+    name = "ix_lead_activity_search_last_emailed"
+    catalogue = "pg_indexes WHERE indexname" if kind == "postgres" else "sqlite_master WHERE name"
+
+    async def present() -> int:
+        async with database.session() as session:
+            return int((await session.execute(text(f"SELECT count(*) FROM {catalogue} = '{name}'"))).scalar_one())
+
+    async with empty_database(kind, tmp_path) as (settings, database):
+        await asyncio.to_thread(upgrade, settings, "0020_last_emailed_order")
+        assert await present() == 1
+        await asyncio.to_thread(downgrade, settings, "0019_custom_value_words")
+        assert await present() == 0

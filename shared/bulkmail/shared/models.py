@@ -267,9 +267,10 @@ class LeadActivity(Base):
 
     Every sent email bumps ``num_emails`` and ``last_emailed_at``. On ``leads`` no index could
     name them without making each of those updates re-insert the lead into all of its indexes
-    (migration 0004); here an update re-inserts a row of a few dozen bytes into two indexes,
+    (migration 0004); here an update re-inserts a row of a few dozen bytes into three indexes,
     and ``sort:activities`` walks ``ix_lead_activity_search_activities`` in its order instead
-    of sorting every match (migration 0018, docs/search.md).
+    of sorting every match (migration 0018, docs/search.md); ``sort:-last_emailed`` likewise
+    walks ``ix_lead_activity_search_last_emailed`` (migration 0020).
 
     Every lead has exactly one: the ORM adds it with the lead, the bulk loader writes it. Raw SQL
     that inserts leads must insert it too: a lead without one drops out of every search that
