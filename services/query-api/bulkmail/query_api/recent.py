@@ -14,8 +14,8 @@ Any write request through this process forgets what it kept of the organisation 
 (``ForgetOnWrite``; of every organisation when the request is neither an API key's nor a signed-in
 web user's): whoever adds a lead or a custom field, or saves a Smart View, sees it at once.
 Changes made elsewhere (a send's counters, another API process) show within the TTL. The audit
-before a send never reads these: it counts exactly
-(docs/search.md, "Counts: exact, or approximate and flagged").
+before a send never reads these: it counts exactly (docs/search.md, "Counts: exact, or
+approximate and flagged").
 """
 
 from __future__ import annotations
